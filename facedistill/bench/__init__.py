@@ -1,0 +1,1 @@
+"""facedistill.bench (built by a later issue)."""

@@ -1,0 +1,1 @@
+"""facedistill.export (built by a later issue)."""

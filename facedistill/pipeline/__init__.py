@@ -1,0 +1,1 @@
+"""Everything that needs torch: data, models, training, selection, distillation, stages."""

@@ -1,0 +1,1 @@
+"""Datasets: the embedded synthetic generator, the CelebA reader and the transforms."""

@@ -1,0 +1,108 @@
+"""The command line, run as a real process: verbs, config files, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facedistill import __version__
+from facedistill.cli import _PLANNED
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "facedistill", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def test_help_lists_every_verb_and_version() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for verb in ["data", *_PLANNED]:
+        assert f"  {verb} " in proc.stdout
+    for verb in ("compress", "export", "bench", "predict", "pipeline"):
+        assert verb in _PLANNED
+    version = run("--version")
+    assert version.returncode == 0 and __version__ in version.stdout
+
+
+@pytest.mark.parametrize("verb", ["train", "compress", "export"])
+def test_verbs_not_built_yet_say_so_and_exit_2(verb: str) -> None:
+    assert_one_line_error(run(verb, "--student", "snet3"), f"'facedistill {verb}' is not built")
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    assert_one_line_error(run("data", "synth", "--bogus"), "--bogus", "data synth --help")
+    assert_one_line_error(run("data", "synth", "--n", "many"), "'--n'", "many")
+    assert_one_line_error(run("data", "synth", "--out", str(tmp_path / "d"), "--n", "2"),
+                          "field 'n'", "at least 3")
+    assert not (tmp_path / "d").exists()
+    assert_one_line_error(run("data", "check", str(tmp_path / "missing")), "missing")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = run("--debug", "data", "synth", "--out", str(tmp_path / "d"), "--n", "2")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+
+
+def test_config_file_sets_defaults_and_cli_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "demo.toml"
+    config.write_text(
+        f'[data.synth]\nout = "{tmp_path / "ds"}"\nn = 12\nsize = 16\nseed = 1\n'
+        f'workers = 1\n\n[data.check]\nroot = "{tmp_path / "ds"}"\n'
+    )
+    proc = run("--config", str(config), "data", "synth", "--seed", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["config"] == {"n": 12, "size": 16, "seed": 5, "wild": False,
+                                "images_per_identity": 20.0}
+    assert result["reused"] is False and result["images"] == 12
+    again = json.loads(run("--config", str(config), "data", "synth", "--seed", "5",
+                           "--json").stdout)
+    assert again["reused"] is True
+    assert_one_line_error(run("--config", str(config), "data", "synth"), "--force")
+
+    check = run("--config", str(config), "data", "check", "--json")  # root from the config
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["images"] == 12
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("[data.synth]\nsizee = 3\n", ["field 'data.synth.sizee'", "unknown option"]),
+        ("[data.synth]\nsize = 'big'\n", ["field 'data.synth.size'", "big"]),
+        ("[data.synthh]\nn = 3\n", ["[data.synthh]"]),
+        ("[data.synth\nn = 3\n", ["invalid TOML", "line 1"]),
+    ],
+)
+def test_bad_config_files_name_file_and_key(tmp_path: Path, text: str,
+                                            needles: list[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    assert_one_line_error(run("--config", str(config), "data", "synth", "--n", "3"),
+                          str(config), *needles)
+    assert_one_line_error(run("--config", str(tmp_path / "nope.toml"), "data", "synth"),
+                          "nope.toml", "not found")
+
+
+def test_synth_prints_a_summary(tmp_path: Path) -> None:
+    proc = run("data", "synth", "--out", str(tmp_path / "ds"), "--n", "30", "--size", "16",
+               "--workers", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "30 images" in proc.stdout
+    for split in ("train", "val", "test"):
+        assert split in proc.stdout
