@@ -43,6 +43,13 @@ EXCLUSIVE_GROUPS: tuple[tuple[str, ...], ...] = (
     ("Bald", "Bangs"),
 )
 
+# Column names of the bbox and landmark files (after ``image_id``).
+BBOX_NAMES: tuple[str, ...] = ("x_1", "y_1", "width", "height")
+LANDMARK_NAMES: tuple[str, ...] = (
+    "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
+    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
+)  # fmt: skip
+
 # Standard CelebA partition sizes: train / val / test.
 CELEBA_SPLIT_SIZES: tuple[int, int, int] = (162_770, 19_867, 19_962)
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")

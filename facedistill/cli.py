@@ -181,12 +181,41 @@ def data_check(root: Path, variant: str | None, verify_images: bool, as_json: bo
         console.print(table)
 
 
+# -- models --------------------------------------------------------------------------------
+
+
+@cli.command("models")
+@click.option("--size", type=int, default=64, show_default=True,
+              help="Input side (pixels) at which MACs are counted.")
+@click.option("--width", type=float, default=1.0, show_default=True,
+              help="Width multiplier (scales every conv but the final 1280).")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def models_cmd(size: int, width: float, as_json: bool) -> None:
+    """List the model registry: exact params (with and without the FC40), MACs, the paper's."""
+    from rich.table import Table
+
+    from facedistill.pipeline.models import PAPER, list_models, model_info
+
+    order = ["tnet", *sorted(n for n in list_models() if n != "tnet")]  # teacher first
+    rows = [model_info(name, width=width, size=size) for name in order]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"models at {size}x{size}, width {width:g}")
+    for col in ("model", "params", "params w/o FC40", "MACs", "paper params", "paper acc."):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r["arch"], f"{r['params']:,}", f"{r['params_no_head']:,}",
+                      f"{r['macs'] / 1e6:,.1f}M", PAPER[r["arch"]]["params_text"],
+                      f"{r['paper_acc']:.2f}")
+    console.print(table)
+
+
 # -- verbs that later releases build ---------------------------------------------------------
 
 _PLANNED = {
     "train": "Train a teacher (tnet) or a student from labels.",
     "eval": "Evaluate a checkpoint: balanced accuracy per attribute.",
-    "models": "List the model registry with parameter counts and MACs.",
     "select": "Select the teacher's most informative neurons by mean-field inference.",
     "compress": "Distill a teacher into SNet1/SNet2/SNet3 through selected neurons.",
     "export": "Export to ONNX (FP32/FP16/INT8) and TensorRT engines.",

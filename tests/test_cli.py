@@ -106,3 +106,15 @@ def test_synth_prints_a_summary(tmp_path: Path) -> None:
     assert "30 images" in proc.stdout
     for split in ("train", "val", "test"):
         assert split in proc.stdout
+
+
+def test_models_lists_exact_counts() -> None:
+    proc = run("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["arch"]: r for r in json.loads(proc.stdout)}
+    assert {k: v["params"] for k, v in rows.items()} == {
+        "tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320}
+    assert rows["snet3"]["params_no_head"] == 264_080
+    table = run("models", "--size", "32")
+    assert table.returncode == 0 and "13,764,616" in table.stdout and "0.27M" in table.stdout
+    assert_one_line_error(run("models", "--width", "0"), "field 'width'")

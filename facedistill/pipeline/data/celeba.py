@@ -37,7 +37,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facedistill.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLIT_NAMES
+from facedistill.attributes import (
+    ATTRIBUTES,
+    BBOX_NAMES,
+    LANDMARK_NAMES,
+    NUM_ATTRIBUTES,
+    SPLIT_NAMES,
+)
 from facedistill.errors import ConfigError, DataError
 from facedistill.pipeline.data.transforms import build_transform
 
@@ -55,11 +61,6 @@ __all__ = [
 ]
 
 VARIANTS: tuple[str, ...] = ("aligned", "wild")
-BBOX_NAMES: tuple[str, ...] = ("x_1", "y_1", "width", "height")
-LANDMARK_NAMES: tuple[str, ...] = (
-    "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
-    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
-)  # fmt: skip
 
 ATTR_STEM = "list_attr_celeba"
 PARTITION_STEM = "list_eval_partition"

@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from facedistill import __version__
-from facedistill.attributes import ATTRIBUTES, CELEBA_SPLIT_SIZES, SPLIT_NAMES
+from facedistill.attributes import (
+    ATTRIBUTES,
+    BBOX_NAMES,
+    CELEBA_SPLIT_SIZES,
+    LANDMARK_NAMES,
+    SPLIT_NAMES,
+)
 from facedistill.errors import UserError
 from facedistill.io import atomic_write_json, atomic_write_text
 from facedistill.pipeline.data.synth_model import Face, Identity, sample_face, sample_identity
@@ -42,10 +48,6 @@ from facedistill.pipeline.data.synth_render import render_aligned, render_wild
 
 GENERATOR_VERSION = 1
 MANIFEST = "synth.json"
-LANDMARK_NAMES = (
-    "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
-    "leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
-)
 _CHUNK = 48  # images per task: small enough for a smooth progress bar
 
 Progress = Callable[[int, int], None]
@@ -160,14 +162,14 @@ def write_label_files(folder: Path, cfg: SynthConfig, names: list[str], partitio
     atomic_write_text(folder / "identity_CelebA.txt",
                       "".join(f"{nm} {i}\n" for nm, i in zip(names, identity, strict=True)))
     marks = np.rint(np.stack([r["landmarks"] for r in rows])).astype(np.int64)
-    text = [str(n), LANDMARK_NAMES, *_fmt_rows(names, marks, "{:4d}")]
+    text = [str(n), " ".join(LANDMARK_NAMES), *_fmt_rows(names, marks, "{:4d}")]
     atomic_write_text(folder / "list_landmarks_align_celeba.txt", "\n".join(text) + "\n")
     if cfg.wild:
         boxes = np.rint(np.stack([r["bbox"] for r in rows])).astype(np.int64)
-        text = [str(n), "image_id x_1 y_1 width height", *_fmt_rows(names, boxes, "{:4d}")]
+        text = [str(n), " ".join(("image_id", *BBOX_NAMES)), *_fmt_rows(names, boxes, "{:4d}")]
         atomic_write_text(folder / "list_bbox_celeba.txt", "\n".join(text) + "\n")
         wmarks = np.rint(np.stack([r["wild_landmarks"] for r in rows])).astype(np.int64)
-        text = [str(n), LANDMARK_NAMES, *_fmt_rows(names, wmarks, "{:4d}")]
+        text = [str(n), " ".join(LANDMARK_NAMES), *_fmt_rows(names, wmarks, "{:4d}")]
         atomic_write_text(folder / "list_landmarks_celeba.txt", "\n".join(text) + "\n")
 
 

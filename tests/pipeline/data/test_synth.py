@@ -15,6 +15,7 @@ from facedistill.attributes import (
     CELEBA_SPLIT_SIZES,
     EXCLUSIVE_GROUPS,
     INDEX,
+    LANDMARK_NAMES,
 )
 from facedistill.errors import UserError
 from facedistill.pipeline.data import synth
@@ -52,8 +53,9 @@ def test_writes_celeba_layout(small: Path) -> None:
     assert all(len(r) == 41 and set(r[1:]) <= {"-1", "1"} for r in rows)
     part = _read_rows(small / "list_eval_partition.txt", 0)
     assert [r[0] for r in part] == names and {r[1] for r in part} == {"0", "1", "2"}
-    for fname, header in (("list_landmarks_align_celeba.txt", synth.LANDMARK_NAMES),
-                          ("list_landmarks_celeba.txt", synth.LANDMARK_NAMES),
+    marks = " ".join(LANDMARK_NAMES)
+    for fname, header in (("list_landmarks_align_celeba.txt", marks),
+                          ("list_landmarks_celeba.txt", marks),
                           ("list_bbox_celeba.txt", "image_id x_1 y_1 width height")):
         lines = small.joinpath(fname).read_text().splitlines()
         assert lines[0] == str(SMALL.n) and lines[1] == header
@@ -250,3 +252,32 @@ def test_every_attribute_has_its_own_visual_cue(name: str) -> None:
         assert changed == 0
     else:
         assert changed >= 3, f"{name}: only {changed} pixels changed over 3 faces"
+
+
+def test_reader_and_check_read_the_generated_dataset(small: Path) -> None:
+    """The one CelebA reader serves the synthetic dataset, both variants."""
+    from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
+    from facedistill.pipeline.data.check import check_dataset
+
+    labels = sample_labels(SMALL)
+    partition, identity = plan(SMALL)
+    index = CelebAIndex.load(small)
+    np.testing.assert_array_equal(index.attrs, labels)
+    np.testing.assert_array_equal(index.partition, partition)
+    np.testing.assert_array_equal(index.identity, identity)
+    assert index.landmarks is not None and index.landmarks.shape == (SMALL.n, 10)
+
+    val = CelebA(small, "val", size=24)
+    assert len(val) == split_counts(SMALL.n)[1]
+    image, target = val[0]
+    assert image.shape == (3, 24, 24)
+    np.testing.assert_array_equal(target.numpy(), labels[partition == 1][0])
+
+    wild = CelebA(small, "test", variant="wild", size=24, return_bbox=True)
+    image, target, extra = wild[0]
+    assert image.shape == (3, 24, 24) and extra["bbox"].shape == (4,)
+
+    report = check_dataset(small)
+    assert report["images"] == SMALL.n and report["variants"] == ["aligned", "wild"]
+    assert report["splits"]["train"]["images"] == split_counts(SMALL.n)[0]
+    assert report["identity_overlap"] == 0

@@ -1,0 +1,425 @@
+"""The teacher (TNet) and the three students (SNet1/2/3) of the cascade paper, and a registry.
+
+Architectures follow Table 3 of the paper as read in ``specs/architectures.md``:
+
+======  ===============  ==========  ==========  ===================
+layer   TNet             SNet1       SNet2       SNet3
+======  ===============  ==========  ==========  ===================
+block1  3x3x32 (2)       3x3x32      3x3x32      3x3x16
+block2  3x3x64 (2)       3x3x64      3x3x64      3x3x32
+block3  3x3x128 (3)      3x3x128     3x3x128     3x3x64
+block4  3x3x256 (3)      3x3x256     3x3x256     3x3x128
+block5  3x3x512 (3)      3x3x512     3x3x512     1x1x1280 (no pool)
+block6  3x3x1280         3x3x1280    1x1x1280    -
+head    GAP, FC          GAP, FC     GAP, FC     GAP, FC
+======  ===============  ==========  ==========  ===================
+
+``3x3x32 (2)`` means two 3x3 convolutions with 32 output channels. Every convolution is
+``Conv2d(k, padding=k // 2, bias=False) -> BatchNorm2d -> ReLU``; blocks 1-5 end in a 2x2 max-pool
+(``ceil_mode=False``) except SNet3's block5; block6 (the paper's "conv6") has no pool. The head is
+global average pooling (GAP) followed by ``Linear(1280, num_attrs)`` with a bias.
+
+All four trunks end in 1280 channels, so the 1280-d GAP vector (:meth:`CascadeNet.features`, the
+"top hidden layer") of a student lines up neuron-for-neuron with the teacher's: it is what hints
+and neuron selection work on.
+
+Parameter counts (width 1, 40 attributes; :data:`PAPER` keeps the published figures)::
+
+    TNet  13,764,616   paper 19M
+    SNet1  7,521,608   paper 6M
+    SNet2  2,278,728   paper 2M
+    SNet3    315,320   paper 0.27M (264,080 without the FC layer)
+
+SNet2 and SNet3 (without its FC) match the paper; **SNet1 and TNet do not**, and no single
+reading of the table reproduces the printed numbers (a 1024-wide conv6 would give SNet1 ~6.3M;
+TNet reaches ~19.1M only with an extra 4096-wide hidden FC layer). The models are built exactly
+as the table is written and are not padded to hit the printed figures; reports show our exact
+counts beside the paper's.
+
+Width multiplier: ``width`` scales every convolution's output channels except the final 1280
+(the last convolution of the trunk, which the feature vector and the head depend on). A scaled
+width is ``max(1, int(round(c * width)))`` (Python's ``round``, half to even) with no rounding to
+a multiple of 8, so ``width=1`` reproduces the table exactly.
+
+Input size is free (GAP makes the head size-independent) down to :attr:`CascadeNet.min_input_size`
+(``2 ** number_of_pools``: 32 for TNet/SNet1/SNet2, 16 for SNet3).
+
+Layers are addressable by path, e.g. ``trunk.block3.conv2.conv`` (the second conv of block 3),
+``trunk.block6`` (conv6), ``head`` (the classifier); see :meth:`torch.nn.Module.get_submodule`.
+
+Public API: :func:`register_model`, :func:`list_models`, :func:`build_model`, :func:`model_info`,
+:func:`count_params`, :func:`count_macs`, :class:`CascadeNet`, :data:`PAPER`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import nn
+
+from facedistill.errors import UserError
+
+__all__ = [
+    "ARCHITECTURES",
+    "FEATURE_DIM",
+    "PAPER",
+    "BlockSpec",
+    "CascadeNet",
+    "ConvBNReLU",
+    "build_model",
+    "count_macs",
+    "count_params",
+    "list_models",
+    "model_info",
+    "register_model",
+    "scale_width",
+]
+
+FEATURE_DIM = 1280
+"""Channels of every trunk's last convolution = length of the GAP feature vector."""
+
+DEFAULT_NUM_ATTRS = 40
+DEFAULT_SIZE = 64
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One row of Table 3 for one model: ``repeats`` convs of ``kernel`` x ``kernel`` x ``channels``,
+    followed by a 2x2 max-pool when ``pool``."""
+
+    kernel: int
+    channels: int
+    repeats: int = 1
+    pool: bool = True
+
+
+ARCHITECTURES: dict[str, tuple[BlockSpec, ...]] = {
+    "tnet": (
+        BlockSpec(3, 32, 2),
+        BlockSpec(3, 64, 2),
+        BlockSpec(3, 128, 3),
+        BlockSpec(3, 256, 3),
+        BlockSpec(3, 512, 3),
+        BlockSpec(3, FEATURE_DIM, 1, pool=False),
+    ),
+    "snet1": (
+        BlockSpec(3, 32),
+        BlockSpec(3, 64),
+        BlockSpec(3, 128),
+        BlockSpec(3, 256),
+        BlockSpec(3, 512),
+        BlockSpec(3, FEATURE_DIM, pool=False),
+    ),
+    "snet2": (
+        BlockSpec(3, 32),
+        BlockSpec(3, 64),
+        BlockSpec(3, 128),
+        BlockSpec(3, 256),
+        BlockSpec(3, 512),
+        BlockSpec(1, FEATURE_DIM, pool=False),
+    ),
+    "snet3": (
+        BlockSpec(3, 16),
+        BlockSpec(3, 32),
+        BlockSpec(3, 64),
+        BlockSpec(3, 128),
+        BlockSpec(1, FEATURE_DIM, pool=False),
+    ),
+}
+"""Table 3 of the paper, block by block (``block1`` first)."""
+
+PAPER: dict[str, dict[str, Any]] = {
+    "tnet": {"params": 19_000_000, "params_text": "19M", "mean_acc": 91.07},
+    "snet1": {"params": 6_000_000, "params_text": "6M", "mean_acc": 91.02},
+    "snet2": {"params": 2_000_000, "params_text": "2M", "mean_acc": 90.89},
+    "snet3": {"params": 270_000, "params_text": "0.27M", "mean_acc": 90.60},
+}
+"""The paper's published parameter counts and mean accuracy (%) on uCelebA, for reports."""
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+def scale_width(channels: int, width: float) -> int:
+    """Channels of a conv scaled by the width multiplier: ``max(1, int(round(channels * width)))``."""
+    return max(1, int(round(channels * width)))
+
+
+class ConvBNReLU(nn.Sequential):
+    """``Conv2d(k, padding=k // 2, bias=False) -> BatchNorm2d -> ReLU``; children ``conv``,
+    ``bn``, ``relu``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int) -> None:
+        super().__init__(
+            OrderedDict(
+                conv=nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+                bn=nn.BatchNorm2d(out_channels),
+                relu=nn.ReLU(),  # not in place: hooks on `bn` see pre-ReLU values
+            )
+        )
+
+
+def _make_block(in_channels: int, out_channels: int, spec: BlockSpec) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i in range(spec.repeats):
+        layers[f"conv{i + 1}"] = ConvBNReLU(
+            in_channels if i == 0 else out_channels, out_channels, spec.kernel
+        )
+    if spec.pool:
+        layers["pool"] = nn.MaxPool2d(2, 2)
+    return nn.Sequential(layers)
+
+
+class CascadeNet(nn.Module):
+    """A plain VGG-style CNN of the cascade paper: ``trunk`` (named blocks) -> GAP -> ``head``.
+
+    Attributes: ``arch`` (registry name), ``width``, ``num_attrs``, ``feature_dim`` (1280),
+    ``min_input_size`` (smallest square input the pools accept).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        blocks: tuple[BlockSpec, ...],
+        width: float = 1.0,
+        num_attrs: int = DEFAULT_NUM_ATTRS,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.width = float(width)
+        self.num_attrs = int(num_attrs)
+        self.feature_dim = blocks[-1].channels
+        self.min_input_size = 2 ** sum(b.pool for b in blocks)
+
+        trunk: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in = in_channels
+        for i, spec in enumerate(blocks):
+            last = i == len(blocks) - 1
+            c_out = spec.channels if last else scale_width(spec.channels, width)
+            trunk[f"block{i + 1}"] = _make_block(c_in, c_out, spec)
+            c_in = c_out
+        self.trunk = nn.Sequential(trunk)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(self.feature_dim, self.num_attrs)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal convs (fan_out, relu), BN weight 1 / bias 0, FC normal(0, 0.01) / 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The GAP vector of the last feature map: ``[B, 3, H, W] -> [B, 1280]``."""
+        return torch.flatten(self.gap(self.trunk(x)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attribute logits: ``[B, 3, H, W] -> [B, num_attrs]``."""
+        return self.head(self.features(x))
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, features)`` with the trunk run once."""
+        f = self.features(x)
+        return self.head(f), f
+
+    def config(self) -> dict[str, Any]:
+        """What :func:`build_model` needs to rebuild this model: ``build_model(**config)``."""
+        return {"arch": self.arch, "width": self.width, "num_attrs": self.num_attrs}
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, width={self.width:g}, num_attrs={self.num_attrs}"
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+ModelFactory = Callable[..., nn.Module]
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_model(fn: ModelFactory) -> ModelFactory:
+    """Decorator: register ``fn(width=1.0, num_attrs=40) -> nn.Module`` under ``fn.__name__``.
+
+    Registering a name twice is a programming error (``ValueError``).
+    """
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise UserError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())}", field="arch"
+        )
+    return name
+
+
+def _check_width(width: Any) -> float:
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, Real)
+        or not math.isfinite(width)
+        or width <= 0
+    ):
+        raise UserError(f"width must be a positive number, got {width!r}", field="width")
+    return float(width)
+
+
+def _check_num_attrs(num_attrs: Any) -> int:
+    if isinstance(num_attrs, bool) or not isinstance(num_attrs, int) or num_attrs < 1:
+        raise UserError(
+            f"num_attrs must be a positive integer, got {num_attrs!r}", field="num_attrs"
+        )
+    return num_attrs
+
+
+def build_model(
+    name: str | None = None,
+    width: float = 1.0,
+    num_attrs: int = DEFAULT_NUM_ATTRS,
+    *,
+    arch: str | None = None,
+) -> nn.Module:
+    """Build a registered model.
+
+    The model may be named positionally / as ``name`` or as ``arch`` (the key that
+    :meth:`CascadeNet.config` writes), so ``build_model(**model.config())`` rebuilds a model.
+    An unknown name, ``width <= 0`` or ``num_attrs < 1`` raises :class:`UserError`.
+    """
+    if name is not None and arch is not None and name != arch:
+        raise UserError(f"conflicting model names {name!r} and {arch!r}", field="arch")
+    chosen = _check_name(name if name is not None else arch)
+    return _REGISTRY[chosen](width=_check_width(width), num_attrs=_check_num_attrs(num_attrs))
+
+
+@register_model
+def tnet(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> CascadeNet:
+    """The teacher: 13 3x3 convs in 5 pooled blocks, 3x3x1280 conv6 (13.76M params)."""
+    return CascadeNet("tnet", ARCHITECTURES["tnet"], width, num_attrs)
+
+
+@register_model
+def snet1(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> CascadeNet:
+    """Student 1: one 3x3 conv per block, 3x3x1280 conv6 (7.52M params)."""
+    return CascadeNet("snet1", ARCHITECTURES["snet1"], width, num_attrs)
+
+
+@register_model
+def snet2(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> CascadeNet:
+    """Student 2: one 3x3 conv per block, 1x1x1280 conv6 (2.28M params)."""
+    return CascadeNet("snet2", ARCHITECTURES["snet2"], width, num_attrs)
+
+
+@register_model
+def snet3(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> CascadeNet:
+    """Student 3: four narrow pooled 3x3 blocks, then a 1x1x1280 conv (0.32M params)."""
+    return CascadeNet("snet3", ARCHITECTURES["snet3"], width, num_attrs)
+
+
+# --------------------------------------------------------------------------------------------
+# counting
+
+
+def count_params(model: nn.Module, include_head: bool = True) -> int:
+    """Number of parameters; ``include_head=False`` leaves out ``model.head`` (the FC layer)."""
+    skip: set[int] = set()
+    head = getattr(model, "head", None)
+    if not include_head and isinstance(head, nn.Module):
+        skip = {id(p) for p in head.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def count_macs(model: nn.Module, size: int = DEFAULT_SIZE) -> int:
+    """Multiply-accumulates of one ``3 x size x size`` image.
+
+    Counted on a real forward pass of a zeros tensor (eval mode, no grad) with forward hooks:
+    a convolution costs ``Cout * Cin / groups * prod(kernel) * Hout * Wout``, a linear layer
+    ``in * out``; BatchNorm, ReLU, pooling and the bias adds are not counted.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UserError(f"size must be a positive integer, got {size!r}", field="size")
+    min_size = getattr(model, "min_input_size", 1)
+    if size < min_size:
+        raise UserError(
+            f"input size {size} is too small for this model (minimum {min_size})", field="size"
+        )
+
+    total = 0
+
+    def conv_hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        per_output = (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        total += (out.numel() // out.shape[0]) * per_output
+
+    def linear_hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(m, nn.Linear)
+        total += (out.numel() // out.shape[0]) * m.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
+def model_info(name: str, width: float = 1.0, size: int = DEFAULT_SIZE) -> dict[str, Any]:
+    """Size and cost of a registered model (40 attributes) beside the paper's figures.
+
+    Keys: ``arch``, ``width``, ``params``, ``params_no_head``, ``macs`` (one image at
+    ``size x size``), ``input_size``, ``paper_params``, ``paper_acc`` (``None`` for a model the
+    paper does not have), ``feature_dim``.
+    """
+    model = build_model(name, width=width)
+    paper = PAPER.get(name, {})
+    return {
+        "arch": name,
+        "width": float(width),
+        "params": count_params(model),
+        "params_no_head": count_params(model, include_head=False),
+        "macs": count_macs(model, size),
+        "input_size": size,
+        "paper_params": paper.get("params"),
+        "paper_acc": paper.get("mean_acc"),
+        "feature_dim": getattr(model, "feature_dim", None),
+    }

@@ -1,0 +1,256 @@
+"""The model registry and the four architectures of Table 3 (timm-style: every test that can
+loops over every registered model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from facedistill.errors import UserError
+from facedistill.pipeline.models import (
+    PAPER,
+    build_model,
+    count_macs,
+    count_params,
+    list_models,
+    model_info,
+    register_model,
+)
+
+ALL = list_models()
+SMALL = ["snet2", "snet3"]
+
+# Table 3 written out independently of the module: (kernel, out_channels) per conv,
+# in forward order, grouped by block.
+TABLE3: dict[str, list[list[tuple[int, int]]]] = {
+    "tnet": [
+        [(3, 32)] * 2,
+        [(3, 64)] * 2,
+        [(3, 128)] * 3,
+        [(3, 256)] * 3,
+        [(3, 512)] * 3,
+        [(3, 1280)],
+    ],
+    "snet1": [[(3, 32)], [(3, 64)], [(3, 128)], [(3, 256)], [(3, 512)], [(3, 1280)]],
+    "snet2": [[(3, 32)], [(3, 64)], [(3, 128)], [(3, 256)], [(3, 512)], [(1, 1280)]],
+    "snet3": [[(3, 16)], [(3, 32)], [(3, 64)], [(3, 128)], [(1, 1280)]],
+}
+POOLED_BLOCKS = {"tnet": 5, "snet1": 5, "snet2": 5, "snet3": 4}
+
+EXACT_PARAMS = {"tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320}
+
+
+def test_registry_lists_the_four_models() -> None:
+    assert ALL == ["snet1", "snet2", "snet3", "tnet"]
+    assert set(PAPER) == set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_exact_param_counts(name: str) -> None:
+    model = build_model(name)
+    assert count_params(model) == EXACT_PARAMS[name]
+    # the head is Linear(1280, 40) with a bias
+    assert count_params(model, include_head=False) == EXACT_PARAMS[name] - (1280 * 40 + 40)
+
+
+def test_snet3_without_head_matches_the_paper() -> None:
+    assert count_params(build_model("snet3"), include_head=False) == 264_080
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_layers_follow_table3(name: str) -> None:
+    model = build_model(name)
+    blocks = list(model.trunk.named_children())
+    assert [b for b, _ in blocks] == [f"block{i + 1}" for i in range(len(TABLE3[name]))]
+    c_in = 3
+    for (_, block), expected in zip(blocks, TABLE3[name], strict=True):
+        convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+        assert [(c.kernel_size[0], c.out_channels) for c in convs] == expected
+        for conv in convs:
+            assert conv.in_channels == c_in and conv.bias is None
+            assert conv.padding == (conv.kernel_size[0] // 2,) * 2
+            c_in = conv.out_channels
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in block.modules()) == len(expected)
+        assert sum(isinstance(m, nn.ReLU) for m in block.modules()) == len(expected)
+    pools = [m for m in model.trunk.modules() if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == POOLED_BLOCKS[name]
+    assert isinstance(model.head, nn.Linear) and model.head.bias is not None
+    assert (model.head.in_features, model.head.out_features) == (1280, 40)
+    assert model.feature_dim == 1280 and model.arch == name and model.width == 1.0
+    # layers are addressable by path
+    assert isinstance(model.get_submodule("trunk.block1.conv1.conv"), nn.Conv2d)
+
+
+def _forward_backward(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name)
+    model.train()
+    x = torch.randn(2, 3, size, size)
+    logits = model(x)
+    assert logits.shape == (2, 40)
+    assert torch.isfinite(logits).all()
+    nn.functional.binary_cross_entropy_with_logits(logits, torch.rand(2, 40)).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_32(name: str) -> None:
+    _forward_backward(name, 32)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_forward_backward_64(name: str) -> None:
+    _forward_backward(name, 64)
+
+
+def test_non_square_input() -> None:
+    model = build_model("snet3", num_attrs=7).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 48, 40)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_features_and_forward_with_features(name: str) -> None:
+    torch.manual_seed(1)
+    model = build_model(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits, feats = model.forward_with_features(x)
+        assert feats.shape == (2, 1280)
+        assert torch.equal(feats, model.features(x))
+        assert torch.equal(logits, model(x))
+        assert torch.allclose(logits, model.head(feats))
+    assert (feats >= 0).all()  # GAP of ReLU outputs
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_width_half(name: str) -> None:
+    full = build_model(name)
+    half = build_model(name, width=0.5)
+    assert count_params(half) < count_params(full)
+    assert half.width == 0.5 and half.feature_dim == 1280
+    convs = [m for m in half.trunk.modules() if isinstance(m, nn.Conv2d)]
+    expected = [c for block in TABLE3[name] for _, c in block]
+    assert [c.out_channels for c in convs] == [c // 2 for c in expected[:-1]] + [1280]
+    with torch.no_grad():
+        assert half.eval().features(torch.randn(1, 3, 32, 32)).shape == (1, 1280)
+
+
+def test_width_rounding_rule() -> None:
+    # max(1, int(round(c * width))): 16 * 0.3 = 4.8 -> 5; tiny widths keep at least 1 channel
+    convs = [m for m in build_model("snet3", width=0.3).modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [5, 10, 19, 38, 1280]
+    convs = [m for m in build_model("snet3", width=0.001).modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [1, 1, 1, 1, 1280]
+
+
+def _snet3_macs_by_hand(size: int, num_attrs: int = 40) -> int:
+    """SNet3 from its layer list: (k, cin, cout) at the resolution it runs at."""
+    layers = [(3, 3, 16), (3, 16, 32), (3, 32, 64), (3, 64, 128)]
+    total, hw = 0, size
+    for k, cin, cout in layers:
+        total += cout * cin * k * k * hw * hw
+        hw //= 2  # 2x2 max-pool after each of blocks 1-4
+    total += 1280 * 128 * 1 * 1 * hw * hw  # block5: 1x1 conv, no pool
+    return total + 1280 * num_attrs
+
+
+def test_macs_by_hand_snet3() -> None:
+    model = build_model("snet3")
+    assert _snet3_macs_by_hand(32) == 4_687_872  # written out once
+    assert count_macs(model, 32) == _snet3_macs_by_hand(32)
+    assert count_macs(model, 64) == _snet3_macs_by_hand(64)
+    assert count_macs(build_model("snet3", num_attrs=3), 32) == _snet3_macs_by_hand(32, 3)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_macs_scale_with_input_area(name: str) -> None:
+    model = build_model(name)
+    model.train()
+    m32, m64 = count_macs(model, 32), count_macs(model, 64)
+    assert 3.8 < m64 / m32 <= 4.0
+    assert model.training  # mode restored
+    # the hook pass must not touch BatchNorm statistics
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert int(bn.num_batches_tracked) == 0
+
+
+def test_model_info() -> None:
+    info = model_info("snet3", size=32)
+    assert info == {
+        "arch": "snet3",
+        "width": 1.0,
+        "params": 315_320,
+        "params_no_head": 264_080,
+        "macs": 4_687_872,
+        "input_size": 32,
+        "paper_params": 270_000,
+        "paper_acc": 90.60,
+        "feature_dim": 1280,
+    }
+    assert model_info("snet2", width=0.5)["params"] < EXACT_PARAMS["snet2"]
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(UserError) as exc:
+        build_model("resnet50")
+    for name in ALL:
+        assert name in str(exc.value)
+    with pytest.raises(UserError):
+        model_info("nope")
+
+
+@pytest.mark.parametrize("width", [0, -1.0, float("nan"), float("inf"), "0.5", True])
+def test_bad_width(width: object) -> None:
+    with pytest.raises(UserError) as exc:
+        build_model("snet3", width=width)  # type: ignore[arg-type]
+    assert exc.value.field == "width"
+
+
+def test_bad_num_attrs_and_size() -> None:
+    with pytest.raises(UserError) as exc:
+        build_model("snet3", num_attrs=0)
+    assert exc.value.field == "num_attrs"
+    with pytest.raises(UserError) as exc:
+        count_macs(build_model("snet2"), 16)  # five pools need at least 32
+    assert exc.value.field == "size"
+
+
+def test_register_twice_is_an_error() -> None:
+    def snet3() -> nn.Module:  # same name as a registered model
+        return nn.Identity()
+
+    with pytest.raises(ValueError):
+        register_model(snet3)
+    assert list_models() == ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_config_round_trip(name: str) -> None:
+    model = build_model(name, width=0.5, num_attrs=5)
+    config = model.config()
+    assert config == {"arch": name, "width": 0.5, "num_attrs": 5}
+    rebuilt = build_model(**config)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), rebuilt.eval()(x))
+    # the positional / name= spellings build the same thing
+    assert build_model(name, 0.5, 5).config() == config
+    with pytest.raises(UserError):
+        build_model(name, arch="snet1" if name != "snet1" else "snet2")
+
+
+def test_init() -> None:
+    model = build_model("snet3")
+    bn = model.get_submodule("trunk.block1.conv1.bn")
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    assert torch.equal(model.head.bias, torch.zeros(40))
+    assert model.head.weight.std().item() == pytest.approx(0.01, rel=0.1)
+    conv = model.get_submodule("trunk.block5.conv1.conv")  # fan_out = 1280
+    assert conv.weight.std().item() == pytest.approx((2 / 1280) ** 0.5, rel=0.1)
