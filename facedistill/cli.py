@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 
 from facedistill import __version__
+from facedistill.config import TrainConfig
 from facedistill.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -28,9 +29,8 @@ class NotBuiltError(UserError):
     """A verb of the design that no release has built yet."""
 
 
-@contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
+def _make_progress(transient: bool) -> Any:
+    """A rich Progress on stderr: description, bar, done/total, elapsed, remaining."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -39,14 +39,20 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
         TimeRemainingColumn,
     )
 
-    if not enabled:
-        yield lambda done, total: None
-        return
     columns = (
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
-    bar = Progress(*columns, console=err_console, transient=False)
+    return Progress(*columns, console=err_console, transient=transient)
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    bar = _make_progress(transient=False)
     task = None
 
     def update(done: int, total: int) -> None:
@@ -211,11 +217,212 @@ def models_cmd(size: int, width: float, as_json: bool) -> None:
     console.print(table)
 
 
+# -- train / eval ---------------------------------------------------------------------------
+
+_TRAIN = TrainConfig()
+
+
+class _RichReporter:
+    """Draws the Trainer's progress: one bar per epoch, one summary line per epoch."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def _bar(self, description: str, total: int) -> None:
+        self._close()
+        if not (self.enabled and err_console.is_terminal):
+            return
+        self._progress = _make_progress(transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def _close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        self._epoch = f"epoch {epoch}/{epochs}"
+        self._bar(self._epoch, batches)
+
+    def batch(self, done: int, total: int, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done,
+                                  description=f"{self._epoch} loss {loss:.4f}")
+
+    def validate(self, done: int, total: int) -> None:
+        if self._progress is not None and self._progress.tasks[0].total != total:
+            self._bar(f"{self._epoch} validate", total)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done)
+
+    def epoch_end(self, r: dict[str, Any]) -> None:
+        self._close()
+        if self.enabled:
+            star = " *" if r["best_epoch"] == r["epoch"] else ""
+            err_console.print(
+                f"epoch {r['epoch']}: loss {r['train_loss']:.4f}  val loss {r['val_loss']:.4f}  "
+                f"val mean bal. acc {100 * r['val_mean_balanced']:.2f}%  "
+                f"({r['train_images_per_s']:.0f} img/s){star}", markup=False)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            err_console.print(text, markup=False)
+
+
+def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The Trainer's options, shared by ``train`` and ``compress``; defaults from TrainConfig."""
+    t = _TRAIN
+    options = [
+        click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+                     default="data/synth", show_default=True, help="CelebA-format folder."),
+        click.option("--variant", type=click.Choice(["aligned", "wild"]), default=t.variant,
+                     show_default=True, help="Aligned crops or in-the-wild photos cut by bbox."),
+        click.option("--size", type=int, default=t.size, show_default=True,
+                     help="Input side, pixels."),
+        click.option("--width", type=float, default=t.width, show_default=True,
+                     help="Width multiplier of the convs (not the final 1280)."),
+        click.option("--epochs", type=int, default=t.epochs, show_default=True),
+        click.option("--batch-size", type=int, default=t.batch_size, show_default=True,
+                     help="Per process."),
+        click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=t.optimizer,
+                     show_default=True),
+        click.option("--lr", type=float, default=t.lr, show_default=True,
+                     help="Peak learning rate (after warm-up)."),
+        click.option("--weight-decay", type=float, default=t.weight_decay, show_default=True),
+        click.option("--warmup", type=float, default=t.warmup, show_default=True,
+                     help="Warm-up length in epochs; then cosine decay."),
+        click.option("--grad-clip", type=float, default=t.grad_clip, show_default=True,
+                     help="Max global gradient norm; 0 = off."),
+        click.option("--ema", type=float, default=t.ema, show_default=True,
+                     help="EMA decay of the weights (e.g. 0.999); 0 = off."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     default=t.precision, show_default=True,
+                     help="auto: bf16 where the CPU/GPU has it, fp16 AMP on older GPUs."),
+        click.option("--channels-last", type=click.Choice(["auto", "on", "off"]),
+                     default=t.channels_last, show_default=True),
+        click.option("--device", default=t.device, show_default=True,
+                     help="auto, cpu, cuda or cuda:N."),
+        click.option("--workers", type=int, default=t.workers, show_default=True,
+                     help="DataLoader worker processes."),
+        click.option("--seed", type=int, default=t.seed, show_default=True),
+        click.option("--deterministic", is_flag=True,
+                     help="Deterministic kernels: a resumed run ends bit-identical."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out after its "
+                     "last completed epoch."),
+        click.option("--force", is_flag=True, help="Start over in an --out that holds a run."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _train_config(arch: str, kw: dict[str, Any]) -> TrainConfig:
+    keys = {f for f in TrainConfig.__dataclass_fields__} - {"arch"}
+    return TrainConfig(arch=arch, **{k: v for k, v in kw.items() if k in keys})
+
+
+@cli.command("train")
+@click.option("--arch", type=click.Choice(["tnet", "snet1", "snet2", "snet3"]),
+              default=_TRAIN.arch, show_default=True, help="Model to train from labels.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: runs/ARCH].")
+@_train_options
+def train_cmd(arch: str, out: Path | None, data: Path, resume: bool, force: bool,
+              as_json: bool, quiet: bool, **kw: Any) -> None:
+    """Train a model from the attribute labels (teacher, or a student baseline).
+
+    Runs unchanged under torchrun: torchrun --nproc_per_node=N -m facedistill train ...
+    """
+    from facedistill.pipeline.train import train
+
+    cfg = _train_config(arch, kw)
+    out = out or Path("runs") / arch
+    reporter = _RichReporter(enabled=not quiet and not as_json)
+    result = train(cfg, data, out, resume=resume, force=force, reporter=reporter)
+    if result.summary.get("world_size", 1) > 1 and _rank() != 0:
+        return
+    if as_json:
+        _print_json(result.summary)
+        return
+    best = result.best
+    console.print(f"[bold]{out}[/]: best epoch {result.best_epoch}, val mean balanced accuracy "
+                  f"{100 * best.get('val_mean_balanced', float('nan')):.2f}% "
+                  f"(best.pt, last.pt, metrics.jsonl, run.json)")
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+@cli.command("eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="CelebA-format folder [default: the one the run was trained on].")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
+              show_default=True, help="Split to score.")
+@click.option("--thresholds", "threshold_source", type=click.Choice(["val", "checkpoint"]),
+              default="val", show_default=True,
+              help="Search per-attribute thresholds on the val split now, or use the stored ones.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report as JSON to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_cmd(run: Path, data: Path | None, split: str, threshold_source: str, batch_size: int,
+             workers: int, device: str, out_file: Path | None, as_json: bool,
+             quiet: bool) -> None:
+    """Balanced accuracy per attribute of a run (folder or .pt), thresholds searched on val."""
+    from facedistill.io import atomic_write_json
+    from facedistill.pipeline.evaluate import evaluate_checkpoint
+
+    with progress_bar("eval", enabled=not quiet and not as_json) as update:
+        report = evaluate_checkpoint(run, data=data, split=split, thresholds=threshold_source,
+                                     batch_size=batch_size, workers=workers, device=device,
+                                     progress=update)
+    if out_file is not None:
+        atomic_write_json(out_file, report)
+    if as_json:
+        _print_json(report)
+        return
+    _print_eval(report)
+
+
+def _print_eval(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    table = Table(title=f"{report['checkpoint']} on {report['split']} "
+                        f"({report['n_test']} images; thresholds from {report['thresholds_from']})")
+    if report["single_class"]:
+        table.caption = "* only one class in this split: its rate alone is scored"
+    for col in ("attribute", "bal. acc.", "TPR", "TNR", "acc@0.5", "threshold", "positives"):
+        table.add_column(col, justify="left" if col == "attribute" else "right",
+                         no_wrap=col == "attribute")
+    for a in report["attributes"]:
+        thr = "-" if a["threshold"] is None else f"{a['threshold']:+.3f}"
+        name = a["name"] + (" *" if a["single_class"] else "")
+        table.add_row(name, pct(a["balanced"]), pct(a["tpr"]), pct(a["tnr"]), pct(a["accuracy"]),
+                      thr, f"{a['n_pos']}/{a['n_pos'] + a['n_neg']}")
+    table.add_section()
+    table.add_row("mean", pct(report["mean_balanced"]), "", "", pct(report["mean_accuracy"]), "",
+                  "")
+    console.print(table)
+
+
 # -- verbs that later releases build ---------------------------------------------------------
 
 _PLANNED = {
-    "train": "Train a teacher (tnet) or a student from labels.",
-    "eval": "Evaluate a checkpoint: balanced accuracy per attribute.",
     "select": "Select the teacher's most informative neurons by mean-field inference.",
     "compress": "Distill a teacher into SNet1/SNet2/SNet3 through selected neurons.",
     "export": "Export to ONNX (FP32/FP16/INT8) and TensorRT engines.",

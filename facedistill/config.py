@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -87,3 +88,73 @@ def to_default_map(
 
 def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> dict[str, Any]:
     return to_default_map(command, read_toml(path), path)
+
+
+# -- training defaults (the one source the CLI, the pipeline and the benchmarks read) ----------
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model is trained; stored in every checkpoint.
+
+    ``precision``: ``auto`` picks bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX) or a
+    CUDA GPU that has it, fp16 + GradScaler on older GPUs, else fp32. ``channels_last``:
+    ``auto`` turns it on whenever autocast is on (that is where it pays). ``ema``: decay of the
+    exponential moving average of the weights, 0 = off; when on, validation, thresholds and the
+    deployed weights are the EMA's. ``warmup`` and ``epochs`` are in epochs.
+    """
+
+    arch: str = "tnet"
+    width: float = 1.0
+    size: int = 64
+    variant: str = "aligned"
+    margin: float = 0.2
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    warmup: float = 1.0
+    min_lr: float = 0.01  # the cosine ends at lr * min_lr
+    grad_clip: float = 5.0  # max global grad norm; 0 = off
+    ema: float = 0.0
+    precision: str = "auto"
+    channels_last: str = "auto"
+    device: str = "auto"
+    workers: int = 1
+    seed: int = 0
+    deterministic: bool = False
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "optimizer": ("adamw", "sgd"),
+        "precision": ("auto", "fp32", "bf16", "fp16"),
+        "channels_last": ("auto", "on", "off"),
+        "device": ("auto", "cpu", "cuda"),
+        "variant": ("aligned", "wild"),
+    }
+
+    def __post_init__(self) -> None:
+        for name, choices in self.CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices and not (name == "device" and str(value).startswith("cuda:")):
+                raise ConfigError(f"must be one of {', '.join(choices)}, not {value!r}",
+                                  field=name)
+        positive = ("width", "size", "epochs", "batch_size", "lr")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"must be > 0, not {getattr(self, name)!r}", field=name)
+        non_negative = ("weight_decay", "momentum", "warmup", "min_lr", "grad_clip", "workers")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"must be >= 0, not {getattr(self, name)!r}", field=name)
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"EMA decay must be in [0, 1), not {self.ema!r}", field="ema")
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})

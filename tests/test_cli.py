@@ -39,7 +39,7 @@ def test_help_lists_every_verb_and_version() -> None:
     assert version.returncode == 0 and __version__ in version.stdout
 
 
-@pytest.mark.parametrize("verb", ["train", "compress", "export"])
+@pytest.mark.parametrize("verb", ["select", "compress", "export"])
 def test_verbs_not_built_yet_say_so_and_exit_2(verb: str) -> None:
     assert_one_line_error(run(verb, "--student", "snet3"), f"'facedistill {verb}' is not built")
 
@@ -118,3 +118,36 @@ def test_models_lists_exact_counts() -> None:
     table = run("models", "--size", "32")
     assert table.returncode == 0 and "13,764,616" in table.stdout and "0.27M" in table.stdout
     assert_one_line_error(run("models", "--width", "0"), "field 'width'")
+
+
+def test_train_then_eval_on_a_tiny_dataset(tiny_synth: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--arch", "snet3", "--width", "0.25", "--size", "32", "--batch-size", "32",
+            "--workers", "0", "--epochs", "1", "--data", str(tiny_synth), "--out", str(out)]
+    proc = run("train", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["epochs"] == 1 and summary["params"] > 0
+    again = run("train", *args)
+    assert_one_line_error(again, "already holds a run", "--resume")
+
+    proc = run("eval", str(out), "--json", "--split", "test")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["split"] == "test" and report["thresholds_from"] == "val"
+    assert len(report["attributes"]) == 40 and 0.0 <= report["mean_balanced"] <= 1.0
+    stored = run("eval", str(out / "best.pt"), "--thresholds", "checkpoint", "--json")
+    assert json.loads(stored.stdout)["thresholds_from"] == "checkpoint"
+    table = run("eval", str(out))
+    assert table.returncode == 0 and "Wavy_Hair" in table.stdout and "mean" in table.stdout
+
+
+def test_train_and_eval_bad_input_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run("train", "--data", str(tmp_path / "nope"), "--out",
+                              str(tmp_path / "r")), "nope")
+    assert not (tmp_path / "r").exists()
+    assert_one_line_error(run("eval", str(tmp_path / "missing.pt")), "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert_one_line_error(run("eval", str(junk)), "junk.pt", "corrupt")
+    assert_one_line_error(run("train", "--epochs", "0"), "field 'epochs'", "> 0")

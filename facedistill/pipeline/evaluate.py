@@ -1,0 +1,96 @@
+"""Evaluate a checkpoint on a CelebA-format folder: thresholds from val, scores on a split."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from facedistill.errors import UserError
+from facedistill.pipeline import metrics
+from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from facedistill.pipeline.infer import Progress, collect
+
+
+def _stage(progress: Progress | None, offset: int, total: int) -> Progress | None:
+    """Report a stage's progress as part of one bar over all stages."""
+    if progress is None:
+        return None
+    return lambda done, _n: progress(offset + done, total)
+
+
+def evaluate_checkpoint(
+    run: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    thresholds: str = "val",
+    batch_size: int = 128,
+    workers: int = 1,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The metrics report of :func:`facedistill.pipeline.metrics.evaluate` for one checkpoint.
+
+    ``thresholds="val"`` searches each attribute's threshold on the validation split (Eq 8-9)
+    and applies it to ``split``; ``"checkpoint"`` uses the thresholds stored at training time.
+    The images go through the checkpoint's own eval preprocessing (size, margin,
+    normalisation), so the numbers are those the exported model will reproduce.
+    """
+    from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
+    from facedistill.pipeline.data.transforms import Transform
+    from facedistill.pipeline.train import resolve_device
+    from facedistill.runtime.preprocess import Preprocess
+
+    ckpt = load_checkpoint(run)
+    if data is None:
+        data = (ckpt.get("data") or {}).get("root")
+        if not data:
+            raise UserError("the checkpoint does not say where its data is; pass --data",
+                            path=ckpt["path"])
+        if not Path(data).exists():
+            raise UserError(f"the run's data folder {data} is gone; pass --data",
+                            path=ckpt["path"])
+    variant = (ckpt.get("data") or {}).get("variant") or "aligned"
+    names = list(ckpt["attributes"])
+    if ckpt.get("preprocess") is None:
+        raise UserError("the checkpoint has no preprocessing record", path=ckpt["path"])
+    transform = Transform(Preprocess.from_record(ckpt["preprocess"]))
+    index = CelebAIndex.load(data, variant=variant)
+    if list(index.attribute_names) != names:
+        raise UserError("the dataset's attributes differ from the checkpoint's", path=data)
+    model = model_from_checkpoint(ckpt)
+    dev = resolve_device(device)
+    model.to(dev)
+    evaluated = CelebA(index, split, variant=variant, transform=transform)
+    if len(evaluated) == 0:
+        raise UserError(f"the {split} split is empty", path=index.files.get("partition"))
+    val = None
+    if thresholds == "val":
+        val = CelebA(index, "val", variant=variant, transform=transform)
+        if len(val) == 0:
+            raise UserError("the val split is empty; use --thresholds checkpoint",
+                            path=index.files.get("partition"))
+    elif thresholds != "checkpoint":
+        raise UserError(f"thresholds must be 'val' or 'checkpoint', not {thresholds!r}")
+    total = len(evaluated) + (len(val) if val is not None else 0)
+    kw = {"batch_size": batch_size, "workers": workers, "device": dev}
+    offset = 0
+    if val is not None:
+        v = collect(model, val, progress=_stage(progress, 0, total), **kw)
+        val_scores, val_labels, given = v.logits, v.labels, None
+        offset = len(val)
+    t = collect(model, evaluated, progress=_stage(progress, offset, total), **kw)
+    if val is None:
+        val_scores, val_labels, given = t.logits, t.labels, ckpt["thresholds"]
+    report = metrics.evaluate(val_scores, val_labels, t.logits, t.labels, names,
+                              thresholds=given)
+    report["thresholds_from"] = "val" if val is not None else "checkpoint"
+    return {
+        "checkpoint": ckpt["path"],
+        "arch": ckpt["arch"],
+        "epoch": ckpt.get("epoch"),
+        "data": str(Path(data).resolve()),
+        "split": split,
+        **report,
+    }
