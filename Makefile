@@ -21,6 +21,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/facedistill --config $(DEMO_CONFIG) data synth
 	$(BIN)/facedistill --config $(DEMO_CONFIG) data check
+	$(BIN)/facedistill --config $(DEMO_CONFIG) train
+	$(BIN)/facedistill --config $(DEMO_CONFIG) eval runs/tnet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -311,7 +311,7 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--deterministic", is_flag=True,
                      help="Deterministic kernels: a resumed run ends bit-identical."),
         click.option("--resume", is_flag=True, help="Continue the run in --out after its "
-                     "last completed epoch."),
+                     "last completed epoch (a new run when there is none yet)."),
         click.option("--force", is_flag=True, help="Start over in an --out that holds a run."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         click.option("--quiet", is_flag=True, help="No progress output."),

@@ -526,19 +526,25 @@ def data_record(index: Any) -> dict[str, Any]:
     }
 
 
-def prepare_run(out: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to overwrite an existing run unless asked; ``force`` starts it over."""
+def prepare_run(out: Path, *, resume: bool, force: bool) -> bool:
+    """Refuse to overwrite an existing run unless asked; ``force`` starts it over.
+
+    Returns whether there is a run to resume: ``resume`` with no ``last.pt`` yet starts a new
+    run (so ``train --resume`` can be re-run until done, e.g. by ``make demo``).
+    """
     existing = [p for p in (out / LAST, out / BEST) if p.exists()]
-    if resume:
-        if not (out / LAST).exists():
-            raise UserError(f"nothing to resume: no {LAST} here", path=out)
-        return
+    if resume and (out / LAST).exists():
+        return True
+    if resume and existing:
+        raise UserError(f"there is a {BEST} but no {LAST} to resume from; pass --force to "
+                        "start over", path=out)
     if existing and not force:
         raise UserError("this folder already holds a run; pass --resume to continue it or "
                         "--force to start over", path=out)
     if existing:
         for name in (LAST, BEST, METRICS_FILE, RUN_FILE):
             (out / name).unlink(missing_ok=True)
+    return False
 
 
 def train(
@@ -559,7 +565,7 @@ def train(
     from facedistill.pipeline.models import build_model
 
     out = Path(out)
-    prepare_run(out, resume=resume, force=force)
+    resume = prepare_run(out, resume=resume, force=force)
     if index is None:
         index = CelebAIndex.load(data, variant=cfg.variant)
     sizes = index.split_sizes()

@@ -131,9 +131,12 @@ def test_existing_run_is_not_overwritten(tiny_run: Path, tiny_synth: Path) -> No
     assert (tiny_run / "best.pt").read_bytes() == before
 
 
-def test_resume_without_a_run_and_too_small_inputs(tiny_synth: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="nothing to resume"):
-        train(tiny_cfg(), tiny_synth, tmp_path / "none", resume=True)
+def test_resume_without_a_run_starts_one_and_too_small_inputs(tiny_synth: Path,
+                                                             tmp_path: Path) -> None:
+    result = train(tiny_cfg(epochs=1), tiny_synth, tmp_path / "new", resume=True)
+    assert result.summary["epochs"] == 1
+    again = train(tiny_cfg(epochs=1), tiny_synth, tmp_path / "new", resume=True)  # done: no-op
+    assert again.history == result.history
     with pytest.raises(UserError, match="at least 32x32"):
         train(tiny_cfg(arch="tnet", size=16), tiny_synth, tmp_path / "small")
 

@@ -396,7 +396,7 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
             rim = ellipse_pts(ex, g.eye_y + 0.005, 0.062, 0.045, 20, power=0.6)
             if face.sunglasses:
                 pen.poly(rim, (20, 20, 25, 235))
-            pen.line(np.concatenate([rim, rim[:1]]), frame, 0.009)
+            pen.line(np.concatenate([rim, rim[:1]]), frame, 0.012)
             pen.line(np.array([[ex + side * 0.062, g.eye_y], [cx + side * (g.rx + 0.01),
                                                                g.eye_y - 0.01]]), frame, 0.008)
         pen.line(np.array([[cx - g.eye_dx + 0.062, g.eye_y], [cx, g.eye_y - 0.008],
@@ -471,16 +471,16 @@ def _draw_hair(pen: Pen, face: Face, g: Geometry, hair: np.ndarray, hair_dark: n
         for k in range(-3, 4):  # strands over the crown, down to the hairline
             x0 = cx + k * 0.055 + 0.008 * rng.standard_normal()
             ys = np.linspace(top_y + 0.012 * abs(k), hair_y + 0.02 * abs(k), 6)
-            xs = x0 + k * 0.01 * (ys - top_y) / 0.1 + (0.012 * np.sin(ys * 60 + k) if wavy else 0)
-            pen.line(np.stack([xs, ys], 1), strand, 0.007)
+            xs = x0 + k * 0.01 * (ys - top_y) / 0.1 + (0.018 * np.sin(ys * 60 + k) if wavy else 0)
+            pen.line(np.stack([xs, ys], 1), strand, 0.010)
         if ident.long_hair:  # strands down the long hair at both sides
             ys = np.linspace(0.34, 0.86, 10)
             for side in (-1, 1):
                 for j in range(2):
                     xs = cx + side * (g.rx + 0.035 + 0.025 * j + 0.04 * (ys - 0.3))
                     if wavy:
-                        xs = xs + 0.014 * np.sin(ys * 45 + j * 2)
-                    pen.line(np.stack([xs, ys], 1), strand, 0.007)
+                        xs = xs + 0.02 * np.sin(ys * 45 + j * 2)
+                    pen.line(np.stack([xs, ys], 1), strand, 0.010)
     if ident.long_hair and rng.random() < 0.5:  # side locks over the ears
         for side in (-1, 1):
             x = cx + side * (g.rx + 0.01)

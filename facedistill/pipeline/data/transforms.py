@@ -30,8 +30,8 @@ class Augment:
 
     hflip: float = 0.5  # probability
     translate: float = 0.06  # max shift as a fraction of width/height
-    brightness: float = 0.2  # factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.2  # factor drawn from [1 - c, 1 + c]
+    brightness: float = 0.1  # factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.1  # factor drawn from [1 - c, 1 + c]
 
     def to_record(self) -> dict[str, Any]:
         return {"name": AUGMENT_NAME, **asdict(self)}
