@@ -231,14 +231,18 @@ def generate(
 ) -> dict:
     """Write the dataset to ``out`` and return its manifest (plus ``seconds`` and
     ``reused``). An ``out`` that already holds this exact config is reused as is; any other
-    existing ``out`` is only replaced with ``force``."""
+    existing ``out`` is only replaced with ``force`` - except the same config made by another
+    generator version, which is regenerated (it is our own reproducible output)."""
     cfg.validate()
     out = Path(out)
     if out.exists():
         if is_current(out, cfg):
             return {**(read_manifest(out) or {}), "seconds": 0.0, "reused": True}
-        if not force:
-            what = "a different synthetic dataset" if read_manifest(out) else "other files"
+        man = read_manifest(out)
+        outdated = bool(man and man.get("config") == asdict(cfg)
+                        and man.get("generator_version") != GENERATOR_VERSION)
+        if not force and not outdated:  # the same request from an older generator is remade
+            what = "a different synthetic dataset" if man else "other files"
             raise UserError(f"already exists and holds {what}; pass --force to replace it",
                             path=out)
         if not out.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,14 @@ def test_existing_output_is_reused_refused_or_replaced(small: Path, tmp_path: Pa
     result = generate(out, other, workers=1, force=True)
     assert result["reused"] is False and synth.read_manifest(out)["config"]["seed"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp folders left
+
+    # the same config made by an older generator is regenerated without --force
+    manifest = synth.read_manifest(out)
+    manifest["generator_version"] = synth.GENERATOR_VERSION - 1
+    (out / "synth.json").write_text(json.dumps(manifest))
+    remade = generate(out, other, workers=1)
+    assert remade["reused"] is False
+    assert synth.read_manifest(out)["generator_version"] == synth.GENERATOR_VERSION
 
     stray = tmp_path / "stray"
     stray.mkdir()
