@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--warmup", type=float, default=0.3)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--pos-weight", default="none", choices=("none", "sqrt", "balanced"))
     ap.add_argument("--probe-epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", type=Path)
@@ -102,7 +103,8 @@ def main() -> None:
         generate(args.data, SynthConfig(size=args.size))
     index = CelebAIndex.load(args.data)
     cfg = TrainConfig(arch=args.arch, width=args.width, epochs=args.epochs, size=args.size,
-                      seed=args.seed, warmup=args.warmup, lr=args.lr)
+                      seed=args.seed, warmup=args.warmup, lr=args.lr,
+                      pos_weight=args.pos_weight)
     start = time.perf_counter()
     finished = (args.out / "last.pt").exists() and \
         load_checkpoint(args.out, prefer="last.pt").get("epoch") == args.epochs

@@ -296,6 +296,10 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Warm-up length in epochs; then cosine decay."),
         click.option("--grad-clip", type=float, default=t.grad_clip, show_default=True,
                      help="Max global gradient norm; 0 = off."),
+        click.option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
+                     default=t.pos_weight, show_default=True,
+                     help="Weight on each attribute's positives in the label loss: balanced = "
+                          "(1-p)/p from the training prevalence p, sqrt = its square root."),
         click.option("--ema", type=float, default=t.ema, show_default=True,
                      help="EMA decay of the weights (e.g. 0.999); 0 = off."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
@@ -420,10 +424,79 @@ def _print_eval(report: dict[str, Any]) -> None:
     console.print(table)
 
 
+@cli.command("select")
+@click.option("--teacher", "teachers", multiple=True, required=True,
+              type=click.Path(path_type=Path),
+              help="Teacher run folder or checkpoint; repeat for an ensemble (neurons concatenated).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="CelebA-format folder [default: the first teacher's training data].")
+@click.option("--k", "k", type=int, default=512, show_default=True, help="Neurons to keep.")
+@click.option("--solver", type=click.Choice(["fast", "exact"]), default="fast", show_default=True,
+              help="fast: piecewise-linear messages, O(N) per iteration; exact: dense, O(N^2).")
+@click.option("--split", type=click.Choice(["val", "train", "test"]), default="val",
+              show_default=True, help="Images whose responses are scored.")
+@click.option("--lam", type=float, default=1.0, show_default=True,
+              help="Weight of redundancy against informativeness.")
+@click.option("--sigma", type=float, default=0.1, show_default=True,
+              help="Width of the redundancy kernel on normalised accuracies.")
+@click.option("--polarity", type=click.Choice(["positive", "both"]), default="positive",
+              show_default=True, help="both: a neuron may also signal an attribute by falling.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="selection.json to write (X.npy and selection.png go beside it) "
+                   "[default: TEACHER/selection/selection.json].")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the selection record as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def select_cmd(teachers: tuple[Path, ...], data: Path | None, k: int, solver: str, split: str,
+               lam: float, sigma: float, polarity: str, out: Path | None, batch_size: int,
+               workers: int, device: str, as_json: bool, quiet: bool) -> None:
+    """Pick the teacher's K most informative, least redundant top-layer neurons (mean field)."""
+    from facedistill.pipeline.selection import run_selection
+
+    with progress_bar("responses", enabled=not quiet and not as_json) as update:
+        record = run_selection(list(teachers), k, data=data, out=out, split=split,
+                               solver=solver, lam=lam, sigma=sigma, polarity=polarity,
+                               batch_size=batch_size, workers=workers, device=device,
+                               progress=update)
+    if as_json:
+        _print_json(record)
+        return
+    _print_selection(record)
+
+
+def _print_selection(rec: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"selected {rec['k']} of {rec['candidates']} neurons "
+                        f"({rec['solver']}, lam={rec['config']['lam']}, split {rec['data']['split']}, "
+                        f"{rec['data']['images']} images)")
+    for col in ("teacher", "neurons", "selected", "mean u selected", "mean u rest", "cached"):
+        table.add_column(col, justify="left" if col == "teacher" else "right")
+    u = rec["u"]
+    chosen = set(rec["indices"])
+    for t, info in enumerate(rec["teachers"]):
+        cols = range(info["offset"], info["offset"] + info["neurons"])
+        mine = [u[i] for i in cols if i in chosen]
+        rest = [u[i] for i in cols if i not in chosen]
+        table.add_row(f"{t}: {info['path']}", str(info["neurons"]), str(len(mine)),
+                      f"{sum(mine) / len(mine):.3f}" if mine else "-",
+                      f"{sum(rest) / len(rest):.3f}" if rest else "-",
+                      "yes" if info["cached"] else "no")
+    console.print(table)
+    secs = rec["seconds"]
+    state = "converged" if rec["converged"] else "NOT converged (max_iter reached)"
+    console.print(f"mean accuracy X: selected {100 * rec['mean_x_selected']:.2f}%, "
+                  f"all {100 * rec['mean_x_all']:.2f}%; {rec['iterations']} iterations, {state}; "
+                  f"responses {secs['collect']:.1f}s, X {secs['accuracy']:.1f}s, "
+                  f"solve {secs['solve']:.2f}s")
+    console.print(f"wrote {rec['path']}")
+
+
 # -- verbs that later releases build ---------------------------------------------------------
 
 _PLANNED = {
-    "select": "Select the teacher's most informative neurons by mean-field inference.",
     "compress": "Distill a teacher into SNet1/SNet2/SNet3 through selected neurons.",
     "export": "Export to ONNX (FP32/FP16/INT8) and TensorRT engines.",
     "bench": "Benchmark latency, size, params and accuracy of artifacts.",

@@ -101,7 +101,10 @@ class TrainConfig:
     CUDA GPU that has it, fp16 + GradScaler on older GPUs, else fp32. ``channels_last``:
     ``auto`` turns it on whenever autocast is on (that is where it pays). ``ema``: decay of the
     exponential moving average of the weights, 0 = off; when on, validation, thresholds and the
-    deployed weights are the EMA's. ``warmup`` and ``epochs`` are in epochs.
+    deployed weights are the EMA's. ``warmup`` and ``epochs`` are in epochs. ``pos_weight``:
+    weight of each attribute's positives in the label loss, from the training split's
+    prevalence p: ``none`` (1, plain BCE), ``sqrt`` (``sqrt((1-p)/p)``) or ``balanced``
+    (``(1-p)/p``: both classes count equally, like balanced accuracy); capped at 50.
     """
 
     arch: str = "tnet"
@@ -118,6 +121,7 @@ class TrainConfig:
     warmup: float = 1.0
     min_lr: float = 0.01  # the cosine ends at lr * min_lr
     grad_clip: float = 5.0  # max global grad norm; 0 = off
+    pos_weight: str = "none"
     ema: float = 0.0
     precision: str = "auto"
     channels_last: str = "auto"
@@ -132,6 +136,7 @@ class TrainConfig:
         "channels_last": ("auto", "on", "off"),
         "device": ("auto", "cpu", "cuda"),
         "variant": ("aligned", "wild"),
+        "pos_weight": ("none", "sqrt", "balanced"),
     }
 
     def __post_init__(self) -> None:

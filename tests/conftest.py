@@ -15,3 +15,16 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "tiny"
     generate(out, SynthConfig(n=480, size=32, seed=3, images_per_identity=8), workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small network trained for 2 epochs on ``tiny_synth``: a stand-in teacher run."""
+    from facedistill.config import TrainConfig
+    from facedistill.pipeline.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    cfg = TrainConfig(arch="snet3", width=0.5, size=32, epochs=2, batch_size=32, workers=0,
+                      lr=3e-3, warmup=0.5, seed=1)
+    train(cfg, tiny_synth, out)
+    return out

@@ -19,6 +19,33 @@ def _stage(progress: Progress | None, offset: int, total: int) -> Progress | Non
     return lambda done, _n: progress(offset + done, total)
 
 
+def checkpoint_data(ckpt: dict[str, Any], data: str | os.PathLike[str] | None = None
+                    ) -> tuple[Any, Any, Path]:
+    """The dataset index, the checkpoint's eval transform and the data folder for a loaded
+    checkpoint: ``data`` or, when None, the folder the checkpoint was trained on. The dataset
+    must have the checkpoint's attributes, in order."""
+    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.pipeline.data.transforms import Transform
+    from facedistill.runtime.preprocess import Preprocess
+
+    if data is None:
+        data = (ckpt.get("data") or {}).get("root")
+        if not data:
+            raise UserError("the checkpoint does not say where its data is; pass --data",
+                            path=ckpt["path"])
+        if not Path(data).exists():
+            raise UserError(f"the run's data folder {data} is gone; pass --data",
+                            path=ckpt["path"])
+    variant = (ckpt.get("data") or {}).get("variant") or "aligned"
+    if ckpt.get("preprocess") is None:
+        raise UserError("the checkpoint has no preprocessing record", path=ckpt["path"])
+    transform = Transform(Preprocess.from_record(ckpt["preprocess"]))
+    index = CelebAIndex.load(data, variant=variant)
+    if list(index.attribute_names) != list(ckpt["attributes"]):
+        raise UserError("the dataset's attributes differ from the checkpoint's", path=data)
+    return index, transform, Path(data)
+
+
 def evaluate_checkpoint(
     run: str | os.PathLike[str],
     *,
@@ -37,28 +64,12 @@ def evaluate_checkpoint(
     The images go through the checkpoint's own eval preprocessing (size, margin,
     normalisation), so the numbers are those the exported model will reproduce.
     """
-    from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
-    from facedistill.pipeline.data.transforms import Transform
+    from facedistill.pipeline.data.celeba import CelebA
     from facedistill.pipeline.train import resolve_device
-    from facedistill.runtime.preprocess import Preprocess
 
     ckpt = load_checkpoint(run)
-    if data is None:
-        data = (ckpt.get("data") or {}).get("root")
-        if not data:
-            raise UserError("the checkpoint does not say where its data is; pass --data",
-                            path=ckpt["path"])
-        if not Path(data).exists():
-            raise UserError(f"the run's data folder {data} is gone; pass --data",
-                            path=ckpt["path"])
-    variant = (ckpt.get("data") or {}).get("variant") or "aligned"
-    names = list(ckpt["attributes"])
-    if ckpt.get("preprocess") is None:
-        raise UserError("the checkpoint has no preprocessing record", path=ckpt["path"])
-    transform = Transform(Preprocess.from_record(ckpt["preprocess"]))
-    index = CelebAIndex.load(data, variant=variant)
-    if list(index.attribute_names) != names:
-        raise UserError("the dataset's attributes differ from the checkpoint's", path=data)
+    index, transform, data = checkpoint_data(ckpt, data)
+    variant, names = index.variant, list(ckpt["attributes"])
     model = model_from_checkpoint(ckpt)
     dev = resolve_device(device)
     model.to(dev)

@@ -50,6 +50,7 @@ __all__ = [
     "evaluate",
     "mean_balanced_accuracy",
     "search_thresholds",
+    "search_thresholds_cross",
 ]
 
 CHUNK_ELEMENTS = 1 << 22
@@ -138,6 +139,13 @@ def _load_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Columns ``a:b`` transposed to contiguous ``[c, M]`` (rows of a block are columns of the
     input, so sorts and sums run along the fast axis): float64 scores and bool labels, checked."""
+    return _load_scores(s, a, b, what, names), _load_labels(y, a, b, what, names)
+
+
+def _load_scores(
+    s: np.ndarray, a: int, b: int, what: str = "", names: Sequence[str] | None = None
+) -> np.ndarray:
+    """Score columns ``a:b`` as a checked (finite) contiguous float64 ``[c, M]`` block."""
     sc = np.array(s[:, a:b].T, dtype=np.float64, order="C")
     finite = np.isfinite(sc)
     if not finite.all():
@@ -146,6 +154,13 @@ def _load_block(
             f"{what}scores {_column(a + int(col), names)}, row {int(row)}: "
             f"{sc[col, row]} is not a finite number"
         )
+    return sc
+
+
+def _load_labels(
+    y: np.ndarray, a: int, b: int, what: str = "", names: Sequence[str] | None = None
+) -> np.ndarray:
+    """Label columns ``a:b`` as a checked (0/1) contiguous bool ``[c, M]`` block."""
     yc = y[:, a:b].T
     if yc.dtype != np.bool_:
         bad = (yc != 0) & (yc != 1)  # NaN compares unequal to both, so it is caught too
@@ -156,7 +171,7 @@ def _load_block(
                 f"{yc[col, row].item()!r} is not 0 or 1"
             )
         yc = yc != 0
-    return sc, np.ascontiguousarray(yc, dtype=np.bool_)
+    return np.ascontiguousarray(yc, dtype=np.bool_)
 
 
 def _per_column(value: ArrayLike | None, n: int, what: str, default: float) -> np.ndarray:
@@ -257,7 +272,8 @@ def binary_rates(
 
 
 def _split_thresholds(s_sorted: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Threshold values for split positions ``idx`` of the sorted block ``s_sorted`` ``[c, M]``.
+    """Threshold values for split positions ``idx`` ``[c, R]`` (or ``[c]``) of the sorted rows
+    ``s_sorted`` ``[c, M]``; the result has the shape of ``idx``.
 
     Split ``i`` calls sorted rows ``[i, M)`` positive. It is returned as the midpoint between the
     distinct values either side (``s[i-1] < t <= s[i]``, which generalises better to unseen data
@@ -267,10 +283,11 @@ def _split_thresholds(s_sorted: np.ndarray, idx: np.ndarray) -> np.ndarray:
     rounds onto the lower neighbour (adjacent floats) the upper value itself is used, and where
     ``max + 1.0`` rounds back to ``max`` the next float up is used.
     """
-    n_cols, n_rows = s_sorted.shape
-    rows = np.arange(n_cols)
-    lo = s_sorted[rows, np.maximum(idx - 1, 0)]
-    hi = s_sorted[rows, np.minimum(idx, n_rows - 1)]
+    if idx.ndim == 1:
+        return _split_thresholds(s_sorted, idx[:, None])[:, 0]
+    n_rows = s_sorted.shape[1]
+    lo = np.take_along_axis(s_sorted, np.maximum(idx - 1, 0), axis=1)
+    hi = np.take_along_axis(s_sorted, np.minimum(idx, n_rows - 1), axis=1)
     mid = lo * 0.5 + hi * 0.5  # halves first: no overflow near the float64 limits
     mid = np.where((mid > lo) & (mid <= hi), mid, hi)
     above = lo + 1.0
@@ -281,12 +298,29 @@ def _split_thresholds(s_sorted: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _search_block(
     sc: np.ndarray, yc: np.ndarray, both: bool, fallback: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Exact search on one checked block (``[c, M]`` float64 scores, bool labels).
+) -> tuple[np.ndarray, ...]:
+    """Exact search on one checked block (``[c, M]`` float64 scores, bool labels, column-paired):
+    each column is sorted once, then :func:`_search_sorted`; results ``[c]``."""
+    s_sorted, order = _sort_rows(sc)
+    y_sorted = np.take_along_axis(yc, order, axis=1)[:, None, :]
+    del order
+    return tuple(r[:, 0] for r in _search_sorted(s_sorted, y_sorted, both, fallback))
 
-    Each column is sorted once; with ``cum_pos[i]`` the positives among the ``i`` lowest scores,
-    split ``i`` (rows ``[i, M)`` called positive) has ``tp = P - cum_pos[i]`` and
-    ``tn = i - cum_pos[i]``. Balanced accuracy is ranked by the exact integer
+
+def _sort_rows(sc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(sc, axis=1)
+    return np.take_along_axis(sc, order, axis=1), order
+
+
+def _search_sorted(
+    s_sorted: np.ndarray, y_sorted: np.ndarray, both: bool, fallback: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact search on ``c`` score rows already sorted (``s_sorted`` ``[c, M]``) against ``R``
+    label rows each, in the same order (``y_sorted`` ``[c, R, M]``); every result is ``[c, R]``.
+
+    With ``cum_pos[i]`` the positives among the ``i`` lowest scores, split ``i`` (rows
+    ``[i, M)`` called positive) has ``tp = P - cum_pos[i]`` and ``tn = i - cum_pos[i]``.
+    Balanced accuracy is ranked by the exact integer
 
         2*P*N * balanced = tp*N + tn*P = P*(N + i) - M*cum_pos[i]
 
@@ -296,34 +330,29 @@ def _search_block(
     ``[0, i)`` positive) scores ``2*P*N - score`` at the same split: it is its exact complement,
     so it needs no second sort and no negation of the scores.
     """
-    n_cols, n_rows = sc.shape
-    order = np.argsort(sc, axis=1)
-    order += np.arange(0, n_cols * n_rows, n_rows)[:, None]  # flat indices: take() is much
-    s_sorted = sc.ravel().take(order)  # faster than take_along_axis
-    y_sorted = yc.ravel().take(order)
-    del order
-    cum_pos = np.zeros((n_cols, n_rows + 1), np.int64)
-    np.cumsum(y_sorted, axis=1, out=cum_pos[:, 1:])
-    del y_sorted
-    n_pos = cum_pos[:, n_rows].copy()
+    n_cols, n_rep, n_rows = y_sorted.shape
+    cum_pos = np.zeros((n_cols, n_rep, n_rows + 1), np.int64)
+    np.cumsum(y_sorted, axis=2, out=cum_pos[:, :, 1:])
+    n_pos = cum_pos[:, :, n_rows].copy()
     n_neg = n_rows - n_pos
 
-    score = n_pos[:, None] * (n_neg[:, None] + np.arange(n_rows + 1, dtype=np.int64))
+    score = n_pos[:, :, None] * (n_neg[:, :, None] + np.arange(n_rows + 1, dtype=np.int64))
     score -= cum_pos * n_rows
-    candidate = np.ones((n_cols, n_rows + 1), np.bool_)
-    candidate[:, 1:n_rows] = s_sorted[:, 1:] != s_sorted[:, :-1]
+    candidate = np.ones((n_cols, 1, n_rows + 1), np.bool_)  # shared by the R label rows
+    candidate[:, 0, 1:n_rows] = s_sorted[:, 1:] != s_sorted[:, :-1]
 
-    rows = np.arange(n_cols)
-    idx = np.argmax(np.where(candidate, score, -1), axis=1)
-    sign = np.ones(n_cols, np.int8)
+    idx = np.argmax(np.where(candidate, score, -1), axis=2)
+    sign = np.ones((n_cols, n_rep), np.int8)
     if both:
-        rev_idx = np.argmin(np.where(candidate, score, np.iinfo(np.int64).max), axis=1)
-        rev_better = 2 * n_pos * n_neg - score[rows, rev_idx] > score[rows, idx]
+        rev_idx = np.argmin(np.where(candidate, score, np.iinfo(np.int64).max), axis=2)
+        rev_score = np.take_along_axis(score, rev_idx[:, :, None], axis=2)[:, :, 0]
+        best = np.take_along_axis(score, idx[:, :, None], axis=2)[:, :, 0]
+        rev_better = 2 * n_pos * n_neg - rev_score > best
         idx = np.where(rev_better, rev_idx, idx)
         sign[rev_better] = -1
     del score, candidate
 
-    cp = cum_pos[rows, idx]
+    cp = np.take_along_axis(cum_pos, idx[:, :, None], axis=2)[:, :, 0]
     tp = np.where(sign > 0, n_pos - cp, cp)
     tn = np.where(sign > 0, idx - cp, n_neg - (idx - cp))
     thresholds = _split_thresholds(s_sorted, idx)
@@ -332,7 +361,9 @@ def _search_block(
     # another; use the caller's fallback and report the present class's rate there.
     single = (n_pos == 0) | (n_neg == 0)
     if single.any():
-        at_or_above = np.count_nonzero(sc[single] >= fallback, axis=1)
+        at_or_above = np.broadcast_to(
+            np.count_nonzero(s_sorted >= fallback, axis=1)[:, None], single.shape
+        )[single]
         thresholds[single] = fallback
         sign[single] = 1
         tp[single] = np.where(n_pos[single] > 0, at_or_above, 0)
@@ -396,6 +427,61 @@ def search_thresholds(
     """
     s, y = _prepare(scores, labels, "")
     return _search(s, y, polarity, fallback, "", None)
+
+
+def search_thresholds_cross(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    polarity: Polarity = "positive",
+    fallback: float = 0.0,
+) -> ThresholdSearch:
+    """:func:`search_thresholds` for every (score column, label column) pair.
+
+    ``scores`` ``[M, N]`` (e.g. N neuron responses), ``labels`` ``[M, A]``; every field of the
+    result is ``[N, A]``: entry ``[i, j]`` is exactly what :func:`search_thresholds` gives for
+    score column ``i`` tiled against label column ``j``. Each score column is sorted once and
+    the sorted order is shared by all ``A`` label columns. Work goes a block of score columns at
+    a time, so memory stays bounded (a block is at least one score column, ``A`` rows of ``M``).
+    """
+    if polarity not in ("positive", "both"):
+        raise UserError(f"polarity must be 'positive' or 'both', got {polarity!r}")
+    fallback = float(fallback)
+    if math.isnan(fallback):
+        raise UserError("fallback threshold is NaN")
+    s = _as_2d(scores, "scores")
+    y = _as_2d(labels, "labels")
+    if s.shape[0] != y.shape[0]:
+        raise UserError(
+            f"scores have {s.shape[0]} rows but labels have {y.shape[0]} "
+            f"(shapes {np.shape(scores)} and {np.shape(labels)})"
+        )
+    if s.shape[0] == 0:
+        raise UserError("scores are empty (0 rows)")
+    if s.shape[1] == 0 or y.shape[1] == 0:
+        raise UserError(f"scores {s.shape} and labels {y.shape} must both have columns")
+    n_rows, n_cols = s.shape
+    n_attrs = y.shape[1]
+    yt = _load_labels(y, 0, n_attrs)  # [A, M]
+    out = (
+        np.empty((n_cols, n_attrs)),
+        np.empty((n_cols, n_attrs)),
+        np.empty((n_cols, n_attrs)),
+        np.empty((n_cols, n_attrs)),
+        np.empty((n_cols, n_attrs), np.int8),
+        np.empty((n_cols, n_attrs), np.bool_),
+    )
+    step = max(1, CHUNK_ELEMENTS // max(n_rows * n_attrs, 1))
+    for a in range(0, n_cols, step):
+        b = min(a + step, n_cols)
+        sc = _load_scores(s, a, b)
+        s_sorted, order = _sort_rows(sc)
+        y_sorted = yt[:, order].transpose(1, 0, 2)  # every label column in each score's order
+        del order, sc
+        res = _search_sorted(s_sorted, y_sorted, polarity == "both", fallback)
+        for dst, src in zip(out, res, strict=True):
+            dst[a:b] = src
+    return ThresholdSearch(*out)
 
 
 def mean_balanced_accuracy(

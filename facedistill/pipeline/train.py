@@ -44,7 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 from facedistill import __version__
 from facedistill.attributes import ATTRIBUTES
 from facedistill.config import TrainConfig
-from facedistill.errors import UserError
+from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, atomic_write_text
 from facedistill.pipeline import metrics
 from facedistill.pipeline.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -130,12 +130,34 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 class LabelObjective(nn.Module):
-    """Binary cross-entropy on the 40 attribute labels (the "1-of-K" baseline)."""
+    """Binary cross-entropy on the 40 attribute labels (the "1-of-K" baseline), optionally with
+    a weight on each attribute's positives (:func:`positive_weights`)."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                 images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels,
+                                                              pos_weight=self.pos_weight)
         return loss, {"labels": loss.detach()}
+
+
+POS_WEIGHT_CAP = 50.0
+
+
+def positive_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
+    """Per-attribute weights of the positives for ``TrainConfig.pos_weight`` from the training
+    labels ``[N, A]`` in {0, 1}: None for ``none``; an attribute without positives or negatives
+    gets 1."""
+    if mode == "none":
+        return None
+    p = np.asarray(labels, dtype=np.float64).mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where((p > 0) & (p < 1), (1.0 - p) / p, 1.0)
+    w = np.sqrt(ratio) if mode == "sqrt" else ratio
+    return torch.tensor(np.clip(w, 1.0 / POS_WEIGHT_CAP, POS_WEIGHT_CAP), dtype=torch.float32)
 
 
 class _WithFeatures(nn.Module):
@@ -236,7 +258,13 @@ class Trainer:
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.objective = (objective or LabelObjective()).to(self.device)
+        if objective is None:
+            train_labels = getattr(train_set, "labels", None)
+            if cfg.pos_weight != "none" and train_labels is None:
+                raise ConfigError("needs a dataset with a labels array", field="pos_weight")
+            objective = LabelObjective(positive_weights(train_labels, cfg.pos_weight)
+                                       if cfg.pos_weight != "none" else None)
+        self.objective = objective.to(self.device)
         self.train_set, self.val_set = train_set, val_set
         self.data_record = data_record or {}
         self.extra = extra or {}

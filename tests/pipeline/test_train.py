@@ -228,3 +228,24 @@ def test_amp_on_cuda(tiny_synth: Path, tmp_path: Path, precision: str) -> None:
     ckpt = load_checkpoint(tmp_path / precision)
     assert all(v.device.type == "cpu" for v in ckpt["model"].values())
     assert np.isfinite(result.last["train_loss"])
+
+
+def test_positive_weights_follow_the_training_prevalence() -> None:
+    from facedistill.pipeline.train import LabelObjective, positive_weights
+
+    y = np.zeros((1000, 5), np.int8)
+    y[:200, 0] = 1  # p = 0.2
+    y[:500, 1] = 1  # p = 0.5
+    y[:, 3] = 1  # only positives
+    y[:1, 4] = 1  # p = 0.001: capped
+    assert positive_weights(y, "none") is None
+    np.testing.assert_allclose(positive_weights(y, "balanced").numpy(), [4, 1, 1, 1, 50])
+    np.testing.assert_allclose(positive_weights(y, "sqrt").numpy(),
+                               [2, 1, 1, 1, np.sqrt(999)], rtol=1e-6)
+    logits = torch.tensor([[0.3, -1.0, 2.0, 0.0, 1.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    w = positive_weights(y, "balanced")
+    loss, _ = LabelObjective(w)(logits, logits, labels, logits)
+    p = torch.sigmoid(logits)
+    want = -(w * labels * torch.log(p) + (1 - labels) * torch.log(1 - p)).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)

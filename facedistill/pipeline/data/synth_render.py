@@ -132,16 +132,16 @@ class Geometry:
         ident, lat = face.identity, face.latents
         chub = max(0.0, lat["Chubby"] - 0.3) / 0.7
         oval = lat["Oval_Face"]
-        rx = 0.215 + 0.045 * chub - 0.012 * oval + 0.008 * ident.male
-        ry = 0.295 + 0.01 * ident.face_len + 0.03 * oval
+        rx = 0.215 + 0.045 * chub - 0.02 * oval + 0.008 * ident.male
+        ry = 0.29 + 0.01 * ident.face_len + 0.04 * oval
         smile = lat["Smiling"]
         return cls(
             cx=0.5, cy=0.53, rx=rx, ry=ry,
-            taper=0.12 + 0.3 * oval - 0.12 * ident.male - 0.15 * chub,
+            taper=0.1 + 0.38 * oval - 0.12 * ident.male - 0.15 * chub,
             eye_y=0.46, eye_dx=0.105 + 0.008 * ident.eye_spacing,
             nose_tip=0.595 + 0.025 * lat["Big_Nose"],
             mouth_y=0.695 + 0.008 * ident.face_len,
-            mouth_w=0.072 + 0.025 * smile + 0.01 * lat["Big_Lips"],
+            mouth_w=0.07 + 0.025 * smile + 0.016 * lat["Big_Lips"],
             mouth_lift=0.03 * max(0.0, smile - 0.3),
         )  # fmt: skip
 
@@ -248,10 +248,10 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
     chub = lat["Double_Chin"]
     if chub > 0.3:
         a = 255 * min(1.0, (chub - 0.3) / 0.5)
-        pen.poly(ellipse_pts(cx, g.chin_y - 0.005, 0.09 + 0.03 * chub, 0.035, 14, 0, math.pi),
-                 _rgb(skin * 0.96, a))
-        pen.line(ellipse_pts(cx, g.chin_y + 0.012, 0.08, 0.02, 9, 0.2, math.pi - 0.2),
-                 _rgb(shadow * 0.8, a), 0.013)
+        pen.poly(ellipse_pts(cx, g.chin_y - 0.005, 0.09 + 0.03 * chub, 0.045, 14, 0, math.pi),
+                 _rgb(skin * 0.9, a))
+        pen.line(ellipse_pts(cx, g.chin_y + 0.014, 0.085, 0.025, 9, 0.2, math.pi - 0.2),
+                 _rgb(shadow * 0.7, a), 0.016)
     hc = lat["High_Cheekbones"]
     for side in (-1, 1):
         x = cx + side * 0.125
@@ -303,7 +303,7 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
                                [x - 0.012, 0.45 + length]]), beard_col)
 
     # eyes: bags, shadow, whites, iris, liner
-    open_h = 0.0215 - 0.013 * lat["Narrow_Eyes"]
+    open_h = 0.026 - 0.02 * lat["Narrow_Eyes"]
     shadow_rgb = np.asarray(((110, 70, 150), (60, 90, 160), (110, 75, 55), (40, 35, 40))
                             [int(parts["eyeshadow"].integers(4))], dtype=np.float64)
     for side in (-1, 1):
@@ -334,14 +334,14 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
         pen.line(np.stack([xs, ys], 1), brow, thick)
 
     # nose
-    nw = 0.03 + 0.035 * lat["Big_Nose"] - 0.012 * lat["Pointy_Nose"]
+    nw = 0.032 + 0.035 * lat["Big_Nose"] - 0.018 * lat["Pointy_Nose"]
     tip = g.nose_tip
-    point = 0.006 + 0.05 * lat["Pointy_Nose"]
+    point = 0.004 + 0.07 * lat["Pointy_Nose"]
     pen.poly(np.array([[cx - 0.013, 0.47], [cx + 0.013, 0.47], [cx + nw, tip],
                        [cx + nw * 0.4, tip + 0.012], [cx, tip + point], [cx - nw * 0.4, tip + 0.012],
-                       [cx - nw, tip]]), _rgb(skin * 0.9))
+                       [cx - nw, tip]]), _rgb(skin * 0.84))
     pen.line(np.array([[cx + 0.004, 0.49], [cx + 0.002, tip - 0.01], [cx, tip + point * 0.8]]),
-             _rgb(skin + 40, 100 + 120 * lat["Pointy_Nose"]), 0.007)
+             _rgb(skin + 45, 60 + 190 * lat["Pointy_Nose"]), 0.008)
     for side in (-1, 1):
         pen.ellipse(cx + side * nw * 0.55, tip + 0.006, 0.009 + 0.006 * lat["Big_Nose"], 0.006,
                     _rgb(shadow * 0.6), 8)
@@ -354,7 +354,7 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
                            [cx, g.mouth_y - 0.016]]), beard_col)
 
     # mouth
-    lip_t = 0.007 + 0.016 * lat["Big_Lips"]
+    lip_t = 0.006 + 0.024 * lat["Big_Lips"]
     gap = 0.002 + (0.035 * lat["Mouth_Slightly_Open"] if face.mouth_open else 0.004 *
                    lat["Mouth_Slightly_Open"])
     if face.lipstick:

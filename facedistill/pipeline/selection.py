@@ -1,0 +1,809 @@
+"""Neuron selection by mean-field inference on an MRF (``specs/selection.md``).
+
+Which of a teacher's top-layer neurons should a student imitate? The most informative about
+the attributes and the least redundant with each other. Each candidate neuron ``i`` gets a
+binary label ``y_i`` (1 = selected) and ``q_i = p(y_i = 1)`` under a fully factorised
+(mean-field) distribution that minimises the free energy (seed Eq 5)::
+
+    F(q) = sum_i q_i (b - u_i) + sum_{i<j} q_i q_j Psi_ij + sum_i [q_i ln q_i + (1-q_i) ln(1-q_i)]
+
+* ``u_i``: informativeness, the (weighted) mean over attributes of the neuron's balanced
+  accuracy as a one-threshold attribute classifier (Eq 7-9), rescaled so chance is 0, perfect 1;
+* ``Psi_ij = lam / K * k(xh_i, xh_j)``: redundancy, a Gaussian kernel between two neurons'
+  accuracy profiles, paid only when both are selected;
+* ``b``: the cost of selecting a neuron, set by bisection so that ``sum q = K``.
+
+The stationarity condition of ``F`` in ``q_i`` is the update (Eq 6, binary labels)
+``q_i = sigmoid(u_i - b - m_i)`` with the message ``m_i = sum_{j != i} q_j Psi_ij``. Two
+solvers compute the messages:
+
+* ``exact``: the dense kernel, ``O(N^2 A)`` once (cached as an ``N x N`` float32 matrix when it
+  fits in ``max_kernel_bytes``, else recomputed a block of rows at a time every iteration), then
+  ``O(N^2)`` per iteration;
+* ``fast``: the supplement's piecewise-linear approximation. Per attribute, every ``q_j`` is
+  spread onto a grid of ``L`` levels of ``xh`` with linear-interpolation weights, the grid is
+  convolved with the Gaussian table ``G[l, m]`` and read back at each ``xh_i``; each neuron's
+  own (approximated) contribution is then taken out. ``O(N A + A L^2)`` per iteration: linear
+  in ``N``. It converges on a coarse grid (step 0.1) first and refines on the fine one.
+
+The math is numpy only. :func:`collect_responses` (torch, imported lazily) gathers the teachers'
+responses; :func:`run_selection` is what ``facedistill select`` runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from facedistill.errors import UserError
+from facedistill.pipeline import metrics
+
+__all__ = [
+    "FORMAT",
+    "Responses",
+    "Selection",
+    "attribute_accuracy",
+    "collect_responses",
+    "default_output",
+    "free_energy",
+    "informativeness",
+    "kernel_matrix",
+    "mean_field_select",
+    "messages",
+    "normalise",
+    "plot_selection",
+    "read_selection",
+    "run_selection",
+]
+
+FORMAT = "facedistill.selection/v1"
+Solver = Literal["fast", "exact"]
+COARSE_LEVELS = 11  # the fast solver's first grid: step 0.1
+MAX_KERNEL_BYTES = 4 << 30  # the exact solver keeps its N x N kernel in memory up to this size
+_ROW_BLOCK_ELEMENTS = 1 << 23  # kernel elements computed per block of rows
+_POOL_FACTOR = 2  # the greedy decode looks at the 2k best neurons by q
+_MAX_POOL = 16384  # ... when their pairwise kernel (float32) fits in 1 GiB; else "topk"
+
+
+# --------------------------------------------------------------------------- step 1-2: X
+
+
+def attribute_accuracy(
+    responses: ArrayLike, labels: ArrayLike, polarity: metrics.Polarity = "positive"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eq 7-9 for every (neuron, attribute) pair: ``(X, thresholds)``, both ``[N, A]``.
+
+    ``responses`` ``[M, N]`` (one column per neuron), ``labels`` ``[M, A]`` in {0, 1}.
+    ``X[i, j]`` is the best balanced accuracy of the rule "attribute ``j`` iff ``r_i >= e``" over
+    every threshold ``e`` (exact: all distinct response values; see
+    :func:`facedistill.pipeline.metrics.search_thresholds_cross`), ``thresholds[i, j]`` that
+    ``e``. ``polarity="both"`` also tries "iff ``r_i < e``" and keeps the better rule (so
+    ``X >= 0.5`` everywhere); the rule's direction is then in
+    :func:`~facedistill.pipeline.metrics.search_thresholds_cross`'s ``sign``, not returned here.
+    An attribute with only one class in ``labels`` has no informative threshold: its column of
+    ``X`` is 0.5 (chance).
+    """
+    r = np.asarray(responses)
+    y = np.asarray(labels)
+    if r.ndim != 2:
+        raise UserError(f"responses must be [M, N], got shape {r.shape}")
+    if y.ndim != 2:
+        raise UserError(f"labels must be [M, A], got shape {y.shape}")
+    if r.shape[0] != y.shape[0]:
+        raise UserError(f"responses have {r.shape[0]} images but labels have {y.shape[0]} "
+                        f"(shapes {r.shape} and {y.shape})")
+    found = metrics.search_thresholds_cross(r, y, polarity=polarity)
+    x = np.where(found.single_class, 0.5, found.balanced)
+    return x, found.thresholds
+
+
+def normalise(x: ArrayLike) -> np.ndarray:
+    """Step 2: ``xh = clip((x - 0.5) / 0.5, 0, 1)``; chance is 0, perfect is 1."""
+    return np.clip((np.asarray(x, dtype=np.float64) - 0.5) / 0.5, 0.0, 1.0)
+
+
+def informativeness(xh: np.ndarray, weights: ArrayLike | None = None) -> np.ndarray:
+    """``u_i = sum_j w_j xh_i(j) / sum_j w_j`` (default weights all 1)."""
+    n_attrs = xh.shape[1]
+    w = np.ones(n_attrs) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_attrs,):
+        raise UserError(f"weights must have one entry per attribute ({n_attrs}), "
+                        f"got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise UserError("weights must be finite, non-negative and not all zero")
+    return xh @ (w / w.sum())
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _gauss_scale(sigma: float) -> float:
+    return -1.0 / (2.0 * sigma * sigma)
+
+
+def kernel_matrix(xh: np.ndarray, sigma: float, rows: slice | None = None) -> np.ndarray:
+    """``k(xh_i, xh_j) = mean_d exp(-(xh_id - xh_jd)^2 / (2 sigma^2))`` for rows ``i`` in
+    ``rows`` (default all) against every ``j``: float32 ``[n_rows, N]`` (diagonal 1)."""
+    xt = np.ascontiguousarray(xh.T, dtype=np.float32)  # [A, N]
+    block = xt[:, rows] if rows is not None else xt
+    n_attrs = xt.shape[0]
+    scale = np.float32(_gauss_scale(sigma))
+    out = np.zeros((block.shape[1], xt.shape[1]), np.float32)
+    tmp = np.empty_like(out)
+    for d in range(n_attrs):
+        np.subtract(block[d][:, None], xt[d][None, :], out=tmp)
+        np.square(tmp, out=tmp)
+        tmp *= scale
+        np.exp(tmp, out=tmp)
+        out += tmp
+    out /= np.float32(n_attrs)
+    return out
+
+
+class _ExactMessages:
+    """``m = sum_{j != i} q_j k_ij`` (unscaled) with the dense kernel."""
+
+    def __init__(self, xh: np.ndarray, sigma: float, max_bytes: int) -> None:
+        self.xh, self.sigma = xh, sigma
+        n = xh.shape[0]
+        self.kernel = kernel_matrix(xh, sigma) if n * n * 4 <= max_bytes else None
+        self.rows = max(1, _ROW_BLOCK_ELEMENTS // max(n, 1))
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        q32 = q.astype(np.float32)
+        if self.kernel is not None:
+            full = self.kernel @ q32
+        else:  # too big to keep: recompute a block of rows at a time
+            n = self.xh.shape[0]
+            full = np.empty(n, np.float32)
+            for a in range(0, n, self.rows):
+                s = slice(a, min(a + self.rows, n))
+                full[s] = kernel_matrix(self.xh, self.sigma, s) @ q32
+        return full.astype(np.float64) - q  # the diagonal k_ii = 1: no self-message
+
+    def row(self, i: int) -> np.ndarray:
+        if self.kernel is not None:
+            return self.kernel[i]
+        return kernel_matrix(self.xh, self.sigma, slice(i, i + 1))[0]
+
+    def among(self, idx: np.ndarray) -> np.ndarray:
+        """The kernel between the neurons ``idx`` ``[P, P]``."""
+        if self.kernel is not None:
+            return self.kernel[np.ix_(idx, idx)]
+        return kernel_matrix(self.xh[idx], self.sigma)
+
+
+class _GridMessages:
+    """The piecewise-linear approximation of :class:`_ExactMessages` on ``levels`` grid points.
+
+    Splat weights and flat grid indices are fixed (``xh`` does not change), so an iteration is
+    two weighted bincounts, a tiny ``[A, L] @ [L, L]`` product and two gathers.
+    """
+
+    def __init__(self, xh: np.ndarray, sigma: float, levels: int) -> None:
+        if levels < 2:
+            raise UserError(f"levels must be at least 2, got {levels}")
+        n, n_attrs = xh.shape
+        self.levels, self.n_attrs = levels, n_attrs
+        grid = np.linspace(0.0, 1.0, levels)
+        self.table = np.exp(_gauss_scale(sigma) * (grid[:, None] - grid[None, :]) ** 2)
+        pos = xh * (levels - 1)
+        lo = np.minimum(np.floor(pos).astype(np.int64), levels - 2)
+        self.frac = pos - lo  # weight of the upper grid point
+        self.flat = (lo + np.arange(n_attrs)[None, :] * levels).ravel()  # [N*A]
+        w_hi = self.frac.ravel()
+        self.w_lo, self.w_hi = 1.0 - w_hi, w_hi
+        # each neuron's own contribution as the grid sees it: w^T G w, summed over attributes
+        g01 = self.table[0, 1]
+        self.self_term = ((self.w_lo**2 + self.w_hi**2 + 2 * g01 * self.w_lo * self.w_hi)
+                          .reshape(n, n_attrs).sum(1))
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        size = self.n_attrs * self.levels
+        qr = np.repeat(q, self.n_attrs)
+        hist = np.bincount(self.flat, qr * self.w_lo, size)
+        hist += np.bincount(self.flat + 1, qr * self.w_hi, size)[:size]
+        smooth = (hist.reshape(self.n_attrs, self.levels) @ self.table).ravel()
+        read = smooth[self.flat] * self.w_lo
+        read += smooth[self.flat + 1] * self.w_hi
+        total = read.reshape(-1, self.n_attrs).sum(1)
+        return (total - q * self.self_term) / self.n_attrs
+
+    def among(self, idx: np.ndarray) -> np.ndarray:
+        """The grid's approximation of the kernel between the neurons ``idx`` ``[P, P]``:
+        ``(1/A) sum_d w_id^T G w_jd`` with the splat weights ``w``."""
+        n_attrs, levels = self.n_attrs, self.levels
+        flat = self.flat.reshape(-1, n_attrs)[idx]  # [P, A]
+        spread = np.zeros((idx.shape[0], n_attrs * levels), np.float32)
+        rows = np.arange(idx.shape[0])[:, None]
+        spread[rows, flat] = self.w_lo.reshape(-1, n_attrs)[idx]
+        spread[rows, flat + 1] = self.w_hi.reshape(-1, n_attrs)[idx]
+        smooth = (spread.reshape(-1, n_attrs, levels) @ self.table.astype(np.float32))
+        return (smooth.reshape(idx.shape[0], -1) @ spread.T) / np.float32(n_attrs)
+
+
+def messages(
+    x: ArrayLike,
+    q: ArrayLike,
+    *,
+    k: int,
+    lam: float = 1.0,
+    sigma: float = 0.1,
+    solver: Solver = "exact",
+    levels: int = 41,
+) -> np.ndarray:
+    """The redundancy messages ``m_i = sum_{j != i} q_j Psi_ij`` for an accuracy matrix ``X``
+    (``[N, A]``, raw, normalised here) at ``q`` (``[N]``): exactly or by the grid."""
+    xh = normalise(_check_x(x))
+    qa = np.asarray(q, dtype=np.float64)
+    if qa.shape != (xh.shape[0],):
+        raise UserError(f"q must have {xh.shape[0]} entries, got shape {qa.shape}")
+    fn = _message_fn(xh, solver, sigma, levels, MAX_KERNEL_BYTES)
+    return (lam / k) * fn(qa)
+
+
+def _message_fn(xh: np.ndarray, solver: str, sigma: float, levels: int, max_bytes: int
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    if solver == "exact":
+        return _ExactMessages(xh, sigma, max_bytes)
+    if solver == "fast":
+        return _GridMessages(xh, sigma, levels)
+    raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
+
+
+# --------------------------------------------------------------------------- mean field
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow for any finite z
+
+
+def _entropy_term(q: np.ndarray) -> float:
+    """``sum q ln q + (1-q) ln(1-q)`` with ``0 ln 0 = 0``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(q > 0, q * np.log(q), 0.0)
+        b = np.where(q < 1, (1 - q) * np.log1p(-q), 0.0)
+    return float(a.sum() + b.sum())
+
+
+def free_energy(q: np.ndarray, u: np.ndarray, b: float, m: np.ndarray) -> float:
+    """F(q) of Eq 5 given the (scaled) messages ``m`` at ``q``; the pairwise sum over unordered
+    pairs is ``q . m / 2``."""
+    return _energy(_energy_parts(q, u, m), b)
+
+
+def _energy_parts(q: np.ndarray, u: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+    """F(q) = parts[0] * b + parts[1]: the b-free remainder is kept so that a trajectory run
+    with a moving b can be reported at one b (the final one)."""
+    return float(q.sum()), float(-(q @ u) + 0.5 * (q @ m)) + _entropy_term(q)
+
+
+def _energy(parts: tuple[float, float], b: float) -> float:
+    return parts[0] * b + parts[1]
+
+
+def _solve_bias(z: np.ndarray, k: int) -> float:
+    """The ``b`` with ``sum_i sigmoid(z_i - b) = k`` (decreasing in ``b``).
+
+    Coarse bracket first (the ``k``-th largest ``z`` is within ``ln N + 40`` of the root), then
+    Newton steps kept inside the bracket, falling back to bisection when one would leave it.
+    """
+    n = z.shape[0]
+    pivot = float(np.partition(z, n - k)[n - k])
+    spread = math.log(n) + 40.0
+    lo, hi = pivot - spread, pivot + spread
+    b = pivot
+    for _ in range(200):
+        p = _sigmoid(z - b)
+        f = float(p.sum()) - k
+        if abs(f) <= 1e-9 * k:
+            break
+        if f > 0:
+            lo = b
+        else:
+            hi = b
+        slope = float((p * (1.0 - p)).sum())
+        step = b + f / slope if slope > 0 else math.nan
+        b = step if lo < step < hi else 0.5 * (lo + hi)
+        if hi - lo < 1e-12 * max(1.0, abs(b)):
+            break
+    return b
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The result of :func:`mean_field_select`."""
+
+    indices: np.ndarray  # int64 [k]: the selected neurons, by decreasing q
+    q: np.ndarray  # float64 [N]: p(selected)
+    u: np.ndarray  # float64 [N]: informativeness
+    b: float  # the selection cost that makes sum q = k
+    energies: list[float]  # F(q) before every iteration and at the end, all at the final b
+    iterations: int
+    solver: str
+    seconds: float
+    converged: bool
+    k: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_x(x: ArrayLike) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UserError(f"X must be a non-empty [N, A] matrix, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        i, j = np.argwhere(~np.isfinite(arr))[0]
+        raise UserError(f"X[{i}, {j}] is {arr[i, j]}: the accuracy matrix must be finite")
+    return arr
+
+
+def _rank(q: np.ndarray, u: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+    """Positions of all entries, best first: informative (u > 0) before dead ones, then larger
+    q, then larger u, then lower ``index`` (default: the position)."""
+    index = np.arange(q.shape[0]) if index is None else index
+    return np.lexsort((index, -u, -q, u <= 0))
+
+
+def _iterate(
+    fn: Callable[[np.ndarray], np.ndarray],
+    q: np.ndarray,
+    u: np.ndarray,
+    k: int,
+    scale: float,
+    *,
+    eta: float,
+    tol: float,
+    max_iter: int,
+    fixed_b: float | None,
+    energies: list[tuple[float, float]],
+) -> tuple[np.ndarray, float, int, bool]:
+    """Damped parallel updates until ``max |dq| < tol``; ``b`` re-solved every iteration so
+    that the new ``q`` sums to ``k`` (the damped mix then does too)."""
+    b = math.nan
+    for it in range(1, max_iter + 1):
+        m = scale * fn(q)
+        z = u - m
+        b = fixed_b if fixed_b is not None else _solve_bias(z, k)
+        energies.append(_energy_parts(q, u, m))
+        q_new = (1.0 - eta) * q + eta * _sigmoid(z - b)
+        change = float(np.max(np.abs(q_new - q)))
+        q = q_new
+        if change < tol:
+            return q, b, it, True
+    return q, b, max_iter, False
+
+
+def _sweep(
+    fn: _ExactMessages,
+    q: np.ndarray,
+    u: np.ndarray,
+    k: int,
+    scale: float,
+    *,
+    tol: float,
+    max_iter: int,
+    fixed_b: float | None,
+    energies: list[tuple[float, float]],
+) -> tuple[np.ndarray, float, int, bool]:
+    """Sequential (coordinate) updates, one neuron at a time with the others' latest values:
+    each update minimises F in that q_i exactly, so F never increases for a fixed ``b``."""
+    q = q.copy()
+    b = math.nan
+    for it in range(1, max_iter + 1):
+        m = scale * fn(q)
+        b = fixed_b if fixed_b is not None else _solve_bias(u - m, k)
+        energies.append(_energy_parts(q, u, m))
+        change = 0.0
+        for i in range(q.shape[0]):
+            row = fn.row(i)
+            mi = scale * (float(row @ q) - q[i] * float(row[i]))
+            new = float(_sigmoid(np.array(u[i] - b - mi)))
+            change = max(change, abs(new - q[i]))
+            q[i] = new
+        if change < tol:
+            return q, b, it, True
+    return q, b, max_iter, False
+
+
+def _decode(
+    q: np.ndarray,
+    u: np.ndarray,
+    m: np.ndarray,
+    k: int,
+    scale: float,
+    among: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray | None:
+    """Greedy conditioning ("decimation"): turn the soft ``q`` into ``k`` hard choices.
+
+    Mean field gives identical neurons identical ``q`` (the update is symmetric in them), so
+    "the k largest q" keeps both or neither of a duplicated pair. Here neurons are taken one at
+    a time by their field ``h_i = u_i - m_i`` (``q_i`` is increasing in it); accepting ``j``
+    fixes ``y_j = 1`` in place of ``q_j``, which raises every other message by
+    ``scale * (1 - q_j) * k_ij`` - a duplicate of an accepted neuron pays the most. Candidates
+    are the ``2k`` best by :func:`_rank` (a neuron further down would need more than ``k`` of
+    them to fall behind it); their pairwise kernel is computed once (``among``), so each step is
+    ``O(k)``. Ties: larger u, then lower index. Informative neurons come before dead ones
+    (``u = 0``), as in :func:`_rank`. Returns None where the pool would be too big to hold.
+    """
+    pool = _rank(q, u)[: min(q.shape[0], _POOL_FACTOR * k)]
+    if pool.shape[0] > _MAX_POOL:
+        return None
+    kern = among(pool).astype(np.float64)
+    field = (u - m)[pool]
+    dead = u[pool] <= 0
+    # one sort key per candidate, larger is better: dead last, then field, then u, then index
+    taken = np.zeros(pool.shape[0], bool)
+    chosen = np.empty(k, np.int64)
+    tie = np.lexsort((-pool, u[pool]))  # rank of (u, -index) among the pool: ascending
+    tie_rank = np.empty_like(tie)
+    tie_rank[tie] = np.arange(tie.shape[0])
+    for step in range(k):
+        score = np.where(taken | dead, -np.inf, field)
+        best = np.flatnonzero(score == score.max())
+        if not np.isfinite(score.max()):  # only dead ones left
+            best = np.flatnonzero(~taken)
+            j = int(best[np.argmin(pool[best])])
+        else:
+            j = int(best[np.argmax(tie_rank[best])])
+        taken[j] = True
+        chosen[step] = pool[j]
+        field -= scale * (1.0 - q[pool[j]]) * kern[j]
+    return chosen[_rank(q[chosen], u[chosen], chosen)]
+
+
+def mean_field_select(
+    x: ArrayLike,
+    k: int,
+    *,
+    solver: Solver = "fast",
+    lam: float = 1.0,
+    sigma: float = 0.1,
+    weights: ArrayLike | None = None,
+    eta: float = 0.5,
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    levels: int = 41,
+    b: float | None = None,
+    schedule: Literal["parallel", "sequential"] = "parallel",
+    decode: Literal["greedy", "topk"] = "greedy",
+    max_kernel_bytes: int = MAX_KERNEL_BYTES,
+) -> Selection:
+    """Select ``k`` of the ``N`` neurons of an attribute-accuracy matrix ``X`` ``[N, A]``.
+
+    Steps 2-4 of the spec: normalise, informativeness ``u``, mean-field iterations with ``b``
+    found so that ``sum q = k`` (or held at ``b`` when given), then the ``k`` best by :func:`_rank`
+    (larger q, ties by larger u then lower index; a neuron with ``u = 0`` - chance on every
+    attribute, e.g. a dead one - ranks after every informative neuron whatever its q).
+    ``schedule="sequential"`` (exact solver only) updates one neuron at a time; slow, used to
+    check that F decreases.
+    """
+    start = time.perf_counter()
+    xa = _check_x(x)
+    n = xa.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise UserError(f"k must be an integer, got {k!r}")
+    k = int(k)
+    if k <= 0:
+        raise UserError(f"k must be at least 1, got {k}")
+    if k > n:
+        raise UserError(f"k={k} is more than the {n} candidate neurons")
+    for name, value, ok in (("lam", lam, lam >= 0), ("sigma", sigma, sigma > 0),
+                            ("eta", eta, 0 < eta <= 1), ("tol", tol, tol > 0),
+                            ("max_iter", max_iter, max_iter >= 1)):
+        if not (math.isfinite(value) and ok):
+            raise UserError(f"{name}={value} is out of range")
+    if schedule not in ("parallel", "sequential"):
+        raise UserError(f"schedule must be 'parallel' or 'sequential', got {schedule!r}")
+    if schedule == "sequential" and solver != "exact":
+        raise UserError("the sequential schedule needs solver='exact'")
+    if decode not in ("greedy", "topk"):
+        raise UserError(f"decode must be 'greedy' or 'topk', got {decode!r}")
+    xh = normalise(xa)
+    u = informativeness(xh, weights)
+    config = {"lam": lam, "sigma": sigma, "eta": eta, "tol": tol, "max_iter": max_iter,
+              "levels": levels, "schedule": schedule, "decode": decode,
+              "weights": None if weights is None else np.asarray(weights, float).tolist()}
+    energies: list[tuple[float, float]] = []
+    scale = lam / k
+    if k == n:  # everything is selected: nothing to infer
+        q = np.ones(n)
+        return Selection(_rank(q, u), q, u, -math.inf, [], 0, solver,
+                         time.perf_counter() - start, True, k, config)
+
+    b0 = b if b is not None else _solve_bias(u, k)
+    q = _sigmoid(u - b0)
+    kw = {"tol": tol, "max_iter": max_iter, "fixed_b": b, "energies": energies}
+    if solver == "exact":
+        fn = _ExactMessages(xh, sigma, max_kernel_bytes)
+        if schedule == "sequential":
+            q, b_out, iters, done = _sweep(fn, q, u, k, scale, **kw)
+        else:
+            q, b_out, iters, done = _iterate(fn, q, u, k, scale, eta=eta, **kw)
+    elif solver == "fast":
+        iters = 0
+        if levels > COARSE_LEVELS:  # coarse to fine
+            coarse = _GridMessages(xh, sigma, COARSE_LEVELS)
+            q, _, iters, _ = _iterate(coarse, q, u, k, scale, eta=eta, **kw)
+        fn = _GridMessages(xh, sigma, levels)
+        q, b_out, more, done = _iterate(fn, q, u, k, scale, eta=eta, **kw)
+        iters += more
+    else:
+        raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
+    m = scale * fn(q)
+    energies.append(_energy_parts(q, u, m))  # ... and at the end
+    order = _decode(q, u, m, k, scale, fn.among) if decode == "greedy" else None
+    if order is None:
+        order = _rank(q, u)[:k]
+        config["decode"] = "topk"
+    return Selection(order, q, u, float(b_out), [_energy(e, b_out) for e in energies], iters,
+                     solver,
+                     time.perf_counter() - start, done, k, config)
+
+
+# --------------------------------------------------------------------------- torch side
+
+
+@dataclass
+class Responses:
+    """The teachers' top-layer responses on one split, concatenated over teachers."""
+
+    features: np.ndarray  # float32 [M, N]: N = sum of the teachers' widths
+    labels: np.ndarray  # uint8 [M, A]
+    attributes: list[str]
+    teachers: list[dict[str, Any]]  # path, sha256, arch, width, neurons, offset, cached
+    data: dict[str, Any]  # data_record + split + images
+
+    def owner(self, index: int) -> tuple[int, int]:
+        """(teacher, neuron) of a column of ``features``."""
+        for t, info in enumerate(self.teachers):
+            if info["offset"] <= index < info["offset"] + info["neurons"]:
+                return t, index - info["offset"]
+        raise IndexError(index)
+
+
+def _cache_key(ckpt_sha: str, data: dict[str, Any], split: str, preprocess: Any) -> str:
+    blob = json.dumps({"checkpoint": ckpt_sha, "data": data, "split": split,
+                       "preprocess": preprocess}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def collect_responses(
+    teachers: Sequence[str | os.PathLike[str]],
+    data: str | os.PathLike[str] | None = None,
+    split: str = "val",
+    *,
+    batch_size: int = 256,
+    workers: int = 1,
+    device: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Responses:
+    """The GAP features (the layer the students imitate) of each teacher over ``split``.
+
+    Each teacher sees the images through its own eval preprocessing. With ``cache_dir``, one
+    ``.npy`` per (teacher file, dataset, split, preprocessing) is kept there and reused.
+    ``data`` defaults to the first teacher's training data; every teacher must have the
+    dataset's attributes.
+    """
+    from facedistill.io import atomic_path, sha256_file
+    from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.pipeline.data.celeba import CelebA
+    from facedistill.pipeline.evaluate import checkpoint_data
+    from facedistill.pipeline.infer import collect
+    from facedistill.pipeline.train import data_record, resolve_device
+
+    if not teachers:
+        raise UserError("at least one teacher is needed")
+    ckpts = [load_checkpoint(t) for t in teachers]
+    index, _, root = checkpoint_data(ckpts[0], data)
+    record = data_record(index)
+    infos: list[dict[str, Any]] = []
+    blocks: list[np.ndarray] = []
+    labels: np.ndarray | None = None
+    offset = 0
+    dev = resolve_device(device)
+    for ckpt in ckpts:
+        _, transform, _ = checkpoint_data(ckpt, root)
+        dataset = CelebA(index, split, variant=index.variant, transform=transform)
+        if len(dataset) == 0:
+            raise UserError(f"the {split} split is empty", path=index.files.get("partition"))
+        sha = sha256_file(ckpt["path"])
+        cached, hit = None, False
+        if cache_dir is not None:
+            key = _cache_key(sha, record, split, ckpt["preprocess"])
+            cached = Path(cache_dir) / f"responses-{key}.npy"
+            if cached.exists():
+                try:
+                    feats = np.load(cached, allow_pickle=False)
+                    hit = feats.ndim == 2 and feats.shape[0] == len(dataset)
+                except (OSError, ValueError):  # a damaged cache file is simply redone
+                    hit = False
+        if not hit:
+            model = model_from_checkpoint(ckpt).to(dev)
+            out = collect(model, dataset, batch_size=batch_size, workers=workers, device=dev,
+                          logits=False, features=True, progress=progress)
+            feats = out.features
+            if cached is not None:
+                with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, feats, allow_pickle=False)
+        if labels is None:
+            labels = np.asarray(dataset.labels, dtype=np.uint8)
+        infos.append({"path": str(ckpt["path"]), "sha256": sha, "arch": ckpt["arch"]["arch"],
+                      "width": ckpt["arch"]["width"], "neurons": int(feats.shape[1]),
+                      "offset": offset, "cached": hit})
+        offset += int(feats.shape[1])
+        blocks.append(feats.astype(np.float32, copy=False))
+    assert labels is not None
+    return Responses(np.concatenate(blocks, axis=1), labels, list(index.attribute_names), infos,
+                     {**record, "split": split, "images": int(labels.shape[0])})
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def default_output(teachers: Sequence[str | os.PathLike[str]]) -> Path:
+    """``<first teacher's run folder>/selection/selection.json``."""
+    first = Path(teachers[0])
+    run = first if first.is_dir() else first.parent
+    return run / "selection" / "selection.json"
+
+
+def run_selection(
+    teachers: Sequence[str | os.PathLike[str]],
+    k: int,
+    *,
+    data: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    split: str = "val",
+    solver: Solver = "fast",
+    lam: float = 1.0,
+    sigma: float = 0.1,
+    polarity: metrics.Polarity = "positive",
+    batch_size: int = 256,
+    workers: int = 1,
+    device: str = "auto",
+    plot: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """``facedistill select``: responses (cached) -> X -> mean field -> ``selection.json``,
+    ``X.npy`` and ``selection.png`` beside it. ``out`` is the JSON file (or a folder for it).
+    Returns the JSON record."""
+    from facedistill import __version__
+    from facedistill.io import atomic_path, atomic_write_json
+
+    target = Path(out) if out is not None else default_output(teachers)
+    if target.suffix.lower() != ".json":
+        target = target / "selection.json"
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    resp = collect_responses(teachers, data, split, batch_size=batch_size, workers=workers,
+                             device=device, cache_dir=folder / "cache", progress=progress)
+    times["collect"] = time.perf_counter() - t0
+    n = resp.features.shape[1]
+    if not 1 <= k <= n:
+        raise UserError(f"--k {k} must be between 1 and the {n} neurons of the teacher(s)")
+    t0 = time.perf_counter()
+    x, thresholds = attribute_accuracy(resp.features, resp.labels, polarity)
+    times["accuracy"] = time.perf_counter() - t0
+    sel = mean_field_select(x, k, solver=solver, lam=lam, sigma=sigma)
+    times["solve"] = sel.seconds
+
+    selected = []
+    for g in sel.indices.tolist():
+        t, j = resp.owner(g)
+        selected.append({"index": g, "teacher": t, "neuron": j,
+                         "u": float(sel.u[g]), "q": float(sel.q[g])})
+    record = {
+        "format": FORMAT,
+        "version": __version__,
+        "k": k,
+        "candidates": n,
+        "solver": sel.solver,
+        "config": {**sel.config, "polarity": polarity, "split": split},
+        "attributes": resp.attributes,
+        "teachers": resp.teachers,
+        "data": resp.data,
+        "indices": sel.indices.tolist(),
+        "selected": selected,
+        "thresholds": thresholds[sel.indices].tolist(),
+        "u": sel.u.tolist(),
+        "q": sel.q.tolist(),
+        "b": sel.b,
+        "energies": sel.energies,
+        "iterations": sel.iterations,
+        "converged": sel.converged,
+        "mean_x_selected": float(x[sel.indices].mean()),
+        "mean_x_all": float(x.mean()),
+        "seconds": times,
+        "files": {"X": "X.npy", "plot": "selection.png" if plot else None},
+    }
+    with atomic_path(folder / "X.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, x.astype(np.float32), allow_pickle=False)
+    if plot:
+        plot_selection(x, sel, folder / "selection.png")
+    atomic_write_json(target, record)
+    record["path"] = str(target)
+    return record
+
+
+def plot_selection(x: np.ndarray, sel: Selection, path: str | os.PathLike[str],
+                   attributes: Sequence[str] | None = None) -> Path:
+    """Two panels: X of the selected neurons against as many rejected ones (rows sorted by u),
+    and the histogram of u for both groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from facedistill.io import atomic_path
+
+    xh = normalise(x)
+    chosen = np.zeros(x.shape[0], bool)
+    chosen[sel.indices] = True
+    rejected = np.flatnonzero(~chosen)
+    show = min(sel.k, 200)
+    top = sel.indices[np.argsort(-sel.u[sel.indices], kind="stable")][:show]
+    rng = np.random.default_rng(0)
+    others = rng.choice(rejected, size=min(show, rejected.shape[0]), replace=False) \
+        if rejected.shape[0] else rejected
+    others = others[np.argsort(-sel.u[others], kind="stable")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1.2, 1.1]})
+    for ax, rows, title in ((axes[0], top, f"selected: top {len(top)} of {sel.k} by u"),
+                            (axes[1], others, f"rejected: {len(others)} at random")):
+        im = ax.imshow(xh[rows] if len(rows) else np.zeros((1, x.shape[1])), aspect="auto",
+                       vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("attribute (column of X)")
+    axes[0].set_ylabel("neuron, by decreasing u")
+    fig.colorbar(im, ax=axes[1], label="normalised accuracy xh", shrink=0.9)
+    bins = np.linspace(0, max(float(sel.u.max()), 1e-6), 40)
+    axes[2].hist(sel.u[~chosen], bins=bins, alpha=0.6, label="rejected")
+    axes[2].hist(sel.u[chosen], bins=bins, alpha=0.6, label="selected")
+    axes[2].set_xlabel("informativeness u")
+    axes[2].set_ylabel("neurons")
+    axes[2].legend()
+    fig.suptitle(f"neuron selection: {sel.k} of {x.shape[0]} ({sel.solver}, "
+                 f"lam={sel.config.get('lam')})")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return target
+
+
+def read_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A ``selection.json`` (or the folder holding it), checked: format, k, indices."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "selection.json"
+    try:
+        rec = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError("no selection file here", path=p) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"not a readable selection file ({exc})", path=p) from None
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        raise UserError(f"not a {FORMAT} file", path=p)
+    idx = rec.get("indices")
+    n = rec.get("candidates")
+    if (not isinstance(idx, list) or not isinstance(n, int) or len(idx) != rec.get("k")
+            or not all(isinstance(i, int) and 0 <= i < n for i in idx)
+            or len(set(idx)) != len(idx)):
+        raise UserError("the selected indices are missing, repeated or out of range",
+                        path=p, field="indices")
+    rec["path"] = str(p)
+    return rec
