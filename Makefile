@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/facedistill --config $(DEMO_CONFIG) data check
 	$(BIN)/facedistill --config $(DEMO_CONFIG) train
 	$(BIN)/facedistill --config $(DEMO_CONFIG) eval runs/tnet
+	$(BIN)/facedistill --config $(DEMO_CONFIG) select
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

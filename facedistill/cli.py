@@ -494,10 +494,61 @@ def _print_selection(rec: dict[str, Any]) -> None:
     console.print(f"wrote {rec['path']}")
 
 
+@cli.command("compress")
+@click.option("--student", type=click.Choice(["snet1", "snet2", "snet3", "tnet"]),
+              default="snet3", show_default=True, help="Student architecture.")
+@click.option("--teacher", "teachers", multiple=True, required=True,
+              type=click.Path(path_type=Path),
+              help="Teacher run folder or checkpoint; repeat for an ensemble.")
+@click.option("--method", type=click.Choice(["selected", "hint", "soft", "labels"]),
+              default="selected", show_default=True,
+              help="selected: imitate the K selected teacher neurons; hint: all 1280; soft: "
+                   "the teacher's soft targets; labels: no teacher (baseline).")
+@click.option("--k", "k", type=int, default=512, show_default=True,
+              help="Neurons to select (method selected, when no --selection is given).")
+@click.option("--selection", type=click.Path(path_type=Path), default=None,
+              help="A selection.json from 'facedistill select' [default: run it, cached].")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Softening of the soft targets (1 = the paper's baseline).")
+@click.option("--two-stage", type=int, default=0, show_default=True,
+              help="Epochs of feature imitation alone before switching to labels; 0 = joint.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Split of the student-vs-teacher comparison.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: runs/STUDENT-METHOD].")
+@_train_options
+def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
+                 selection: Path | None, temperature: float, two_stage: int, split: str,
+                 out: Path | None, data: Path, resume: bool, force: bool, as_json: bool,
+                 quiet: bool, **kw: Any) -> None:
+    """Distil a teacher into a student through selected neurons, then compare the two."""
+    from facedistill.pipeline.compress import compress, prepare_selection
+
+    cfg = _train_config(student, kw)
+    out = out or Path("runs") / f"{student}-{method}"
+    if method == "selected" and selection is None:
+        with progress_bar("teacher responses", enabled=not quiet and not as_json) as update:
+            selection = Path(prepare_selection(list(teachers), data, out, k=k,
+                                               variant=cfg.variant, workers=cfg.workers,
+                                               device=cfg.device, progress=update))
+    reporter = _RichReporter(enabled=not quiet and not as_json)
+    result = compress(cfg, list(teachers), data, out, method=method, k=k, selection=selection,
+                      temperature=temperature, two_stage=two_stage, split=split, resume=resume,
+                      force=force, reporter=reporter)
+    if _rank() != 0:
+        return
+    if as_json:
+        _print_json(result)
+        return
+    from facedistill.pipeline.compress import compare_markdown
+
+    console.print(compare_markdown(result), markup=False)
+    console.print(f"wrote {out}/best.pt, compare.json, compare.md")
+
+
 # -- verbs that later releases build ---------------------------------------------------------
 
 _PLANNED = {
-    "compress": "Distill a teacher into SNet1/SNet2/SNet3 through selected neurons.",
     "export": "Export to ONNX (FP32/FP16/INT8) and TensorRT engines.",
     "bench": "Benchmark latency, size, params and accuracy of artifacts.",
     "predict": "Predict the 40 attributes of face images.",

@@ -399,6 +399,16 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _sync_objective_grads(self) -> None:
+        """DDP averages the model's gradients; the objective's own trainable parameters (a
+        training-only regressor) are averaged here, so every rank keeps the same copy."""
+        for p in self.objective.parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= self.dist.world
+
     def train_epoch(self) -> dict[str, Any]:
         cfg, epoch = self.cfg, self.epoch + 1
         seed = epoch_seed(cfg.seed, epoch, self.dist.rank)
@@ -407,6 +417,8 @@ class Trainer:
         torch.manual_seed(seed)  # augmentation when it runs in this process (workers=0)
         self.net.train()
         self.objective.train()
+        if hasattr(self.objective, "set_epoch"):  # staged objectives (distill's two-stage)
+            self.objective.set_epoch(epoch, cfg.epochs)
         sums: dict[str, float] = {}
         seen, start = 0, time.perf_counter()
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
@@ -423,6 +435,8 @@ class Trainer:
                                 f"{self.step + 1}; lower --lr or use --precision fp32")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if self.dist.active:
+                self._sync_objective_grads()
             if cfg.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

@@ -1,0 +1,208 @@
+"""``facedistill compress``: teacher(s) -> (selection) -> student, then student vs teacher.
+
+One call: check that the teachers and the data speak the same 40 attributes, run or read the
+neuron selection when the method needs it (cached under ``OUT/selection``), train the student
+with the one Trainer and a distillation objective (:mod:`facedistill.pipeline.distill`),
+evaluate student and teacher on the same split with thresholds from val, and write a
+comparison (``compare.json`` and ``compare.md``: params, MACs, compression, mean balanced
+accuracy, delta to the teacher). The student checkpoint records the method, the teachers'
+sha256 and the selected indices under ``extra["distill"]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from facedistill.config import TrainConfig
+from facedistill.errors import UserError
+
+METHODS = ("selected", "hint", "soft", "labels")
+
+
+def _input_size(ckpt: dict[str, Any]) -> int:
+    """The square input size of a checkpoint's preprocessing (stored as [H, W])."""
+    size = ckpt["preprocess"]["size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def _teacher_record(ckpt: dict[str, Any]) -> dict[str, Any]:
+    from facedistill.io import sha256_file
+
+    return {"path": str(ckpt["path"]), "sha256": sha256_file(ckpt["path"]),
+            "arch": ckpt["arch"]["arch"], "width": ckpt["arch"]["width"],
+            "size": _input_size(ckpt)}
+
+
+def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequence[str]
+                  ) -> list[dict[str, Any]]:
+    """Teacher checkpoints, each checked to predict ``attributes`` in the same order."""
+    from facedistill.pipeline.checkpoint import load_checkpoint
+
+    if not teachers:
+        raise UserError("give at least one --teacher")
+    ckpts = [load_checkpoint(t) for t in teachers]
+    for ckpt in ckpts:
+        if list(ckpt["attributes"]) != list(attributes):
+            theirs = list(ckpt["attributes"])
+            diff = next((i for i, (a, b) in enumerate(zip(theirs, attributes, strict=False))
+                         if a != b), min(len(theirs), len(attributes)))
+            raise UserError(f"the teacher predicts another attribute set than the data "
+                            f"({len(theirs)} vs {len(attributes)} attributes, first difference "
+                            f"at position {diff})", path=ckpt["path"])
+    return ckpts
+
+
+def resolve_selection(
+    ckpts: list[dict[str, Any]],
+    *,
+    k: int,
+    data: str | os.PathLike[str],
+    selection: str | os.PathLike[str] | None,
+    out: Path,
+    workers: int,
+    device: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The selection record: read from ``selection`` (and checked against the teachers) or
+    computed now into ``out/selection`` (responses cached there)."""
+    from facedistill.io import sha256_file
+    from facedistill.pipeline.selection import read_selection, run_selection
+
+    if selection is not None:
+        rec = read_selection(selection)
+        want = [sha256_file(c["path"]) for c in ckpts]
+        have = [t.get("sha256") for t in rec.get("teachers", [])]
+        if have != want:
+            raise UserError("this selection was made for other teacher checkpoints (sha256 "
+                            "differ); run select again or drop --selection",
+                            path=rec["path"])
+        return rec
+    from facedistill.pipeline.models import FEATURE_DIM
+
+    width = FEATURE_DIM * len(ckpts)
+    if k > width:
+        raise UserError(f"--k {k} is more than the {width} neurons of the teacher(s)",
+                        field="k")
+    return run_selection([c["path"] for c in ckpts], k, data=data, out=out / "selection",
+                         workers=workers, device=device, progress=progress)
+
+
+def prepare_selection(
+    teachers: Sequence[str | os.PathLike[str]],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    k: int,
+    variant: str = "aligned",
+    workers: int = 1,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
+    """Run (or reuse) the selection a ``selected`` compress into ``out`` will use; its path."""
+    from facedistill.pipeline.data.celeba import CelebAIndex
+
+    index = CelebAIndex.load(data, variant=variant)
+    ckpts = load_teachers(teachers, list(index.attribute_names))
+    rec = resolve_selection(ckpts, k=k, data=data, selection=None, out=Path(out),
+                            workers=workers, device=device, progress=progress)
+    return str(rec["path"])
+
+
+def compress(
+    cfg: TrainConfig,
+    teachers: Sequence[str | os.PathLike[str]],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    method: str = "selected",
+    k: int = 512,
+    selection: str | os.PathLike[str] | None = None,
+    temperature: float = 1.0,
+    two_stage: int = 0,
+    split: str = "test",
+    resume: bool = False,
+    force: bool = False,
+    reporter: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Distil ``teachers`` into ``cfg.arch``; returns the comparison record."""
+    from facedistill.io import atomic_write_json, atomic_write_text
+    from facedistill.pipeline.checkpoint import model_from_checkpoint
+    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.pipeline.distill import build_objective
+    from facedistill.pipeline.evaluate import evaluate_checkpoint
+    from facedistill.pipeline.train import positive_weights, train
+
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    out = Path(out)
+    index = CelebAIndex.load(data, variant=cfg.variant)
+    ckpts = load_teachers(teachers, list(index.attribute_names))
+    sel = None
+    if method == "selected":
+        sel = resolve_selection(ckpts, k=k, data=data, selection=selection, out=out,
+                                workers=cfg.workers, device=cfg.device, progress=progress)
+    models = [model_from_checkpoint(c) for c in ckpts]
+    sizes = [_input_size(c) for c in ckpts]
+    pos_weight = None
+    if cfg.pos_weight != "none":
+        pos_weight = positive_weights(index.attrs[index.select("train")], cfg.pos_weight)
+    objective = build_objective(method, models, selected=sel["indices"] if sel else None,
+                                temperature=temperature, pos_weight=pos_weight,
+                                teacher_sizes=sizes, two_stage=two_stage)
+    record = {
+        "method": method,
+        "teachers": [_teacher_record(c) for c in ckpts],
+        "temperature": temperature,
+        "two_stage": two_stage,
+        "selection": None if sel is None else {
+            "path": sel.get("path"), "k": sel["k"], "indices": sel["indices"],
+            "solver": sel.get("solver")},
+    }
+    train(cfg, data, out, resume=resume, force=force, reporter=reporter, objective=objective,
+          extra={"distill": record}, index=index)
+    del models, objective
+    student_eval = evaluate_checkpoint(out, data=data, split=split, workers=cfg.workers,
+                                       device=cfg.device)
+    rows = [_row("student", out / "best.pt", student_eval)]
+    for i, c in enumerate(ckpts):
+        t_eval = evaluate_checkpoint(c["path"], data=data, split=split, workers=cfg.workers,
+                                     device=cfg.device)
+        role = f"teacher {i}" if len(ckpts) > 1 else "teacher"
+        rows.append(_row(role, c["path"], t_eval))
+    teacher = rows[1]
+    for r in rows:
+        r["compression"] = teacher["params"] / r["params"]
+        r["delta"] = r["mean_balanced"] - teacher["mean_balanced"]
+    result = {"student": str(out / "best.pt"), "split": split, "method": method,
+              "rows": rows, "distill": record}
+    atomic_write_json(out / "compare.json", result)
+    atomic_write_text(out / "compare.md", compare_markdown(result))
+    return result
+
+
+def _row(role: str, path: Any, report: dict[str, Any]) -> dict[str, Any]:
+    from facedistill.pipeline.checkpoint import load_checkpoint
+    from facedistill.pipeline.models import build_model, count_macs, count_params
+
+    ckpt = load_checkpoint(path)
+    model = build_model(**ckpt["arch"])
+    return {"role": role, "path": str(ckpt["path"]), "arch": ckpt["arch"]["arch"],
+            "width": ckpt["arch"]["width"], "params": count_params(model),
+            "macs": count_macs(model, _input_size(ckpt)),
+            "mean_balanced": report["mean_balanced"],
+            "per_attribute": {a["name"]: a["balanced"] for a in report["attributes"]}}
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    lines = [f"{result['method']} distillation, {result['split']} split (thresholds from val)",
+             "", "| model | arch | params | MACs | compression | mean bal. acc. | delta |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['role']} | {r['arch']} x{r['width']:g} | {r['params']:,} | "
+                     f"{r['macs'] / 1e6:.1f}M | {r['compression']:.1f}x | "
+                     f"{100 * r['mean_balanced']:.2f}% | {100 * r['delta']:+.2f} |")
+    return "\n".join(lines) + "\n"

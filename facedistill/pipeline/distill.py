@@ -1,0 +1,362 @@
+"""Distillation objectives: what a student is trained to match, term by term.
+
+A :class:`DistillObjective` is the ``objective`` a :class:`facedistill.pipeline.train.Trainer`
+calls on every batch as ``objective(logits, features, labels, images) -> (loss, terms)``, where
+``logits`` ``[B, A]`` and ``features`` ``[B, 1280]`` are the student's outputs for the training
+images. The loss is a weighted sum of named terms; each term's unweighted value is returned in
+``terms`` so the training log shows how every part moves. There are four terms:
+
+``labels``
+    Binary cross-entropy of the student's logits against the 0/1 attribute labels (optionally
+    with a weight on each attribute's positives). This is the plain supervised baseline.
+``soft``
+    Soft targets. The teacher's logits ``t`` (the mean of the teachers' logits for an ensemble)
+    are turned into probabilities ``sigmoid(t / T)`` and the student's ``sigmoid(s / T)`` is
+    pulled towards them with binary cross-entropy, averaged over batch and attributes and
+    multiplied by ``T ** 2`` so the size of its gradient does not shrink as the temperature
+    ``T`` grows. ``T = 1`` is the baseline of the paper.
+``hint``
+    Mean squared error between the student's 1280-d top hidden layer (the GAP vector) and the
+    teacher's (for an ensemble, the mean of the teachers' vectors), averaged over batch and
+    dimensions. Every neuron is imitated, informative or not.
+``selected``
+    Mean squared error on the teacher neurons picked by neuron selection only. The targets are
+    columns of the teachers' features concatenated side by side (teacher ``t``'s neuron ``j`` is
+    column ``offset_t + j``), in the order the selection lists them. With one teacher and as
+    many selected neurons as the student has features, student feature ``i`` imitates target
+    ``i`` directly. Otherwise (an ensemble, or fewer/more neurons) a linear regressor
+    ``Linear(1280, K)`` maps the student's features to the ``K`` targets. That regressor exists
+    only for training: it is a parameter of the objective, optimised with the student and saved
+    with the resume state, and never part of the exported model.
+
+The teachers are frozen: no gradients, always in eval mode (calling ``train()`` on the objective
+does not change that), run under ``torch.no_grad()`` on the same batch of images, resized first
+when a teacher expects another input size. They are kept outside the module tree, so they are
+neither in the objective's ``state_dict`` nor among its parameters, but moving the objective
+(``.to(device)``) moves them too. All loss arithmetic runs in float32, whatever autocast does to
+the networks.
+
+Two-stage training (``two_stage=E``): for epochs ``1..E`` only the feature terms (``hint``,
+``selected``) are optimised, afterwards only ``labels`` and ``soft``. The default ``0`` optimises
+the weighted sum of every term all the time.
+
+Public API: :class:`DistillObjective`, :data:`TERMS`, :data:`METHODS`, :func:`build_objective`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facedistill.errors import ConfigError, UserError
+
+__all__ = ["FEATURE_TERMS", "METHODS", "TERMS", "DistillObjective", "build_objective"]
+
+TERMS = ("labels", "soft", "hint", "selected")
+"""Names of the loss terms, in the order they are computed."""
+
+FEATURE_TERMS = ("hint", "selected")
+"""The terms on the top hidden layer: the first stage of two-stage training."""
+
+_TEACHER_TERMS = ("soft", "hint", "selected")
+
+# Default term weights of each ``--method``. The weights of the feature terms (hint, selected)
+# are a first guess and may be retuned once they have been measured on real runs.
+METHODS: dict[str, dict[str, float]] = {
+    "labels": {"labels": 1.0},
+    "soft": {"labels": 1.0, "soft": 1.0},
+    "hint": {"labels": 1.0, "hint": 1.0},
+    "selected": {"labels": 1.0, "selected": 1.0},
+}
+
+
+def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(weights, Mapping):
+        raise ConfigError(f"weights must map term names to numbers, got {weights!r}",
+                          field="weights")
+    out: dict[str, float] = {}
+    for name, w in weights.items():
+        if name not in TERMS:
+            raise ConfigError(f"unknown loss term {name!r}; known terms: {', '.join(TERMS)}",
+                              field="weights")
+        if isinstance(w, bool) or not isinstance(w, Real) or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"the weight of term {name!r} must be a finite number >= 0, "
+                              f"got {w!r}", field="weights")
+        out[name] = float(w)
+    if not any(w > 0 for w in out.values()):
+        raise ConfigError("every loss term has weight 0; give at least one term a positive "
+                          "weight", field="weights")
+    return out
+
+
+def _teacher_dim(teacher: nn.Module, t: int) -> int:
+    if not callable(getattr(teacher, "forward_with_features", None)):
+        raise TypeError(f"teacher {t} has no forward_with_features(); build it with build_model")
+    dim = getattr(teacher, "feature_dim", None)
+    if isinstance(dim, bool) or not isinstance(dim, Integral) or dim < 1:
+        raise TypeError(f"teacher {t} has no positive integer feature_dim")
+    return int(dim)
+
+
+class DistillObjective(nn.Module):
+    """Weighted sum of the ``labels``, ``soft``, ``hint`` and ``selected`` terms.
+
+    ``teachers``: frozen networks with ``forward_with_features(x) -> (logits, features)`` and a
+    ``feature_dim`` (CascadeNets); may be empty when only ``labels`` is weighted.
+    ``weights``: term name -> weight >= 0 (terms left out or weighted 0 are not computed).
+    ``temperature``: ``T`` of the ``soft`` term (> 0). ``selected``: global indices into the
+    teachers' concatenated features (needed by the ``selected`` term). ``student_dim``: width of
+    the student's feature vector. ``pos_weight``: ``[A]`` weight of each attribute's positives in
+    the ``labels`` term. ``teacher_sizes``: the square input size each teacher expects (images
+    of another size are resized for it). ``two_stage``: number of feature-only epochs (0 =
+    joint training).
+
+    ``forward(logits, features, labels, images) -> (total, terms)``: ``terms`` holds the
+    unweighted, detached value of each term active in the current stage; ``total`` is their
+    weighted sum (float32).
+    """
+
+    regressor: nn.Linear | None
+    pos_weight: torch.Tensor | None
+    selected_index: torch.Tensor | None
+
+    def __init__(
+        self,
+        teachers: Sequence[nn.Module],
+        *,
+        weights: Mapping[str, float],
+        temperature: float = 1.0,
+        selected: Sequence[int] | None = None,
+        student_dim: int = 1280,
+        pos_weight: torch.Tensor | None = None,
+        teacher_sizes: Sequence[int] | None = None,
+        two_stage: int = 0,
+    ) -> None:
+        super().__init__()
+        self.weights = _check_weights(weights)
+        used = {name for name, w in self.weights.items() if w > 0}
+
+        if (isinstance(temperature, bool) or not isinstance(temperature, Real)
+                or not math.isfinite(temperature) or temperature <= 0):
+            raise ConfigError(f"the temperature must be a finite number > 0, got {temperature!r}",
+                              field="temperature")
+        self.temperature = float(temperature)
+        if isinstance(student_dim, bool) or not isinstance(student_dim, Integral) \
+                or student_dim < 1:
+            raise ValueError(f"student_dim must be a positive integer, got {student_dim!r}")
+        self.student_dim = int(student_dim)
+
+        # teachers: a plain tuple, so they are not submodules (not in state_dict/parameters)
+        teachers = tuple(teachers)
+        dims = [_teacher_dim(t, i) for i, t in enumerate(teachers)]
+        if used & set(_TEACHER_TERMS) and not teachers:
+            names = ", ".join(sorted(used & set(_TEACHER_TERMS)))
+            raise ConfigError(f"the {names} term(s) need at least one teacher", field="teachers")
+        for t in teachers:
+            t.requires_grad_(False)
+            t.eval()
+        self._teachers: tuple[nn.Module, ...] = teachers
+        self.teacher_dims = tuple(dims)
+        self.teacher_offsets = tuple(sum(dims[:i]) for i in range(len(dims)))
+        self.total_teacher_dim = sum(dims)
+
+        if teacher_sizes is not None:
+            sizes = list(teacher_sizes)
+            if len(sizes) != len(teachers):
+                raise ConfigError(f"teacher_sizes has {len(sizes)} entries for "
+                                  f"{len(teachers)} teacher(s)", field="teacher_sizes")
+            for s in sizes:
+                if isinstance(s, bool) or not isinstance(s, Integral) or s < 1:
+                    raise ConfigError(f"teacher input sizes must be positive integers, got {s!r}",
+                                      field="teacher_sizes")
+            self.teacher_sizes: tuple[int, ...] | None = tuple(int(s) for s in sizes)
+        else:
+            self.teacher_sizes = None
+
+        if "hint" in used:
+            for i, d in enumerate(dims):
+                if d != self.student_dim:
+                    raise ConfigError(f"the hint term needs teachers with {self.student_dim}-d "
+                                      f"features like the student; teacher {i} has {d}",
+                                      field="weights")
+
+        self.register_buffer("pos_weight",
+                             None if pos_weight is None
+                             else torch.as_tensor(pos_weight, dtype=torch.float32),
+                             persistent=False)
+
+        self.regressor = None
+        index: torch.Tensor | None = None
+        if "selected" in used:
+            if selected is None:
+                raise ConfigError("the selected term needs the selected neuron indices (run "
+                                  "neuron selection first)", field="selected")
+            idx = selected.tolist() if hasattr(selected, "tolist") else list(selected)
+            if not idx:
+                raise ConfigError("the list of selected neurons is empty", field="selected")
+            if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in idx):
+                raise ConfigError("the selected neuron indices must be integers",
+                                  field="selected")
+            idx = [int(i) for i in idx]
+            bad = [i for i in idx if not 0 <= i < self.total_teacher_dim]
+            if bad:
+                raise ConfigError(f"selected neuron index {bad[0]} is out of range: the "
+                                  f"teachers have {self.total_teacher_dim} neurons in all "
+                                  f"(0..{self.total_teacher_dim - 1})", field="selected")
+            seen: set[int] = set()
+            for i in idx:
+                if i in seen:
+                    raise ConfigError(f"selected neuron index {i} appears more than once",
+                                      field="selected")
+                seen.add(i)
+            index = torch.tensor(idx, dtype=torch.long)
+            if not (len(teachers) == 1 and len(idx) == self.student_dim):
+                self.regressor = nn.Linear(self.student_dim, len(idx))
+        self.register_buffer("selected_index", index, persistent=False)
+
+        if isinstance(two_stage, bool) or not isinstance(two_stage, Integral) or two_stage < 0:
+            raise ConfigError(f"two_stage must be a whole number of epochs >= 0, got "
+                              f"{two_stage!r}", field="two_stage")
+        self.two_stage = int(two_stage)
+        order = [name for name in TERMS if name in used]
+        if self.two_stage:
+            first = tuple(n for n in order if n in FEATURE_TERMS)
+            second = tuple(n for n in order if n not in FEATURE_TERMS)
+            if not first:
+                raise ConfigError("two-stage training needs a weighted hint or selected term "
+                                  "for its first stage", field="two_stage")
+            if not second:
+                raise ConfigError("two-stage training needs a weighted labels or soft term "
+                                  "for its second stage", field="two_stage")
+            self._stages: tuple[tuple[str, ...], ...] = (first, second)
+        else:
+            self._stages = (tuple(order),)
+        self.stage = 1
+        self.active_terms: tuple[str, ...] = self._stages[0]
+
+    # -- the teachers -------------------------------------------------------------------------
+    @property
+    def teachers(self) -> tuple[nn.Module, ...]:
+        return self._teachers
+
+    def train(self, mode: bool = True) -> DistillObjective:
+        super().train(mode)
+        for t in self._teachers:
+            t.eval()
+        return self
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        # .to(), .cuda(), .cpu(), .float() ... reach the teachers, which are not submodules
+        super()._apply(fn, recurse)
+        for t in self._teachers:
+            t._apply(fn)
+        return self
+
+    def _run_teachers(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits, feats = [], []
+        resized: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for i, teacher in enumerate(self._teachers):
+                x = images
+                size = self.teacher_sizes[i] if self.teacher_sizes is not None else None
+                if size is not None and tuple(images.shape[-2:]) != (size, size):
+                    if size not in resized:
+                        resized[size] = F.interpolate(images.float(), size=(size, size),
+                                                      mode="bilinear", antialias=True,
+                                                      align_corners=False)
+                    x = resized[size]
+                lo, fe = teacher.forward_with_features(x)
+                logits.append(lo.float())
+                feats.append(fe.float())
+        return logits, feats
+
+    # -- stages ---------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Pick the terms of ``epoch`` (1-based) of ``epochs``; the Trainer calls it per epoch."""
+        if self.two_stage and self.two_stage >= epochs:
+            raise ConfigError(f"two_stage={self.two_stage} leaves no epoch for the second stage "
+                              f"of a {epochs}-epoch run; use fewer feature epochs or more epochs",
+                              field="two_stage")
+        self.stage = 2 if self.two_stage and epoch > self.two_stage else 1
+        self.active_terms = self._stages[self.stage - 1]
+
+    # -- the loss -------------------------------------------------------------------------------
+    def forward(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        active = self.active_terms
+        t_logits: list[torch.Tensor] = []
+        t_feats: list[torch.Tensor] = []
+        if any(name in _TEACHER_TERMS for name in active):
+            t_logits, t_feats = self._run_teachers(images)
+
+        values: dict[str, torch.Tensor] = {}
+        with torch.autocast(logits.device.type, enabled=False):  # loss math in float32
+            s = logits.float()
+            f = features.float()
+            if f.shape[-1] != self.student_dim:
+                raise ValueError(f"student features have {f.shape[-1]} dims, expected "
+                                 f"{self.student_dim}")
+            if "labels" in active:
+                values["labels"] = F.binary_cross_entropy_with_logits(
+                    s, labels.float(), pos_weight=self.pos_weight)
+            if "soft" in active:
+                t = torch.stack(t_logits).mean(0)
+                if t.shape != s.shape:
+                    raise UserError(f"the teacher predicts {t.shape[-1]} attributes, the "
+                                    f"student {s.shape[-1]}; distil between models of the same "
+                                    f"attributes")
+                temp = self.temperature
+                values["soft"] = F.binary_cross_entropy_with_logits(
+                    s / temp, torch.sigmoid(t / temp)) * (temp * temp)
+            if "hint" in active:
+                values["hint"] = F.mse_loss(f, torch.stack(t_feats).mean(0))
+            if "selected" in active:
+                assert self.selected_index is not None
+                target = torch.cat(t_feats, dim=1).index_select(1, self.selected_index)
+                pred = f if self.regressor is None else self.regressor(f)
+                values["selected"] = F.mse_loss(pred, target)
+            total = sum((self.weights[name] * values[name] for name in active),
+                        start=s.new_zeros(()))
+        return total, {name: v.detach() for name, v in values.items()}
+
+    def extra_repr(self) -> str:
+        w = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
+        return (f"weights=({w}), temperature={self.temperature:g}, "
+                f"teachers={len(self._teachers)}, two_stage={self.two_stage}")
+
+
+def build_objective(
+    method: str,
+    teachers: Sequence[nn.Module],
+    *,
+    selected: Sequence[int] | None = None,
+    temperature: float = 1.0,
+    pos_weight: torch.Tensor | None = None,
+    teacher_sizes: Sequence[int] | None = None,
+    two_stage: int = 0,
+    weights: Mapping[str, float] | None = None,
+) -> DistillObjective:
+    """The objective of a compress ``method`` (a key of :data:`METHODS`).
+
+    ``weights`` overrides the method's default weights term by term (e.g. ``{"hint": 0.5}``
+    keeps ``labels`` at 1; ``{"labels": 0}`` drops it).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}",
+                          field="method")
+    merged: dict[str, float] = dict(METHODS[method])
+    if weights is not None:
+        if not isinstance(weights, Mapping):
+            raise ConfigError(f"weights must map term names to numbers, got {weights!r}",
+                              field="weights")
+        merged.update(weights)  # checked, with the defaults, by DistillObjective
+    return DistillObjective(teachers, weights=merged, temperature=temperature,
+                            selected=selected, pos_weight=pos_weight,
+                            teacher_sizes=teacher_sizes, two_stage=two_stage)
+
