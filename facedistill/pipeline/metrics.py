@@ -373,6 +373,22 @@ def _search_sorted(
     return thresholds, balanced, tpr, tnr, sign, single
 
 
+def _search_options(polarity: str, fallback: float) -> float:
+    """Check the search's options; the fallback threshold as a float."""
+    if polarity not in ("positive", "both"):
+        raise UserError(f"polarity must be 'positive' or 'both', got {polarity!r}")
+    fallback = float(fallback)
+    if math.isnan(fallback):
+        raise UserError("fallback threshold is NaN")
+    return fallback
+
+
+def _search_outputs(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Empty arrays for the fields of :class:`ThresholdSearch`, in order."""
+    return (np.empty(shape), np.empty(shape), np.empty(shape), np.empty(shape),
+            np.empty(shape, np.int8), np.empty(shape, np.bool_))
+
+
 def _search(
     s: np.ndarray,
     y: np.ndarray,
@@ -381,20 +397,9 @@ def _search(
     what: str,
     names: Sequence[str] | None,
 ) -> ThresholdSearch:
-    if polarity not in ("positive", "both"):
-        raise UserError(f"polarity must be 'positive' or 'both', got {polarity!r}")
-    fallback = float(fallback)
-    if math.isnan(fallback):
-        raise UserError("fallback threshold is NaN")
+    fallback = _search_options(polarity, fallback)
     n_rows, n_cols = s.shape
-    out = (
-        np.empty(n_cols),
-        np.empty(n_cols),
-        np.empty(n_cols),
-        np.empty(n_cols),
-        np.empty(n_cols, np.int8),
-        np.empty(n_cols, np.bool_),
-    )
+    out = _search_outputs((n_cols,))
     for a, b in _blocks(n_rows, n_cols):
         sc, yc = _load_block(s, y, a, b, what, names)
         for dst, src in zip(out, _search_block(sc, yc, polarity == "both", fallback), strict=True):
@@ -444,11 +449,7 @@ def search_thresholds_cross(
     the sorted order is shared by all ``A`` label columns. Work goes a block of score columns at
     a time, so memory stays bounded (a block is at least one score column, ``A`` rows of ``M``).
     """
-    if polarity not in ("positive", "both"):
-        raise UserError(f"polarity must be 'positive' or 'both', got {polarity!r}")
-    fallback = float(fallback)
-    if math.isnan(fallback):
-        raise UserError("fallback threshold is NaN")
+    fallback = _search_options(polarity, fallback)
     s = _as_2d(scores, "scores")
     y = _as_2d(labels, "labels")
     if s.shape[0] != y.shape[0]:
@@ -463,14 +464,7 @@ def search_thresholds_cross(
     n_rows, n_cols = s.shape
     n_attrs = y.shape[1]
     yt = _load_labels(y, 0, n_attrs)  # [A, M]
-    out = (
-        np.empty((n_cols, n_attrs)),
-        np.empty((n_cols, n_attrs)),
-        np.empty((n_cols, n_attrs)),
-        np.empty((n_cols, n_attrs)),
-        np.empty((n_cols, n_attrs), np.int8),
-        np.empty((n_cols, n_attrs), np.bool_),
-    )
+    out = _search_outputs((n_cols, n_attrs))
     step = max(1, CHUNK_ELEMENTS // max(n_rows * n_attrs, 1))
     for a in range(0, n_cols, step):
         b = min(a + step, n_cols)
