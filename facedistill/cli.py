@@ -6,71 +6,28 @@ exit with code 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from facedistill import __version__
+from facedistill.clikit import (
+    EXIT_USER_ERROR,
+    _make_progress,
+    console,
+    err_console,
+    progress_bar,
+)
+from facedistill.clikit import print_json as _print_json
 from facedistill.config import TrainConfig
 from facedistill.errors import UserError
-
-EXIT_USER_ERROR = 2
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 
 class NotBuiltError(UserError):
     """A verb of the design that no release has built yet."""
-
-
-def _make_progress(transient: bool) -> Any:
-    """A rich Progress on stderr: description, bar, done/total, elapsed, remaining."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    return Progress(*columns, console=err_console, transient=transient)
-
-
-@contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
-    if not enabled:
-        yield lambda done, total: None
-        return
-    bar = _make_progress(transient=False)
-    task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:  # start on first report, so an early error prints no empty bar
-            bar.start()
-            task = bar.add_task(description, total=total)
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if task is not None:
-            bar.stop()
-
-
-def _print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -546,9 +503,9 @@ def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
     console.print(f"wrote {out}/best.pt, compare.json, compare.md")
 
 
-# -- verbs that later releases build ---------------------------------------------------------
+# -- verbs that live in their own modules (facedistill/commands/<verb>.py) --------------------
 
-_PLANNED = {
+_VERBS = {
     "export": "Export to ONNX (FP32/FP16/INT8) and TensorRT engines.",
     "bench": "Benchmark latency, size, params and accuracy of artifacts.",
     "predict": "Predict the 40 attributes of face images.",
@@ -566,8 +523,20 @@ def _planned(name: str, summary: str) -> click.Command:
     return command
 
 
-for _name, _summary in _PLANNED.items():
-    cli.add_command(_planned(_name, _summary))
+def _add_verbs() -> None:
+    """Each verb module defines ``command`` (a click.Command) and imports torch only inside it."""
+    import importlib
+    import importlib.util
+
+    for name, summary in _VERBS.items():
+        module = f"facedistill.commands.{name}"
+        if importlib.util.find_spec(module) is None:
+            cli.add_command(_planned(name, summary))
+        else:
+            cli.add_command(importlib.import_module(module).command, name)
+
+
+_add_verbs()
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from facedistill import __version__
-from facedistill.cli import _PLANNED
+from facedistill.cli import _VERBS
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -31,16 +32,17 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 def test_help_lists_every_verb_and_version() -> None:
     proc = run("--help")
     assert proc.returncode == 0
-    for verb in ["data", "models", "train", "eval", "select", "compress", *_PLANNED]:
+    for verb in ["data", "models", "train", "eval", "select", "compress", *_VERBS]:
         assert f"  {verb} " in proc.stdout
-    for verb in ("export", "bench", "predict", "pipeline"):
-        assert verb in _PLANNED
+    assert set(_VERBS) == {"export", "bench", "predict", "pipeline"}
     version = run("--version")
     assert version.returncode == 0 and __version__ in version.stdout
 
 
-@pytest.mark.parametrize("verb", ["export", "bench", "predict"])
+@pytest.mark.parametrize("verb", sorted(_VERBS))
 def test_verbs_not_built_yet_say_so_and_exit_2(verb: str) -> None:
+    if importlib.util.find_spec(f"facedistill.commands.{verb}") is not None:
+        pytest.skip(f"'{verb}' is built")
     assert_one_line_error(run(verb, "--student", "snet3"), f"'facedistill {verb}' is not built")
 
 
