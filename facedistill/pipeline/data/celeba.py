@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from facedistill.attributes import (
@@ -45,13 +44,11 @@ from facedistill.attributes import (
     SPLIT_NAMES,
 )
 from facedistill.errors import ConfigError, DataError
-from facedistill.pipeline.data.transforms import build_transform
 
 __all__ = [
     "BBOX_NAMES",
     "LANDMARK_NAMES",
     "VARIANTS",
-    "CelebA",
     "CelebAIndex",
     "check_variant",
     "find_image_dir",
@@ -773,131 +770,11 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     return img
 
 
-# ---------------------------------------------------------------------------------------
-# The torch dataset
-# ---------------------------------------------------------------------------------------
-class CelebA(torch.utils.data.Dataset):
-    """One split of CelebA (either layout) as ``(image, labels)`` pairs.
+def __getattr__(name: str) -> Any:
+    """``CelebA`` (the torch Dataset) lives in :mod:`.dataset`; importing it from here still works,
+    while the index parser above stays importable without torch."""
+    if name == "CelebA":
+        from facedistill.pipeline.data.dataset import CelebA
 
-    ``image`` is the transform's CHW float32 tensor, ``labels`` float32 [40] in {0, 1} in
-    :data:`facedistill.attributes.ATTRIBUTES` order. With any of ``return_identity``,
-    ``return_bbox``, ``return_landmarks`` an item is ``(image, labels, extras)`` where
-    ``extras`` holds ``name`` and the asked-for ``identity`` (int64 tensor), ``bbox``
-    (float32 [4]) and ``landmarks`` (float32 [10]) in the files' raw coordinates.
-
-    ``root`` may also be an already loaded :class:`CelebAIndex` (its variant must equal
-    ``variant``), so the train/val/test datasets share one parse.
-
-    For ``variant="wild"`` the image is cropped to its box enlarged by ``margin`` (the
-    transform's Preprocess does it); ``crop=False`` hands the whole image over instead.
-    ``transform`` defaults to :func:`build_transform` (``size``, ``train``, ``margin``); a
-    custom one is called as ``transform(img, box=box)`` when cropping, else ``transform(img)``.
-
-    Nothing is opened in ``__init__`` beyond the annotation files, so the dataset is safe to
-    use with ``DataLoader(num_workers > 0)``.
-    """
-
-    def __init__(
-        self,
-        root: str | os.PathLike[str] | CelebAIndex,
-        split: str | int = "train",
-        *,
-        variant: str = "aligned",
-        size: int | tuple[int, int] = 64,
-        train: bool = False,
-        transform: Callable[..., torch.Tensor] | None = None,
-        margin: float = 0.2,
-        return_identity: bool = False,
-        return_bbox: bool = False,
-        return_landmarks: bool = False,
-        crop: bool = True,
-    ) -> None:
-        check_variant(variant)
-        if isinstance(root, CelebAIndex):
-            if root.variant != variant:
-                raise ConfigError(
-                    f"the index was loaded for the {root.variant} variant, not {variant}"
-                )
-            index = root
-        else:
-            index = CelebAIndex.load(root, variant=variant)
-        self.index = index
-        self.split = split
-        self.variant = variant
-        self.positions = index.select(split)
-        self.transform = transform or build_transform(size, train=train, margin=margin)
-        self.crop = variant == "wild" and crop
-        self.return_identity = return_identity
-        self.return_bbox = return_bbox
-        self.return_landmarks = return_landmarks
-
-        needs = [
-            (self.crop or return_bbox, index.bbox, BBOX_STEM),
-            (return_identity, index.identity, IDENTITY_STEM),
-            (return_landmarks, index.landmarks, LANDMARK_STEMS[variant]),
-        ]
-        for needed, array, stem in needs:
-            if needed and array is None:
-                reason = (
-                    "the wild variant crops faces by their box"
-                    if stem == BBOX_STEM and self.crop
-                    else "it was asked for"
-                )
-                raise DataError(f"{stem}.txt (or .csv) is needed: {reason}", path=index.root)
-
-        self.labels: np.ndarray = index.attrs[self.positions]  # int8 [N, 40] in {0, 1}
-
-    # -- metadata ---------------------------------------------------------------------------
-    @property
-    def attribute_names(self) -> list[str]:
-        return list(ATTRIBUTES)
-
-    @property
-    def names(self) -> list[str]:
-        """Image file names of the split, in dataset order."""
-        all_names = self.index.names
-        return [all_names[p] for p in self.positions]
-
-    @property
-    def transform_record(self) -> dict[str, Any] | None:
-        """The transform's record (None for a custom transform without ``to_record``)."""
-        to_record = getattr(self.transform, "to_record", None)
-        return to_record() if to_record is not None else None
-
-    @property
-    def image_dir(self) -> Path:
-        return self.index.image_dir
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __repr__(self) -> str:
-        return (
-            f"CelebA(root={str(self.index.root)!r}, split={self.split!r}, "
-            f"variant={self.variant!r}, images={len(self)})"
-        )
-
-    # -- items ------------------------------------------------------------------------------
-    def __getitem__(self, i: int) -> Any:
-        pos = int(self.positions[i])
-        name = self.index.names[pos]
-        img = load_image(self.index.image_dir / name)
-        if self.crop:
-            assert self.index.bbox is not None
-            x = self.transform(img, box=self.index.bbox[pos].tolist())
-        else:
-            x = self.transform(img)
-        y = torch.from_numpy(self.labels[i].astype(np.float32))
-        if not (self.return_identity or self.return_bbox or self.return_landmarks):
-            return x, y
-        extras: dict[str, Any] = {"name": name}
-        if self.return_identity:
-            assert self.index.identity is not None
-            extras["identity"] = torch.tensor(int(self.index.identity[pos]), dtype=torch.int64)
-        if self.return_bbox:
-            assert self.index.bbox is not None
-            extras["bbox"] = torch.from_numpy(self.index.bbox[pos].copy())
-        if self.return_landmarks:
-            assert self.index.landmarks is not None
-            extras["landmarks"] = torch.from_numpy(self.index.landmarks[pos].copy())
-        return x, y, extras
+        return CelebA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,180 @@
+"""What an exported model says about itself: the ONNX ``metadata_props`` / engine-sidecar contract.
+
+Numpy-free and torch-free. The exporter writes :func:`build_metadata`'s string map into the
+ONNX file (and copies it into every TensorRT engine's sidecar); the runtime and the bench read
+it back with :func:`parse_metadata`. Every value is a string; structured values are JSON.
+
+=======================  ===================================================================
+key                      value
+=======================  ===================================================================
+``facedistill.format``   ``facedistill.onnx/v1``
+``facedistill.version``  the package version that exported it
+``arch``                 JSON ``{"arch", "width", "num_attrs"}``
+``input_size``           JSON ``[height, width]``
+``color``                ``RGB`` (channel order of the input tensor)
+``mean`` / ``std``       JSON lists of 3 floats (applied after scaling to [0, 1])
+``preprocess``           JSON: the full :class:`~facedistill.runtime.preprocess.Preprocess` record
+``attributes``           JSON list of attribute names, in output order
+``thresholds``           JSON list: per-attribute decision thresholds on the *probability*
+                         (positive iff probability >= threshold)
+``logit_thresholds``     JSON list: the same thresholds on the logits, as in the checkpoint
+``precision``            ``fp32`` | ``fp16`` | ``int8``
+``source_sha256``        sha256 of the checkpoint the model was exported from
+``input_name``           name of the input tensor (``input``), NCHW float32, dynamic ``batch``
+``output_names``         JSON list: ``["probabilities", "logits"]``
+``accuracy``             (optional) JSON: ``{"split", "mean_balanced", "delta_to_fp32",
+                         "n_images"}`` measured with ONNX Runtime at export time
+=======================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from facedistill.errors import UserError
+from facedistill.runtime.preprocess import Preprocess
+
+FORMAT_KEY = "facedistill.format"
+FORMAT = "facedistill.onnx/v1"
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("probabilities", "logits")
+PRECISIONS = ("fp32", "fp16", "int8")
+_REQUIRED = ("arch", "preprocess", "attributes", "thresholds", "precision")
+
+
+class MetadataError(UserError):
+    """A model file lacks facedistill's metadata or carries a malformed value."""
+
+
+def _sigmoid(t: float) -> float:
+    if t >= 0:
+        return 1.0 / (1.0 + math.exp(-t))
+    e = math.exp(t)
+    return e / (1.0 + e)
+
+
+def probability_thresholds(logit_thresholds: Sequence[float]) -> list[float]:
+    """Logit thresholds (the checkpoint's) to probability thresholds (the runtime's)."""
+    return [_sigmoid(float(t)) for t in logit_thresholds]
+
+
+def build_metadata(
+    *,
+    version: str,
+    arch: Mapping[str, Any],
+    preprocess: Mapping[str, Any],
+    attributes: Sequence[str],
+    logit_thresholds: Sequence[float],
+    precision: str,
+    source_sha256: str,
+    accuracy: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """The string map stored in an exported model (see the module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} not one of {PRECISIONS}")
+    if len(attributes) != len(logit_thresholds):
+        raise ValueError(f"{len(attributes)} attributes but {len(logit_thresholds)} thresholds")
+    record = Preprocess.from_record(dict(preprocess)).to_record()
+    meta = {
+        FORMAT_KEY: FORMAT,
+        "facedistill.version": str(version),
+        "arch": json.dumps(dict(arch)),
+        "input_size": json.dumps(record["size"]),
+        "color": record["color"],
+        "mean": json.dumps(record["mean"]),
+        "std": json.dumps(record["std"]),
+        "preprocess": json.dumps(record),
+        "attributes": json.dumps(list(attributes)),
+        "thresholds": json.dumps(probability_thresholds(logit_thresholds)),
+        "logit_thresholds": json.dumps([float(t) for t in logit_thresholds]),
+        "precision": precision,
+        "source_sha256": str(source_sha256),
+        "input_name": INPUT_NAME,
+        "output_names": json.dumps(list(OUTPUT_NAMES)),
+    }
+    if accuracy is not None:
+        meta["accuracy"] = json.dumps(dict(accuracy))
+    return meta
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The parsed metadata of one exported model."""
+
+    version: str
+    arch: dict[str, Any]
+    preprocess: Preprocess
+    attributes: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    logit_thresholds: tuple[float, ...]
+    precision: str
+    source_sha256: str
+    input_name: str = INPUT_NAME
+    output_names: tuple[str, ...] = OUTPUT_NAMES
+    accuracy: dict[str, Any] | None = None
+    raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_attrs(self) -> int:
+        return len(self.attributes)
+
+
+def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelInfo:
+    """Validate and parse the map written by :func:`build_metadata`; ``source`` names the file
+    in errors."""
+    if meta.get(FORMAT_KEY) != FORMAT:
+        got = meta.get(FORMAT_KEY)
+        raise MetadataError(
+            "not a facedistill model: no facedistill metadata"
+            if got is None else f"unknown metadata format {got!r} (expected {FORMAT!r})",
+            path=source)
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise MetadataError(f"metadata lacks {', '.join(missing)}", path=source)
+
+    def load(key: str, default: Any = None) -> Any:
+        if key not in meta:
+            return default
+        try:
+            return json.loads(meta[key])
+        except json.JSONDecodeError as exc:
+            raise MetadataError(f"malformed JSON: {exc.msg}", path=source, field=key) from None
+
+    try:
+        preprocess = Preprocess.from_record(load("preprocess"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MetadataError(str(exc), path=source, field="preprocess") from None
+    attributes = load("attributes")
+    thresholds = load("thresholds")
+    logit_thresholds = load("logit_thresholds", [])
+    if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
+        raise MetadataError("expected a list of names", path=source, field="attributes")
+    if not isinstance(thresholds, list) or len(thresholds) != len(attributes):
+        raise MetadataError(f"expected {len(attributes)} numbers", path=source,
+                            field="thresholds")
+    precision = meta["precision"]
+    if precision not in PRECISIONS:
+        raise MetadataError(f"{precision!r} not one of {PRECISIONS}", path=source,
+                            field="precision")
+    arch = load("arch")
+    if not isinstance(arch, dict) or "arch" not in arch:
+        raise MetadataError("expected {\"arch\", \"width\", \"num_attrs\"}", path=source,
+                            field="arch")
+    return ModelInfo(
+        version=meta.get("facedistill.version", "unknown"),
+        arch=arch,
+        preprocess=preprocess,
+        attributes=tuple(attributes),
+        thresholds=tuple(float(t) for t in thresholds),
+        logit_thresholds=tuple(float(t) for t in logit_thresholds),
+        precision=precision,
+        source_sha256=meta.get("source_sha256", ""),
+        input_name=meta.get("input_name", INPUT_NAME),
+        output_names=tuple(load("output_names", list(OUTPUT_NAMES))),
+        accuracy=load("accuracy"),
+        raw=dict(meta),
+    )
