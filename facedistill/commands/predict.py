@@ -1,0 +1,166 @@
+"""``facedistill predict``: the attributes of face images with an exported model (no torch).
+
+Only :mod:`facedistill.runtime` is imported, inside the command, so the verb runs where torch
+is not installed (a Jetson, a slim container).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from facedistill.clikit import console, print_json, progress_bar
+from facedistill.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
+                  ".pgm")
+
+
+def expand_images(args: Sequence[Path]) -> list[Path]:
+    """Files as given (in order); a folder stands for its image files (by suffix, sorted)."""
+    out: list[Path] = []
+    for arg in args:
+        if arg.is_dir():
+            found = sorted(p for p in arg.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder",
+                                path=arg)
+            out.extend(found)
+        else:
+            out.append(arg)  # a missing or unreadable file is reported when it is read
+    return out
+
+
+def annotation_targets(images: Sequence[Path], annotate: Path) -> list[Path]:
+    """Where each annotated image goes: ``annotate`` itself for one image given an image file
+    name, else ``annotate/<name>`` (``-2``, ``-3`` ... on clashes); never over an input."""
+    from PIL import Image
+
+    writable = Image.registered_extensions()
+    as_file = not annotate.is_dir() and annotate.suffix != ""
+    if as_file:
+        if len(images) > 1:
+            raise UserError("several images: give a folder, not a file name", field="--annotate",
+                            path=annotate)
+        targets = [annotate]
+    else:
+        targets, taken = [], set()
+        for img in images:
+            suffix = img.suffix.lower() if img.suffix.lower() in writable else ".png"
+            name, k = f"{img.stem}{suffix}", 1
+            while name in taken:
+                k += 1
+                name = f"{img.stem}-{k}{suffix}"
+            taken.add(name)
+            targets.append(annotate / name)
+    inputs = {p.resolve() for p in images}
+    for target in targets:
+        if target.resolve() in inputs:
+            raise UserError("would overwrite an input image: choose another folder",
+                            path=target, field="--annotate")
+    return targets
+
+
+@click.command("predict")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model", required=True, type=click.Path(path_type=Path),
+              help="Exported model: .onnx (ONNX Runtime) or .engine (TensorRT).")
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto",
+              show_default=True, help="auto: by the model file's suffix.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N (auto: a GPU when ONNX Runtime has one).")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="ONNX Runtime intra-op threads [default: one per physical core].")
+@click.option("--detect", is_flag=True,
+              help="Find faces (OpenCV Haar cascade, the 'detect' extra) and predict each crop; "
+                   "without it every image is taken as one aligned face.")
+@click.option("--margin", type=click.FloatRange(min=0), default=None,
+              help="With --detect: crop margin around each face box, as a fraction of its size "
+                   "[default: the model's training margin].")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="Show at most N positive attributes per face (tables and --annotate; JSON "
+                   "always has all) [default: all in tables, 3 on images].")
+@click.option("--annotate", type=click.Path(path_type=Path), default=None, metavar="OUT",
+              help="Write the images with boxes and top attributes: a file for one image "
+                   "(OUT.jpg), else a folder.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: every attribute's probability, decision and threshold.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(images: tuple[Path, ...], model: Path, backend: str, device: str,
+            threads: int | None, detect: bool, margin: float | None, top: int | None,
+            annotate: Path | None, batch_size: int, as_json: bool, quiet: bool) -> None:
+    """Predict the attributes of face IMAGES (files or folders) with an exported model.
+
+    \b
+    Without --detect each image should be a face crop like the training images; with --detect
+    faces are found in whole photos, cropped with a margin and predicted one by one. An
+    attribute is positive when its probability reaches the threshold stored in the model.
+    """
+    from facedistill.runtime import Predictor, load_image
+    from facedistill.runtime.draw import annotate as draw
+    from facedistill.runtime.draw import save_image
+
+    if margin is not None and not detect:
+        raise UserError("--margin needs --detect (it is the crop margin around found faces)")
+    paths = expand_images(images)
+    targets = annotation_targets(paths, annotate) if annotate is not None else None
+    predictor = Predictor(model, backend=backend, device=device, threads=threads,
+                          batch_size=batch_size)
+    records: list[dict[str, Any]] = []
+    with progress_bar("predict", enabled=not quiet and not as_json and len(paths) > 1) as update:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            if detect:
+                results: list[Any] = [predictor.predict_faces(p, margin=margin) for p in chunk]
+            else:
+                results = predictor.predict_batch(chunk)
+            for offset, (path, result) in enumerate(zip(chunk, results, strict=True)):
+                if targets is not None:
+                    image = draw(load_image(path), result, top=top or 3)
+                    save_image(image, targets[start + offset])
+                records.append(_record(path, result, detect))
+                if not as_json:
+                    _print(path, result, detect, top)
+            update(min(start + batch_size, len(paths)), len(paths))
+    if as_json:
+        print_json({"model": predictor.describe(), "images": records})
+    elif targets is not None:
+        where = targets[0] if len(targets) == 1 else targets[0].parent
+        console.print(f"annotated {len(targets)} image{'s' * (len(targets) != 1)}: {where}",
+                      markup=False, soft_wrap=True)
+
+
+def _record(path: Path, result: Any, detect: bool) -> dict[str, Any]:
+    if detect:
+        return {"source": str(path), "faces": [face.to_dict() for face in result]}
+    return result.to_dict()
+
+
+def _print(path: Path, result: Any, detect: bool, top: int | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if detect and not result:
+        console.print(f"[bold]{escape(str(path))}[/]: no face found", soft_wrap=True)
+        return
+    items = ([(f"face {i + 1} at {list(face.box)}", face.prediction)
+              for i, face in enumerate(result)] if detect else [("", result)])
+    for label, pred in items:
+        positives = pred.positives(top=top)
+        title = escape(f"{path}" + (f" - {label}" if label else ""))
+        if not positives:
+            console.print(f"[bold]{title}[/]: no positive attribute", soft_wrap=True)
+            continue
+        console.print(f"[bold]{title}[/]", soft_wrap=True)
+        table = Table()
+        table.add_column("attribute")
+        table.add_column("probability", justify="right")
+        table.add_column("threshold", justify="right")
+        for name, p in positives:
+            table.add_row(name, f"{p:.3f}", f"{pred.thresholds[pred.attributes.index(name)]:.3f}")
+        console.print(table)

@@ -1,0 +1,233 @@
+"""The pipeline's one report: ``report.md``, a self-contained ``report.html`` and ``report.json``.
+
+Contents: the models table (params, MACs, compression, mean balanced accuracy, fp32/int8
+latency and file size), the per-attribute accuracy of the teacher beside the smallest student,
+the selection plot, the bench plots and the environment record. Built only from what the
+stages wrote (checkpoints' arch records, eval/compare JSON, export reports, bench JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from facedistill.io import atomic_path, atomic_write_json, atomic_write_text
+
+
+def _read_json(path: str | os.PathLike[str] | None) -> Any:
+    if not path or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def _bench_rows(bench: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    return list(bench.get("rows", [])) if bench else []
+
+
+def _latency(rows: Sequence[Mapping[str, Any]], path: str, batch: int) -> float | None:
+    """Median latency (ms) of one artifact at one batch size in the bench rows."""
+    target = Path(path).resolve()
+    for r in rows:
+        if Path(r["artifact"]).resolve() == target and int(r["batch"]) == batch:
+            value = (r.get("latency_ms") or {}).get("median")
+            return None if value is None else float(value)
+    return None
+
+
+def _batches(bench: Mapping[str, Any] | None) -> list[int]:
+    """The smallest and largest batch size the bench ran (what the main table shows)."""
+    sizes = sorted({int(r["batch"]) for r in _bench_rows(bench)})
+    return sorted({sizes[0], sizes[-1]}) if sizes else []
+
+
+def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model (teacher first) with every number of the report's main table."""
+    from facedistill.pipeline.checkpoint import load_checkpoint
+    from facedistill.pipeline.models import build_model, count_macs, count_params
+
+    bench = _read_json(upstream.get("bench", {}).get("json"))
+    rows_b = _bench_rows(bench)
+    batches = _batches(bench)
+    rows = []
+    for model in pipeline.models:
+        stage = "teacher" if model == "teacher" else f"student:{model}"
+        src = upstream[stage]
+        ckpt = load_checkpoint(src["checkpoint"])
+        net = build_model(**ckpt["arch"])
+        size = int(ckpt["preprocess"]["size"][0])
+        export = pipeline.state["stages"].get(f"export:{model}", {}).get("outputs", {})
+        variants = export.get("variants", {})
+        row: dict[str, Any] = {
+            "model": model, "arch": ckpt["arch"]["arch"], "width": ckpt["arch"]["width"],
+            "params": count_params(net), "macs": count_macs(net, size), "input_size": size,
+            "mean_balanced": src["mean_balanced"], "checkpoint": src["checkpoint"],
+        }
+        for prec in ("fp32", "fp16", "int8"):
+            path = variants.get(prec)
+            row[f"{prec}_onnx"] = path
+            row[f"{prec}_bytes"] = Path(path).stat().st_size if path and Path(path).exists() \
+                else None
+            for batch in batches:
+                row[f"{prec}_ms_b{batch}"] = _latency(rows_b, path, batch) if path else None
+        rows.append(row)
+    teacher = rows[0]
+    for r in rows:
+        r["compression"] = teacher["params"] / r["params"]
+        r["delta"] = r["mean_balanced"] - teacher["mean_balanced"]
+    return rows
+
+
+def _per_attribute(upstream: Mapping[str, Mapping[str, Any]], students: Sequence[str]
+                   ) -> tuple[str | None, list[dict[str, Any]]]:
+    """Teacher vs the last (smallest) student, per attribute, on the test split."""
+    teacher = _read_json(upstream["teacher"].get("eval"))
+    if not students or teacher is None:
+        return None, []
+    name = students[-1]
+    compare = _read_json(upstream[f"student:{name}"].get("compare"))
+    student = compare["rows"][0]["per_attribute"] if compare else {}
+    out = []
+    for a in teacher["attributes"]:
+        s = student.get(a["name"])
+        out.append({"attribute": a["name"], "teacher": a["balanced"], "student": s,
+                    "delta": None if s is None or a["balanced"] is None else s - a["balanced"]})
+    return name, out
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _mb(v: int | None) -> str:
+    return "n/a" if v is None else f"{v / 1e6:.2f}"
+
+
+def main_table(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> list[list[str]]:
+    lat = [(p, b) for b in batches for p in ("fp32", "int8")]
+    head = ["model", "params", "MACs", "compression", "mean bal. acc (test)", "delta",
+            *(f"{p} ms (b{b})" for p, b in lat), "fp32 MB", "int8 MB"]
+    body = [[f"{r['model']} ({r['arch']} x{r['width']:g})", f"{r['params']:,}",
+             f"{r['macs'] / 1e6:.1f}M", f"{r['compression']:.1f}x", _pct(r["mean_balanced"]),
+             f"{100 * r['delta']:+.2f}", *(_ms(r.get(f"{p}_ms_b{b}")) for p, b in lat),
+             _mb(r["fp32_bytes"]), _mb(r["int8_bytes"])] for r in rows]
+    return [head, *body]
+
+
+def _md_table(table: Sequence[Sequence[str]]) -> str:
+    head, *body = table
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _html_table(table: Sequence[Sequence[str]]) -> str:
+    head, *body = table
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                  for row in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def _plot_attributes(per_attr: Sequence[Mapping[str, Any]], student: str, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = [a["attribute"] for a in per_attr]
+    t = [100 * (a["teacher"] or 0) for a in per_attr]
+    s = [100 * (a["student"] or 0) for a in per_attr]
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], t, width=0.4, label="teacher")
+    ax.bar([x + 0.2 for x in xs], s, width=0.4, label=student)
+    ax.set_xticks(list(xs), names, rotation=80, fontsize=7)
+    ax.set_ylabel("balanced accuracy (%)")
+    ax.set_ylim(40, 100)
+    ax.legend(loc="lower right")
+    ax.set_title(f"Per-attribute balanced accuracy on test: teacher vs {student}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _img_tag(path: str | os.PathLike[str], alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+        "img{max-width:100%;margin:.5em 0}pre{background:#f6f6f6;padding:1em;overflow:auto}")
+
+
+def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: Path
+                 ) -> dict[str, Path]:
+    """Write report.md, report.html (images inlined) and report.json into ``out``."""
+    rows = model_rows(pipeline, upstream)
+    student, per_attr = _per_attribute(upstream, pipeline.students)
+    bench = _read_json(upstream.get("bench", {}).get("json")) or {}
+    env = bench.get("environment", {})
+    figures: list[tuple[str, str]] = []  # (title, png path)
+    sel_plot = upstream.get("select", {}).get("plot")
+    if sel_plot and Path(sel_plot).exists():
+        figures.append(("Neuron selection", sel_plot))
+    attr_png = out / "report_attributes.png"
+    if per_attr and _plot_attributes(per_attr, student or "student", attr_png):
+        figures.append((f"Teacher vs {student}, per attribute", str(attr_png)))
+    for plot in upstream.get("bench", {}).get("plots", []):
+        figures.append((f"Bench: {Path(plot).stem}", plot))
+
+    table = main_table(rows, _batches(bench))
+    attr_table = [["attribute", "teacher", student or "student", "delta"]] + [
+        [a["attribute"], _pct(a["teacher"]), _pct(a["student"]),
+         "n/a" if a["delta"] is None else f"{100 * a['delta']:+.2f}"] for a in per_attr]
+    data = pipeline.cfg.data
+    intro = (f"Data: `{data}`; teacher and students evaluated on the test split with per-"
+             "attribute thresholds searched on val; latency = median ms per batch with ONNX "
+             "Runtime on the machine below; 'n/a' = not measured (e.g. INT8 rejected by the "
+             "accuracy gate, see the export report).")
+    env_text = json.dumps(env, indent=2)
+
+    md = ["# facedistill pipeline report", "", intro, "", "## Models", "", _md_table(table), ""]
+    if per_attr:
+        md += [f"## Per-attribute balanced accuracy: teacher vs {student}", "",
+               _md_table(attr_table), ""]
+    for title, path in figures:
+        md += [f"## {title}", "", f"![{title}]({os.path.relpath(path, out)})", ""]
+    md += ["## Environment", "", "```json", env_text, "```", ""]
+
+    body = [f"<h1>facedistill pipeline report</h1><p>{html.escape(intro)}</p>",
+            "<h2>Models</h2>", _html_table(table)]
+    if per_attr:
+        body += [f"<h2>Per-attribute balanced accuracy: teacher vs {html.escape(student or '')}"
+                 "</h2>", _html_table(attr_table)]
+    for title, path in figures:
+        body += [f"<h2>{html.escape(title)}</h2>", _img_tag(path, title)]
+    body += ["<h2>Environment</h2>", f"<pre>{html.escape(env_text)}</pre>"]
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>facedistill report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+    paths = {"markdown": out / "report.md", "html": out / "report.html",
+             "json": out / "report.json"}
+    atomic_write_text(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["html"], page)
+    atomic_write_json(paths["json"], {"models": rows, "per_attribute": per_attr,
+                                      "student": student, "environment": env,
+                                      "figures": [p for _, p in figures]})
+    return paths

@@ -1,0 +1,546 @@
+"""The main job as stages: data -> teacher -> select -> students -> export -> bench -> report.
+
+Each stage has a *key*: the sha256 of the config values it reads and of its upstream stages'
+output fingerprints (the sha256 of the files they wrote). The run folder's ``pipeline.json``
+records, per stage, its key, status (``running`` or ``done``), outputs and timings. A re-run:
+
+* skips a ``done`` stage whose key is unchanged and whose output files still hash the same;
+* redoes a stage whose key changed - a changed config value therefore invalidates exactly the
+  stages that read it and those downstream of them (a stage whose upstream re-ran but wrote
+  byte-identical files stays valid);
+* resumes a ``running`` stage with an unchanged key where it was interrupted: training stages
+  continue from their ``last.pt`` (mid-training), the others start that stage again.
+
+The config is the TOML file the CLI reads (``configs/demo.toml``): its command tables
+(``[data.synth]``, ``[train]``, ``[select]``, ``[compress]``, ``[export]``, ``[bench]``,
+``[pipeline]``) give each stage its options under the CLI's option names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from facedistill import __version__
+from facedistill.config import TrainConfig, read_toml
+from facedistill.errors import ConfigError, UserError
+from facedistill.io import atomic_write_json, sha256_file
+
+STATE_FILE = "pipeline.json"
+STATE_FORMAT = "facedistill.pipeline/v1"
+STUDENTS = ("snet1", "snet2", "snet3")
+GROUPS = ("data", "teacher", "select", "students", "export", "bench", "report")
+
+# -- configuration ----------------------------------------------------------------------------
+
+_TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+# keys a command table may hold that the pipeline decides itself (paths, UI switches)
+_IGNORED = {"out", "data", "resume", "force", "json", "quiet", "as_json", "teachers", "teacher",
+            "student", "selection", "root", "run", "artifacts", "model", "plot", "md"}
+_SECTIONS: dict[str, dict[str, Any]] = {
+    "pipeline": {"students": list(STUDENTS), "bench_precisions": ["fp32", "int8"],
+                 "out": "runs/demo", "data": None},
+    "data.synth": {"n": 20_000, "size": 64, "seed": 0, "wild": False,
+                   "images_per_identity": 20.0, "workers": None},
+    "train": {},
+    "select": {"k": 512, "solver": "fast", "split": "val", "lam": 1.0, "sigma": 0.1,
+               "polarity": "positive", "batch_size": 256},
+    "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0,
+                 "split": "test"},
+    "export": {"precision": "fp32,fp16,int8", "opset": 18, "calib_n": 512,
+               "calib_method": "entropy", "max_drop": 1.0, "no_gate": False, "batches": "1,8,32",
+               "workspace_mb": None, "trt": "auto"},
+    "bench": {"batch": "1,32", "warmup": 10, "iters": None, "seconds": None, "threads": None,
+              "limit": None, "split": "val"},
+}
+_TRAIN_SECTIONS = ("train", "compress")
+
+
+def _int_list(value: Any, what: str) -> list[int]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        out = [int(v) for v in items]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, not {value!r}", field=what) from None
+    if not out or min(out) < 1:
+        raise ConfigError(f"expected integers >= 1, not {value!r}", field=what)
+    return out
+
+
+def _str_list(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+@dataclass
+class PipelineConfig:
+    """The stages' options, resolved: defaults, then the TOML file, then ``overrides``."""
+
+    sections: dict[str, dict[str, Any]]
+    synth: bool  # whether the data stage generates the synthetic dataset
+    data: Path
+    source: str | None = None
+
+    @classmethod
+    def from_tables(cls, tables: Mapping[str, Any], *, data: str | os.PathLike[str] | None = None,
+                    source: str | None = None) -> PipelineConfig:
+        flat: dict[str, dict[str, Any]] = {}
+        for name, value in tables.items():
+            if name == "data" and isinstance(value, dict):
+                for sub, table in value.items():
+                    flat[f"data.{sub}"] = table
+            else:
+                flat[name] = value
+        sections = {name: dict(defaults) for name, defaults in _SECTIONS.items()}
+        for name, table in flat.items():
+            if name not in sections and name not in ("data.check", "eval"):
+                continue  # tables of other commands ([models], ...) do not concern the pipeline
+            if not isinstance(table, dict):
+                raise ConfigError(f"[{name}] must be a table", path=source, field=name)
+            if name in ("data.check", "eval"):
+                continue
+            for key, value in table.items():
+                k = key.replace("-", "_")
+                known = set(_SECTIONS[name]) | (_TRAIN_KEYS if name in _TRAIN_SECTIONS else set())
+                if k in _IGNORED and not (name == "pipeline" and k in ("out", "data")):
+                    continue
+                if k not in known:
+                    raise ConfigError(f"unknown option {key!r} (known: {', '.join(sorted(known))})",
+                                      path=source, field=f"{name}.{key}")
+                sections[name][k] = value
+        synth = "data.synth" in flat
+        if data is None:
+            data = flat.get("pipeline", {}).get("data") or (
+                flat.get("data.synth", {}).get("out", "data/synth") if synth else None)
+        if data is None:
+            raise ConfigError("no dataset: give [pipeline] data (a CelebA-format folder) or a "
+                              "[data.synth] table", path=source, field="pipeline.data")
+        cfg = cls(sections=sections, synth=synth, data=Path(data), source=source)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **kw: Any) -> PipelineConfig:
+        return cls.from_tables(read_toml(path), source=str(path), **kw)
+
+    def validate(self) -> None:
+        students = _str_list(self.sections["pipeline"]["students"])
+        bad = [s for s in students if s not in ("tnet", *STUDENTS)]
+        if bad or not students:
+            raise ConfigError(f"students must be some of {', '.join(STUDENTS)}, not {students}",
+                              path=self.source, field="pipeline.students")
+        self.sections["pipeline"]["students"] = students
+        self.teacher_config()
+        for s in students:
+            self.student_config(s)
+        self.precisions()
+        _int_list(self.sections["export"]["batches"], "export.batches")
+        _int_list(self.sections["bench"]["batch"], "bench.batch")
+
+    def _train(self, section: str, arch: str) -> TrainConfig:
+        table = self.sections[section]
+        kw = {k: v for k, v in table.items() if k in _TRAIN_KEYS and k != "arch"}
+        try:
+            return TrainConfig(arch=arch, **kw)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=self.source,
+                              field=f"{section}.{exc.field}" if exc.field else section) from None
+        except TypeError as exc:
+            raise ConfigError(str(exc), path=self.source, field=section) from None
+
+    def teacher_config(self) -> TrainConfig:
+        return self._train("train", str(self.sections["train"].get("arch", "tnet")))
+
+    def student_config(self, student: str) -> TrainConfig:
+        return self._train("compress", student)
+
+    def precisions(self) -> list[str]:
+        got = _str_list(self.sections["export"]["precision"])
+        if "fp32" not in got:
+            got.insert(0, "fp32")  # the reference every other precision is measured against
+        bad = [p for p in got if p not in ("fp32", "fp16", "int8")]
+        if bad:
+            raise ConfigError(f"unknown precision {bad[0]!r} (fp32, fp16, int8)",
+                              path=self.source, field="export.precision")
+        return got
+
+
+# -- the stages --------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    name: str
+    group: str
+    deps: tuple[str, ...]
+    params: dict[str, Any]
+    run: Callable[[StageContext], dict[str, Any]]
+
+
+@dataclass
+class StageContext:
+    """What a stage's function sees: where to write, whether to resume, how to report."""
+
+    pipeline: Pipeline
+    stage: Stage
+    out: Path
+    resume: bool
+    force: bool
+    upstream: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def message(self, text: str) -> None:
+        self.pipeline.events(self.stage.name, "message", {"text": text})
+
+
+def _fingerprint(outputs: Mapping[str, Any]) -> dict[str, str]:
+    return dict(outputs.get("files", {}))
+
+
+def _files(*paths: str | os.PathLike[str]) -> dict[str, str]:
+    """{path: sha256} of the files a stage wrote (what downstream keys and skips check)."""
+    return {str(p): sha256_file(p) for p in paths if Path(p).is_file()}
+
+
+def _key(stage: Stage, upstream: Mapping[str, Mapping[str, Any]]) -> str:
+    body = {"stage": stage.name, "params": stage.params,
+            "upstream": {d: _fingerprint(upstream[d]) for d in stage.deps}}
+    text = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Pipeline:
+    """Plan, skip, resume and run the stages of one config into one run folder."""
+
+    def __init__(self, cfg: PipelineConfig, out: str | os.PathLike[str], *,
+                 reporter_factory: Callable[[str], Any] | None = None,
+                 events: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.reporter_factory = reporter_factory or (lambda name: None)
+        self.events = events or (lambda stage, what, info: None)
+        self.stages = self._plan()
+        self.state = self._read_state()
+
+    # -- plan ---------------------------------------------------------------------------------
+    @property
+    def students(self) -> list[str]:
+        return list(self.cfg.sections["pipeline"]["students"])
+
+    @property
+    def models(self) -> list[str]:
+        """The teacher, then the students: what export and bench cover."""
+        return ["teacher", *self.students]
+
+    def _plan(self) -> list[Stage]:
+        s = self.cfg.sections
+        teacher = self.cfg.teacher_config().to_record()
+        data_params: dict[str, Any] = {"root": str(self.cfg.data), "synth": None}
+        if self.cfg.synth:
+            data_params["synth"] = {k: v for k, v in s["data.synth"].items() if k != "workers"}
+        stages = [
+            Stage("data", "data", (), data_params, _run_data),
+            Stage("teacher", "teacher", ("data",), {"train": teacher}, _run_teacher),
+        ]
+        method = s["compress"]["method"]
+        if method == "selected":
+            stages.append(Stage("select", "select", ("data", "teacher"),
+                                {k: v for k, v in s["select"].items() if k != "batch_size"}
+                                | {"k": s["compress"]["k"]}, _run_select))
+        for student in self.students:
+            deps = ("data", "teacher", "select") if method == "selected" else ("data", "teacher")
+            params = {"train": self.cfg.student_config(student).to_record(),
+                      **{k: s["compress"][k] for k in ("method", "k", "temperature",
+                                                       "two_stage", "split")}}
+            stages.append(Stage(f"student:{student}", "students", deps, params, _run_student))
+        export = {k: v for k, v in s["export"].items() if k != "precision"}
+        export["precisions"] = self.cfg.precisions()
+        for model in self.models:
+            src = "teacher" if model == "teacher" else f"student:{model}"
+            stages.append(Stage(f"export:{model}", "export", ("data", src), export, _run_export))
+        bench = dict(s["bench"]) | {"precisions": _str_list(s["pipeline"]["bench_precisions"])}
+        stages.append(Stage("bench", "bench", ("data", *(f"export:{m}" for m in self.models)),
+                            bench, _run_bench))
+        report_deps = ("teacher", *(f"student:{m}" for m in self.students),
+                       *(("select",) if method == "selected" else ()), "bench")
+        stages.append(Stage("report", "report", report_deps, {"version": 1}, _run_report))
+        return stages
+
+    def stage(self, name: str) -> Stage:
+        for st in self.stages:
+            if st.name == name:
+                return st
+        raise UserError(f"no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+    def _select(self, name: str | None) -> list[Stage]:
+        if name is None:
+            return []
+        chosen = [s for s in self.stages if name in (s.name, s.group)]
+        if not chosen:
+            known = ", ".join(dict.fromkeys([*GROUPS, *(s.name for s in self.stages)]))
+            raise UserError(f"unknown stage {name!r} (known: {known})", field="stage")
+        return chosen
+
+    # -- state --------------------------------------------------------------------------------
+    def _read_state(self) -> dict[str, Any]:
+        path = self.out / STATE_FILE
+        if not path.exists():
+            return {"format": STATE_FORMAT, "stages": {}}
+        try:
+            state = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the pipeline state ({exc}); delete it to start over",
+                            path=path) from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise UserError(f"not a {STATE_FORMAT} state file; delete it to start over",
+                            path=path)
+        state.setdefault("stages", {})
+        return state
+
+    def _write_state(self) -> None:
+        self.state["version"] = __version__
+        self.state["config"] = self.cfg.source
+        atomic_write_json(self.out / STATE_FILE, self.state)
+
+    def _valid(self, record: Mapping[str, Any] | None, key: str) -> bool:
+        if not record or record.get("status") != "done" or record.get("key") != key:
+            return False
+        files = record.get("outputs", {}).get("files", {})
+        return all(Path(p).is_file() and sha256_file(p) == h for p, h in files.items())
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per stage: would it run now, and why."""
+        rows = []
+        fingerprints: dict[str, dict[str, Any]] = {}
+        for st in self.stages:
+            rec = self.state["stages"].get(st.name)
+            ready = all(d in fingerprints for d in st.deps)
+            key = _key(st, fingerprints) if ready else None
+            valid = ready and self._valid(rec, key or "")
+            if valid:
+                fingerprints[st.name] = rec["outputs"]
+            why = ("up to date" if valid else "never ran" if rec is None else
+                   "interrupted" if rec.get("status") == "running" and rec.get("key") == key else
+                   "upstream or config changed" if rec.get("key") != key else "outputs changed")
+            rows.append({"stage": st.name, "valid": valid, "reason": why})
+        return rows
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, *, start: str | None = None, only: str | None = None) -> dict[str, Any]:
+        """Run what is needed. ``start`` redoes that stage (or group) and everything after it;
+        ``only`` limits the run to that stage (or group), run or resumed as needed (redone with
+        ``start`` too); its upstream stages must be up to date."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        forced = set()
+        if start is not None:
+            first = self.stages.index(self._select(start)[0])
+            forced = {s.name for s in self.stages[first:]}
+        only_set = {s.name for s in self._select(only)} if only else None
+        outputs: dict[str, dict[str, Any]] = {}
+        ran, skipped = [], []
+        t_total = time.perf_counter()
+        for st in self.stages:
+            if only_set is not None and only_set <= set(ran) | set(skipped):
+                break  # --only: what comes after the chosen stages is left alone
+            missing = [d for d in st.deps if d not in outputs]
+            if missing:  # an upstream stage was not run (only/--from) and is not valid
+                raise UserError(f"stage {st.name!r} needs {', '.join(missing)} first: run the "
+                                "pipeline without --only/--from once")
+            key = _key(st, outputs)
+            rec = self.state["stages"].get(st.name)
+            wanted = st.name in forced
+            if self._valid(rec, key) and not wanted:
+                outputs[st.name] = rec["outputs"]
+                skipped.append(st.name)
+                self.events(st.name, "skip", {"seconds": rec.get("seconds")})
+                continue
+            if only_set is not None and st.name not in only_set:
+                raise UserError(f"stage {st.name!r} is not up to date; --only {only} needs it: "
+                                "run the pipeline without --only first")
+            resume = bool(rec and rec.get("status") == "running" and rec.get("key") == key
+                          and not wanted)
+            self.state["stages"][st.name] = {"key": key, "status": "running", "started": _now(),
+                                             "resumed": resume}
+            self._write_state()
+            self.events(st.name, "start", {"resume": resume})
+            ctx = StageContext(self, st, self.out, resume=resume, force=not resume,
+                               upstream={d: outputs[d] for d in st.deps})
+            t0 = time.perf_counter()
+            result = st.run(ctx)
+            seconds = time.perf_counter() - t0
+            self.state["stages"][st.name].update(
+                {"status": "done", "outputs": result, "finished": _now(), "seconds": seconds})
+            self._write_state()
+            outputs[st.name] = result
+            ran.append(st.name)
+            self.events(st.name, "done", {"seconds": seconds, "outputs": result})
+        summary = {"out": str(self.out), "ran": ran, "skipped": skipped,
+                   "seconds": time.perf_counter() - t_total,
+                   "report": outputs.get("report", {}).get("markdown")}
+        self.state["last_run"] = summary | {"finished": _now()}
+        self._write_state()
+        return summary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- stage functions ---------------------------------------------------------------------------
+
+
+def _run_data(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.pipeline.data.celeba import CelebAIndex
+
+    cfg = ctx.pipeline.cfg
+    root = cfg.data
+    result: dict[str, Any] = {"root": str(root)}
+    if cfg.synth:
+        from facedistill.pipeline.data.synth import SynthConfig, generate
+
+        synth = cfg.sections["data.synth"]
+        sc = SynthConfig(**{k: v for k, v in synth.items() if k != "workers"})
+        man = generate(root, sc, workers=synth.get("workers"))
+        result["reused"] = bool(man.get("reused"))
+    index = CelebAIndex.load(root)
+    result["splits"] = index.split_sizes()
+    result["files"] = _files(*(index.files[r] for r in ("attributes", "partition")
+                               if r in index.files))
+    return result
+
+
+def _run_teacher(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.pipeline.evaluate import evaluate_checkpoint
+    from facedistill.pipeline.train import train
+
+    cfg = ctx.pipeline.cfg.teacher_config()
+    out = ctx.out / "teacher"
+    train(cfg, ctx.pipeline.cfg.data, out, resume=ctx.resume, force=ctx.force,
+          reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
+    report = evaluate_checkpoint(out, data=ctx.pipeline.cfg.data, split="test",
+                                 workers=cfg.workers, device=cfg.device)
+    atomic_write_json(out / "eval_test.json", report)
+    return {"run": str(out), "checkpoint": str(out / "best.pt"),
+            "mean_balanced": report["mean_balanced"], "eval": str(out / "eval_test.json"),
+            "files": _files(out / "best.pt")}
+
+
+def _run_select(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.pipeline.selection import run_selection
+
+    p = ctx.stage.params
+    sel = ctx.pipeline.cfg.sections["select"]
+    target = ctx.out / "selection" / "selection.json"
+    rec = run_selection([ctx.upstream["teacher"]["run"]], p["k"], data=ctx.pipeline.cfg.data,
+                        out=target, split=p["split"], solver=p["solver"], lam=p["lam"],
+                        sigma=p["sigma"], polarity=p["polarity"], batch_size=sel["batch_size"],
+                        workers=ctx.pipeline.cfg.teacher_config().workers,
+                        device=ctx.pipeline.cfg.teacher_config().device)
+    plot = target.parent / "selection.png"
+    return {"selection": str(target), "plot": str(plot) if plot.exists() else None,
+            "k": rec["k"], "seconds": rec.get("seconds"), "files": _files(target)}
+
+
+def _run_student(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.pipeline.compress import compress
+
+    student = ctx.stage.name.split(":", 1)[1]
+    p = ctx.stage.params
+    out = ctx.out / "students" / student
+    selection = ctx.upstream.get("select", {}).get("selection")
+    result = compress(ctx.pipeline.cfg.student_config(student),
+                      [ctx.upstream["teacher"]["run"]], ctx.pipeline.cfg.data, out,
+                      method=p["method"], k=p["k"], selection=selection,
+                      temperature=p["temperature"], two_stage=p["two_stage"], split=p["split"],
+                      resume=ctx.resume, force=ctx.force,
+                      reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
+    row = result["rows"][0]
+    return {"run": str(out), "checkpoint": str(out / "best.pt"),
+            "mean_balanced": row["mean_balanced"], "compare": str(out / "compare.json"),
+            "files": _files(out / "best.pt")}
+
+
+def _run_export(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.export import export_model
+
+    model = ctx.stage.name.split(":", 1)[1]
+    p = ctx.stage.params
+    src = ctx.upstream["teacher" if model == "teacher" else f"student:{model}"]
+    out = ctx.out / "export" / model
+    try:
+        report = export_model(src["checkpoint"], out, precisions=tuple(p["precisions"]),
+                              opset=p["opset"], calib_data=ctx.pipeline.cfg.data,
+                              calib_n=p["calib_n"], calib_method=p["calib_method"],
+                              max_drop=p["max_drop"], gate=not p["no_gate"],
+                              eval_data=ctx.pipeline.cfg.data, trt=_want_trt(p["trt"]),
+                              batches=tuple(_int_list(p["batches"], "export.batches")),
+                              workspace_mb=p["workspace_mb"])
+    except UserError as exc:
+        # INT8 that loses too much accuracy is left out of this model's deployment (the
+        # report says by how much); any other export problem stops the pipeline.
+        report = json.loads((out / "export_report.json").read_text()) \
+            if (out / "export_report.json").exists() else {}
+        if report.get("gate", {}).get("passed") is not False:
+            raise
+        ctx.message(f"{exc.message}; continuing without INT8 for {model}")
+    files = sorted(str(f) for f in out.glob("*.onnx"))
+    return {"dir": str(out), "report": str(out / "export_report.json"), "onnx": files,
+            "variants": _variants(report), "gate": report.get("gate"), "files": _files(*files)}
+
+
+def _want_trt(value: Any) -> bool:
+    """``auto``: build TensorRT engines when TensorRT is importable here."""
+    if value == "auto":
+        import importlib.util
+
+        return importlib.util.find_spec("tensorrt") is not None
+    return bool(value)
+
+
+def _variants(report: Mapping[str, Any]) -> dict[str, str]:
+    """precision -> ONNX path, from an export report (whatever its exact layout)."""
+    found: dict[str, str] = {}
+    variants = report.get("variants", report)
+    items = variants.items() if isinstance(variants, dict) else (
+        (v.get("precision"), v) for v in variants)
+    for name, v in items:
+        if isinstance(v, dict) and str(v.get("path", "")).endswith(".onnx") \
+                and v.get("status", "ok") == "ok":
+            found[str(v.get("precision", name))] = str(v["path"])
+    return found
+
+
+def _run_bench(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.bench import run_bench, write_outputs
+
+    p = ctx.stage.params
+    artifacts = []
+    for model in ctx.pipeline.models:
+        variants = ctx.upstream[f"export:{model}"]["variants"]
+        artifacts += [variants[prec] for prec in p["precisions"] if prec in variants]
+    out = ctx.out / "bench"
+    result = run_bench(artifacts, batches=tuple(_int_list(p["batch"], "bench.batch")),
+                       warmup=p["warmup"], iters=p["iters"], seconds=p["seconds"],
+                       threads=p["threads"], data=ctx.pipeline.cfg.data, split=p["split"],
+                       limit=p["limit"])
+    paths = {"json_path": out / "bench.json", "md_path": out / "bench.md",
+             "plot_path": out / "bench.png"}
+    write_outputs(result, **paths)
+    plots = sorted(str(f) for f in out.glob("*.png"))
+    return {"json": str(paths["json_path"]), "md": str(paths["md_path"]), "plots": plots,
+            "files": _files(paths["json_path"])}
+
+
+def _run_report(ctx: StageContext) -> dict[str, Any]:
+    from facedistill.pipeline.report import build_report
+
+    paths = build_report(ctx.pipeline, ctx.upstream, ctx.out)
+    return {"markdown": str(paths["markdown"]), "html": str(paths["html"]),
+            "json": str(paths["json"]), "files": _files(paths["json"])}
+

@@ -1,0 +1,255 @@
+"""Backends that run an exported model on a preprocessed NCHW float32 batch.
+
+* :class:`OrtBackend`: an ``.onnx`` file through ONNX Runtime (CPU, or CUDA / TensorRT
+  execution providers when installed and the device asks for a GPU).
+* :class:`TrtBackend`: a TensorRT ``.engine`` through
+  :class:`facedistill.runtime.engine.TrtRunner` (imported only when used); the engine's
+  sidecar is checked against this machine's GPU and TensorRT first.
+
+Both read the model's metadata (:func:`facedistill.runtime.metadata.parse_metadata`) and
+expose it as ``info``; ``run(x)`` returns the probabilities ``[N, A]``. Neither imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from facedistill.errors import ConfigError
+from facedistill.runtime.errors import ModelError
+from facedistill.runtime.metadata import MetadataError, ModelInfo, parse_metadata
+
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+BACKENDS = ("auto", "ort", "trt")
+PROBABILITIES = "probabilities"
+
+Device = str | int | None
+
+
+class Backend(Protocol):
+    """What :class:`~facedistill.runtime.predictor.Predictor` needs from a backend."""
+
+    name: str
+    info: ModelInfo
+    #: the batch size the model needs exactly (static ONNX batch), else None
+    fixed_batch: int | None
+    #: the smallest batch it takes (TensorRT profile min; smaller batches are padded)
+    min_batch: int
+    #: the largest batch it takes in one call (TensorRT profile max), else None
+    max_batch: int | None
+    #: whether ``run`` may be called from several threads at once
+    thread_safe: bool
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def parse_device(device: Device) -> tuple[str, int]:
+    """``"auto"``/None, ``"cpu"``, ``"cuda"``/``"gpu"``, ``"cuda:N"`` or an int N to
+    (kind, index) with kind ``auto``, ``cpu`` or ``cuda``."""
+    if device is None:
+        return "auto", 0
+    if isinstance(device, int) and not isinstance(device, bool):
+        if device < 0:
+            raise ConfigError(f"GPU index must be >= 0, got {device}", field="device")
+        return "cuda", device
+    text = str(device).strip().lower()
+    if text in ("auto", "cpu"):
+        return text, 0
+    kind, _, index = text.partition(":")
+    if kind in ("cuda", "gpu") and (not index or index.isdigit()):
+        return "cuda", int(index or 0)
+    raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or an int",
+                      field="device")
+
+
+def resolve_backend(path: Path, backend: str) -> str:
+    """Which backend runs ``path``: ``ort`` for ``.onnx``, ``trt`` for ``.engine``/``.plan``."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}",
+                          field="backend")
+    suffix = path.suffix.lower()
+    kind = "ort" if suffix in ONNX_SUFFIXES else "trt" if suffix in ENGINE_SUFFIXES else None
+    if kind is None:
+        raise ModelError(
+            f"unknown model file type {suffix or '(no suffix)'!r}: expected .onnx (ONNX Runtime) "
+            "or .engine (TensorRT)", path=path)
+    if backend != "auto" and backend != kind:
+        hint = ("build an engine with 'facedistill export --trt' and pass the .engine"
+                if backend == "trt" else "pass the .onnx file the engine was built from")
+        raise ModelError(f"backend '{backend}' cannot run a {suffix} file: {hint}", path=path)
+    return kind
+
+
+def check_model_file(path: str | os.PathLike[str]) -> Path:
+    """The path as a Path; a missing file or a folder is a :class:`ModelError`."""
+    p = Path(path)
+    if p.is_dir():
+        raise ModelError("is a folder: pass the .onnx or .engine file itself", path=p)
+    if not p.is_file():
+        raise ModelError("no such model file", path=p)
+    return p
+
+
+def _ort_trt_cache() -> str:
+    root = os.environ.get("FACEDISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facedistill")
+    return os.path.join(root, "ort-trt")
+
+
+class OrtBackend:
+    """An ONNX model in an ``onnxruntime.InferenceSession``.
+
+    ``threads`` sets ONNX Runtime's intra-op threads (None: its default, one per physical
+    core). ``session.run`` may be called from several threads at once (ONNX Runtime
+    documents it as thread-safe), so one backend serves a whole thread pool.
+    """
+
+    name = "ort"
+    thread_safe = True
+    min_batch = 1
+    max_batch = None
+
+    def __init__(self, path: str | os.PathLike[str], device: Device = "auto",
+                 threads: int | None = None, providers: list[Any] | None = None) -> None:
+        self.path = check_model_file(path)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError("onnxruntime is not installed: pip install onnxruntime "
+                             "(or onnxruntime-gpu)", path=self.path) from None
+        if threads is not None and threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {threads}", field="threads")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        self.providers_asked = providers or self._providers(ort, device)
+        try:
+            self.session = ort.InferenceSession(os.fspath(self.path), sess_options=options,
+                                                providers=self.providers_asked)
+        except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+            raise ModelError(f"not a loadable ONNX model: {_first_line(exc)}",
+                             path=self.path) from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = parse_metadata(meta, source=os.fspath(self.path))
+        self.fixed_batch = self._check_io()
+        self._outputs = [PROBABILITIES]
+
+    @staticmethod
+    def _providers(ort: Any, device: Device) -> list[Any]:
+        kind, index = parse_device(device)
+        available = set(ort.get_available_providers())
+        gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+        if kind == "cpu" or (kind == "auto" and not gpu):
+            return ["CPUExecutionProvider"]
+        if not gpu:
+            raise ConfigError(
+                f"device {device!r} asks for a GPU, but this onnxruntime has no CUDA or TensorRT "
+                "execution provider (pip install onnxruntime-gpu), or use --device cpu",
+                field="device")
+        chosen: list[Any] = []
+        if "TensorrtExecutionProvider" in gpu:
+            chosen.append(("TensorrtExecutionProvider", {
+                "device_id": index, "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": _ort_trt_cache()}))
+        if "CUDAExecutionProvider" in gpu:
+            chosen.append(("CUDAExecutionProvider", {"device_id": index}))
+        return [*chosen, "CPUExecutionProvider"]
+
+    def _check_io(self) -> int | None:
+        info = self.info
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        where = os.fspath(self.path)
+        if info.input_name not in inputs:
+            raise MetadataError(f"the model has no input named {info.input_name!r} "
+                                f"(it has {', '.join(inputs)})", path=where, field="input_name")
+        if PROBABILITIES not in outputs:
+            raise MetadataError(f"the model has no output named {PROBABILITIES!r}", path=where,
+                                field="output_names")
+        shape = inputs[info.input_name].shape
+        height, width = info.preprocess.size
+        if len(shape) != 4 or any(isinstance(d, int) and d != want
+                                  for d, want in zip(shape[1:], (3, height, width), strict=True)):
+            raise MetadataError(f"input shape {shape} does not match the preprocessing's "
+                                f"3x{height}x{width}", path=where, field="input_size")
+        return shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, A]`` for the preprocessed batch ``x`` (float32 NCHW)."""
+        return self.session.run(self._outputs, {self.info.input_name: x})[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "providers": self.session.get_providers(),
+                "path": os.fspath(self.path)}
+
+    def close(self) -> None:
+        """Nothing to free explicitly (the session goes with the object)."""
+
+
+class TrtBackend:
+    """A TensorRT engine through :class:`facedistill.runtime.engine.TrtRunner`.
+
+    The runner checks the engine's sidecar (TensorRT version, GPU, compute capability, engine
+    sha256) before deserialising it; a mismatch is a one-line
+    :class:`~facedistill.runtime.engine.EngineMismatchError`. The runner's execution context
+    and buffers are not shared between threads, so calls are serialised with a lock. Batches
+    below the profile's minimum are padded; the runner splits those above its maximum.
+    """
+
+    name = "trt"
+    thread_safe = False
+
+    def __init__(self, path: str | os.PathLike[str], device: Device = "auto") -> None:
+        self.path = check_model_file(path)
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            raise ConfigError("a TensorRT engine runs on a GPU only: use the .onnx file for the "
+                              "CPU", field="device")
+        from facedistill.runtime.engine import TrtRunner  # tensorrt itself is imported lazily
+
+        self.runner = TrtRunner(self.path, device=index)
+        self.info: ModelInfo = self.runner.info
+        self.fixed_batch = None
+        self.min_batch, _, self.max_batch = (int(b) for b in self.runner.profile)
+        self._lock = threading.Lock()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if n < self.min_batch:
+            x = np.concatenate([x, np.zeros((self.min_batch - n, *x.shape[1:]), x.dtype)])
+        with self._lock:
+            out = self.runner.run(x)
+        return np.asarray(out[PROBABILITIES])[:n]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "path": os.fspath(self.path),
+                "gpu": self.runner.gpu_name, "profile": list(self.runner.profile)}
+
+    def close(self) -> None:
+        """Free the engine's device memory and stream."""
+        self.runner.close()
+
+
+def open_backend(path: str | os.PathLike[str], backend: str = "auto", device: Device = "auto",
+                 threads: int | None = None) -> OrtBackend | TrtBackend:
+    """The backend for ``path`` (see :func:`resolve_backend`)."""
+    p = check_model_file(path)
+    kind = resolve_backend(p, backend)
+    if kind == "ort":
+        return OrtBackend(p, device=device, threads=threads)
+    return TrtBackend(p, device=device)

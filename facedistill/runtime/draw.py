@@ -1,0 +1,82 @@
+"""Draw predictions on an image (PIL ``ImageDraw``) and save it atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from facedistill.errors import UserError
+from facedistill.io import atomic_path
+from facedistill.runtime.results import FacePrediction, Prediction
+
+BOX_COLOR = (0, 230, 118)
+TEXT_COLOR = (255, 255, 255)
+LABEL_BACKGROUND = (0, 0, 0)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType: the bitmap font
+        return ImageFont.load_default()
+
+
+def label_lines(prediction: Prediction, top: int) -> list[str]:
+    """``name 0.93`` for the ``top`` most probable positive attributes (or ``no attribute``)."""
+    lines = [f"{name} {p:.2f}" for name, p in prediction.positives(top=top)]
+    return lines or ["no attribute"]
+
+
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str],
+           font: ImageFont.ImageFont | ImageFont.FreeTypeFont, size: tuple[int, int]) -> None:
+    text = "\n".join(lines)
+    left, top, right, bottom = draw.multiline_textbbox(xy, text, font=font, spacing=2)
+    width, height = size
+    # keep the label inside the image: shift it left/up when it would run off
+    dx = min(0, width - 1 - right) - min(0, left)
+    dy = min(0, height - 1 - bottom) - min(0, top)
+    xy = (xy[0] + dx, xy[1] + dy)
+    box = (left + dx - 2, top + dy - 2, right + dx + 2, bottom + dy + 2)
+    draw.rectangle(box, fill=LABEL_BACKGROUND)
+    draw.multiline_text(xy, text, fill=TEXT_COLOR, font=font, spacing=2)
+
+
+def annotate(image: Image.Image, result: Prediction | Sequence[FacePrediction],
+             top: int = 3) -> Image.Image:
+    """A copy of ``image`` (RGB) with each face's box and its ``top`` positive attributes, or,
+    for a whole-image :class:`Prediction`, its attributes in the top-left corner."""
+    out = image.convert("RGB")  # a copy even when already RGB
+    draw = ImageDraw.Draw(out)
+    font_size = max(10, min(out.size) // 32)
+    font = _font(font_size)
+    if isinstance(result, Prediction):
+        _label(draw, (4, 4), label_lines(result, top), font, out.size)
+        return out
+    line = max(2, min(out.size) // 200)
+    for face in result:
+        x, y, w, h = face.box
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BOX_COLOR, width=line)
+    for face in result:  # labels after all boxes, so no box is drawn over a label
+        x, y, w, h = face.box
+        _label(draw, (x, y + h + line + 2), label_lines(face.prediction, top), font, out.size)
+    return out
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], quality: int = 90) -> Path:
+    """Write ``image`` atomically; the format follows the suffix (.jpg, .png, .webp, ...)."""
+    p = Path(path)
+    fmt = Image.registered_extensions().get(p.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise UserError(f"cannot write images of type {p.suffix or '(no suffix)'!r}: use .jpg or "
+                        ".png", path=p)
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    img = image.convert("RGB") if fmt == "JPEG" and image.mode != "RGB" else image
+    try:
+        with atomic_path(p) as tmp:
+            img.save(tmp, format=fmt, **kwargs)
+    except OSError as exc:
+        raise UserError(f"cannot write image: {exc.strerror or exc}", path=p) from None
+    return p

@@ -1,0 +1,166 @@
+"""Every kind of image a face app hands over, turned into what the preprocessing expects.
+
+Accepted inputs (:data:`ImageInput`):
+
+=====================================  =============================================================
+input                                  how it is read
+=====================================  =============================================================
+``str`` / ``os.PathLike``              a file PIL can decode (JPEG, PNG, WebP, BMP, TIFF, ...);
+                                       the EXIF orientation tag is applied (phone photos come upright)
+``bytes`` / ``bytearray`` /            an encoded file in memory (e.g. an HTTP upload), read as a file
+``memoryview``
+``PIL.Image.Image``                    any mode, used as given (no EXIF rotation): 8-bit RGB as is;
+                                       L/P/CMYK/... converted by PIL; alpha (RGBA, LA, PA) composited
+                                       on black; 16-bit grey (``I;16``) scaled by 255/65535
+``numpy.ndarray``                      **RGB** channel order (OpenCV's BGR must be flipped first:
+                                       ``frame[..., ::-1]``); dtype ``uint8`` (0-255) or ``uint16``
+                                       (0-65535, scaled by 255/65535 and rounded); shape ``HxWx3``
+                                       (RGB), ``HxW`` or ``HxWx1`` (grey, copied to the 3 channels) or
+                                       ``HxWx4`` (RGBA, composited on black like a PIL RGBA image)
+=====================================  =============================================================
+
+Anything else (float arrays, ``HxWx5``, an empty array, a file that is not an image, a truncated
+JPEG) raises :class:`~facedistill.runtime.errors.ImageError` naming the file, or the image's
+position for in-memory inputs (``<array #3>``). Floats are refused rather than guessed at: scale
+them yourself, e.g. ``(x * 255).round().astype(np.uint8)`` for values in [0, 1].
+
+Each conversion equals the corresponding PIL conversion in
+:func:`facedistill.runtime.preprocess.to_rgb`, so an array and the same picture as a PIL image
+give the same model input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facedistill.runtime.errors import ImageError
+from facedistill.runtime.preprocess import to_rgb
+
+ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
+"""What :meth:`~facedistill.runtime.predictor.Predictor.predict` accepts (see the table above)."""
+
+#: Either an RGB HxWx3 uint8 array (the fast path: no PIL round trip) or a decoded PIL image.
+Decoded = np.ndarray | Image.Image
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def describe(src: object, index: int | None = None) -> str:
+    """How errors name an image: its path, else ``<array>``/``<bytes>``/``<PIL image>`` and its
+    position in a batch."""
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    if isinstance(src, np.ndarray):
+        kind = "array"
+    elif isinstance(src, Image.Image):
+        kind = "PIL image"
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        kind = "bytes"
+    else:
+        kind = type(src).__name__
+    return f"<{kind}>" if index is None else f"<{kind} #{index}>"
+
+
+def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
+    img = None
+    try:
+        img = Image.open(fp)
+        img.load()
+    except FileNotFoundError:
+        raise ImageError("no such image file", path=where) from None
+    except IsADirectoryError:
+        raise ImageError("is a folder, not an image file", path=where) from None
+    except PermissionError as exc:
+        raise ImageError(f"cannot read image file: {exc.strerror}", path=where) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image file PIL can read (unknown format or corrupt header)",
+                         path=where) from None
+    except _DECODE_ERRORS as exc:
+        if img is not None:
+            img.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ImageError(f"cannot decode image: {reason}", path=where) from None
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except _DECODE_ERRORS + (KeyError, TypeError):  # malformed EXIF: keep the stored pixels
+        pass
+    return img
+
+
+def _from_array(arr: np.ndarray, index: int | None) -> Decoded:
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and arr.size:
+        return arr  # the common case, checked first: RGB uint8 is used as it is
+    where = describe(arr, index)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ImageError(
+            f"array dtype {arr.dtype} is not supported: pass uint8 (0-255) or uint16 (0-65535) "
+            "RGB, e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]", path=where)
+    shape = arr.shape
+    if not (arr.ndim == 2 or (arr.ndim == 3 and shape[2] in (1, 3, 4))):
+        raise ImageError(
+            f"array of shape {shape} is not an image: expected HxWx3 (RGB), HxW or HxWx1 "
+            "(grey) or HxWx4 (RGBA)", path=where)
+    if arr.size == 0:
+        raise ImageError(f"empty image (shape {shape})", path=where)
+    if arr.dtype == np.uint16:  # the same scaling as to_rgb applies to 16-bit PIL images
+        arr = np.clip(np.round(arr / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:  # grey: PIL's L -> RGB copies the value to the three channels
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if shape[2] == 4:
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
+    return arr
+
+
+def decode(src: ImageInput, index: int | None = None) -> Decoded:
+    """Read one input (see the module table) into an RGB uint8 array or a PIL image.
+
+    ``index`` is the image's position in a batch, used to name in-memory inputs in errors.
+    """
+    if isinstance(src, np.ndarray):
+        return _from_array(src, index)
+    if isinstance(src, Image.Image):
+        try:
+            src.load()
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"cannot decode image: {exc}", path=describe(src, index)) from None
+        return src
+    if isinstance(src, (str, os.PathLike)):
+        return _open(src, os.fspath(src))
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        where = describe(src, index)
+        if len(src) == 0:
+            raise ImageError("empty bytes: no image data", path=where)
+        return _open(io.BytesIO(bytes(src)), where)
+    raise ImageError(
+        f"cannot read a {type(src).__name__} as an image: pass a path, bytes, a PIL image or "
+        "an HxWx3 uint8 RGB array", path=describe(src, index))
+
+
+def as_pil(img: Decoded) -> Image.Image:
+    """A decoded image as an 8-bit RGB PIL image."""
+    if isinstance(img, np.ndarray):
+        return Image.fromarray(np.ascontiguousarray(img))
+    return to_rgb(img)
+
+
+def as_array(img: Decoded) -> np.ndarray:
+    """A decoded image as an HxWx3 uint8 RGB array."""
+    if isinstance(img, np.ndarray):
+        return img
+    return np.asarray(to_rgb(img))
+
+
+def load_image(src: ImageInput) -> Image.Image:
+    """Any accepted input as an 8-bit RGB PIL image (for drawing, cropping, saving)."""
+    return as_pil(decode(src))
+
+
+def load_rgb(src: ImageInput) -> np.ndarray:
+    """Any accepted input as an HxWx3 uint8 RGB array (e.g. for a face detector)."""
+    return as_array(decode(src))

@@ -1,0 +1,176 @@
+"""The pipeline: stage skipping, invalidation by config changes, resume of a killed training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facedistill.errors import ConfigError, UserError
+from facedistill.pipeline.stages import Pipeline, PipelineConfig
+
+TINY = """
+[train]
+arch = "snet3"
+width = 0.5
+size = 32
+epochs = {teacher_epochs}
+batch_size = 32
+workers = 0
+seed = 1
+
+[select]
+k = 64
+
+[compress]
+k = 64
+width = 0.25
+size = 32
+epochs = {student_epochs}
+batch_size = 32
+workers = 0
+
+[export]
+precision = "fp32,int8"
+calib_n = 32
+batches = "1,4"
+no_gate = true
+
+[bench]
+batch = "1,4"
+warmup = 1
+iters = 3
+
+[pipeline]
+students = ["snet3"]
+data = "{data}"
+"""
+
+
+def tiny_config(tmp: Path, data: Path, **kw: object) -> Path:
+    values = {"teacher_epochs": 2, "student_epochs": 1, "data": str(data), **kw}
+    path = tmp / "tiny.toml"
+    path.write_text(TINY.format(**values))
+    return path
+
+
+def load(path: Path) -> PipelineConfig:
+    return PipelineConfig.load(path)
+
+
+def test_full_run_then_skip_then_invalidate_downstream(tiny_synth: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg_path = tiny_config(tmp_path, tiny_synth)
+    first = Pipeline(load(cfg_path), out).run()
+    names = ["data", "teacher", "select", "student:snet3", "export:teacher", "export:snet3",
+             "bench", "report"]
+    assert first["ran"] == names and first["skipped"] == []
+    report = out / "report.md"
+    assert report.exists() and (out / "report.html").exists()
+    data = json.loads((out / "report.json").read_text())
+    assert [m["model"] for m in data["models"]] == ["teacher", "snet3"]
+    for m in data["models"]:
+        assert 0.4 < m["mean_balanced"] < 1.0
+        assert m["fp32_ms_b1"] is not None and m["fp32_ms_b1"] > 0
+        assert m["int8_bytes"] is not None and m["int8_bytes"] < m["fp32_bytes"]
+    assert data["models"][1]["compression"] > 1
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+
+    # unchanged: everything is skipped
+    second = Pipeline(load(cfg_path), out).run()
+    assert second["ran"] == [] and second["skipped"] == names
+
+    # a bench option changed: exactly bench and report run again
+    cfg_path.write_text(cfg_path.read_text().replace("iters = 3", "iters = 4"))
+    third = Pipeline(load(cfg_path), out).run()
+    assert third["ran"] == ["bench", "report"] and third["skipped"] == names[:-2]
+
+    # a student option changed: the student and everything downstream of it are stale
+    tiny_config(tmp_path, tiny_synth, student_epochs=2)
+    stale = [r["stage"] for r in Pipeline(load(cfg_path), out).status() if not r["valid"]]
+    assert stale == ["student:snet3", "export:snet3", "bench", "report"]
+    tiny_config(tmp_path, tiny_synth)
+    cfg_path.write_text(cfg_path.read_text().replace("iters = 3", "iters = 4"))
+    assert all(r["valid"] for r in Pipeline(load(cfg_path), out).status())
+
+    # an output file changed behind the pipeline's back: that stage and its dependents
+    state = json.loads((out / "pipeline.json").read_text())
+    assert all(s["status"] == "done" for s in state["stages"].values())
+    onnx = Path(state["stages"]["export:teacher"]["outputs"]["variants"]["fp32"])
+    original = onnx.read_bytes()
+    onnx.write_bytes(original + b"\0")
+    rows = {r["stage"]: r for r in Pipeline(load(cfg_path), out).status()}
+    assert rows["export:teacher"] == {"stage": "export:teacher", "valid": False,
+                                      "reason": "outputs changed"}
+    assert not rows["bench"]["valid"] and rows["export:snet3"]["valid"]
+    onnx.write_bytes(original)
+
+    # --from redoes a stage and everything after it
+    fifth = Pipeline(load(cfg_path), out).run(start="report")
+    assert fifth["ran"] == ["report"] and "bench" in fifth["skipped"]
+
+
+def test_config_errors_name_the_key(tiny_synth: Path, tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, tiny_synth)
+    path.write_text(path.read_text().replace("k = 64\n\n[compress]",
+                                             "k = 64\nbogus = 1\n\n[compress]"))
+    with pytest.raises(ConfigError, match=r"select\.bogus"):
+        load(path)
+    path.write_text(TINY.format(teacher_epochs=0, student_epochs=1, data=tiny_synth))
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        load(path)
+    path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
+                    .replace('students = ["snet3"]', 'students = ["resnet"]'))
+    with pytest.raises(ConfigError, match="students"):
+        load(path)
+    good = tiny_config(tmp_path, tiny_synth)
+    with pytest.raises(UserError, match="unknown stage 'nope'"):
+        Pipeline(load(good), tmp_path / "r").run(only="nope")
+    with pytest.raises(UserError, match="stage .data. is not up to date"):
+        Pipeline(load(good), tmp_path / "r").run(only="teacher")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "facedistill", "pipeline", *args]
+
+
+def test_a_killed_training_stage_resumes_mid_training(tiny_synth: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, tiny_synth, teacher_epochs=3)
+    text = cfg.read_text().replace('arch = "snet3"\nwidth = 0.5', 'arch = "tnet"\nwidth = 0.25')
+    cfg.write_text(text)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    Pipeline(load(cfg), out).run(only="data")
+    proc = subprocess.Popen(_cli("--config", str(cfg), "--out", str(out), "--only", "teacher",
+                                 "--quiet"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = out / "teacher" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the teacher finished before it could be killed"
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["stages"]["teacher"]["status"] == "running"
+    done_before = len(metrics.read_text().splitlines())
+    assert 1 <= done_before < 3
+
+    res = subprocess.run(_cli("--config", str(cfg), "--out", str(out), "--only", "teacher"),
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "teacher: running (resuming)" in res.stderr
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == [1, 2, 3]  # continued, not restarted
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["stages"]["teacher"]["status"] == "done"
+    assert state["stages"]["teacher"]["resumed"] is True
