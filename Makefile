@@ -18,12 +18,9 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The main job: data -> teacher -> selection -> students -> export -> bench -> report, resumable.
 demo: $(STAMP)
-	$(BIN)/facedistill --config $(DEMO_CONFIG) data synth
-	$(BIN)/facedistill --config $(DEMO_CONFIG) data check
-	$(BIN)/facedistill --config $(DEMO_CONFIG) train
-	$(BIN)/facedistill --config $(DEMO_CONFIG) eval runs/tnet
-	$(BIN)/facedistill --config $(DEMO_CONFIG) select
+	$(BIN)/facedistill pipeline --config $(DEMO_CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

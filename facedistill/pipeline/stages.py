@@ -51,7 +51,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
                    "images_per_identity": 20.0, "workers": None},
     "train": {},
     "select": {"k": 512, "solver": "fast", "split": "val", "lam": 1.0, "sigma": 0.1,
-               "polarity": "positive", "batch_size": 256},
+               "polarity": "positive", "batch_size": 256, "device": None, "workers": None},
     "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0,
                  "split": "test"},
     "export": {"precision": "fp32,fp16,int8", "opset": 18, "calib_n": 512,
@@ -251,7 +251,8 @@ class Pipeline:
         method = s["compress"]["method"]
         if method == "selected":
             stages.append(Stage("select", "select", ("data", "teacher"),
-                                {k: v for k, v in s["select"].items() if k != "batch_size"}
+                                {k: v for k, v in s["select"].items()
+                                 if k not in ("batch_size", "device", "workers")}
                                 | {"k": s["compress"]["k"]}, _run_select))
         for student in self.students:
             deps = ("data", "teacher", "select") if method == "selected" else ("data", "teacher")
@@ -436,12 +437,13 @@ def _run_select(ctx: StageContext) -> dict[str, Any]:
 
     p = ctx.stage.params
     sel = ctx.pipeline.cfg.sections["select"]
+    teacher = ctx.pipeline.cfg.teacher_config()
     target = ctx.out / "selection" / "selection.json"
     rec = run_selection([ctx.upstream["teacher"]["run"]], p["k"], data=ctx.pipeline.cfg.data,
                         out=target, split=p["split"], solver=p["solver"], lam=p["lam"],
                         sigma=p["sigma"], polarity=p["polarity"], batch_size=sel["batch_size"],
-                        workers=ctx.pipeline.cfg.teacher_config().workers,
-                        device=ctx.pipeline.cfg.teacher_config().device)
+                        workers=sel["workers"] or teacher.workers,
+                        device=sel["device"] or teacher.device)
     plot = target.parent / "selection.png"
     return {"selection": str(target), "plot": str(plot) if plot.exists() else None,
             "k": rec["k"], "seconds": rec.get("seconds"), "files": _files(target)}

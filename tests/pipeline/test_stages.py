@@ -174,3 +174,19 @@ def test_a_killed_training_stage_resumes_mid_training(tiny_synth: Path, tmp_path
     state = json.loads((out / "pipeline.json").read_text())
     assert state["stages"]["teacher"]["status"] == "done"
     assert state["stages"]["teacher"]["resumed"] is True
+
+
+@pytest.mark.parametrize("name", ["demo", "celeba"])
+def test_shipped_configs_load_for_the_pipeline_and_every_command(name: str) -> None:
+    from facedistill.cli import cli
+    from facedistill.config import load_default_map
+
+    path = Path(__file__).parents[2] / "configs" / f"{name}.toml"
+    cfg = PipelineConfig.load(path)
+    assert cfg.sections["pipeline"]["students"] == ["snet1", "snet2", "snet3"]
+    assert cfg.teacher_config().arch == "tnet" and cfg.teacher_config().width == 1.0
+    assert cfg.precisions() == ["fp32", "fp16", "int8"]
+    assert cfg.synth is (name == "demo")
+    default_map = load_default_map(cli, path)  # the same file drives the single commands
+    assert default_map["compress"]["method"] == "selected"
+    assert "pipeline" in default_map and "export" in default_map

@@ -1,0 +1,295 @@
+"""FP16 and INT8 (explicit Q/DQ) variants of an FP32 ONNX export; no torch.
+
+* **FP16**: ``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``:
+  weights and compute in float16, the ``input`` and both outputs stay float32 (explicit
+  casts). The sigmoid runs in float32 on the (fp16-computed) logits, so the probabilities
+  keep float32 resolution near the decision thresholds. Loads on TensorRT 11 (strong typing:
+  the ONNX carries the precision) and on ONNX Runtime (no speed-up on the CPU EP).
+* **INT8**: ONNX Runtime static quantization, QDQ format: ``quant_pre_process`` (shape
+  inference + graph optimisation), then ``quantize_static`` with int8 activations and weights,
+  symmetric, per-channel weights, calibrated (min-max, entropy or percentile) on real training
+  images preprocessed exactly like training's eval transform. The logits (the classifier's
+  output) and the sigmoid are kept in float32: an int8 probability has only ~1/127
+  resolution, too coarse for per-attribute thresholds. Runs on ONNX Runtime CPU and builds on
+  TensorRT 10.x/11.x (explicit quantization).
+
+Both keep the FP32 file's metadata with ``precision`` changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facedistill.errors import UserError
+from facedistill.export.onnx import (
+    ExportError,
+    check_onnx,
+    file_record,
+    get_metadata,
+    load_onnx,
+    save_onnx,
+    set_metadata,
+)
+from facedistill.runtime.metadata import INPUT_NAME, OUTPUT_NAMES, parse_metadata
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIB_BATCH = 32
+CALIB_CHUNK_IMAGES = 128  # images whose activations the calibrator holds at once
+DEFAULT_CALIB_N = 512
+DEFAULT_CALIB_SEED = 0
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[io.StringIO]:
+    """ONNX Runtime's quantizer prints progress to stdout and logs warnings; hush both."""
+    buf = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), \
+                contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        root.setLevel(level)
+
+
+def _variant_metadata(meta: dict[str, str], precision: str) -> dict[str, str]:
+    """The FP32 file's metadata for a ``precision`` variant (accuracy is measured anew)."""
+    out = {k: v for k, v in meta.items() if k != "accuracy"}
+    out["precision"] = precision
+    return out
+
+
+def _source(src: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
+    """Load an FP32 facedistill ONNX export and its metadata (checked)."""
+    model = load_onnx(src)
+    meta = get_metadata(model)
+    info = parse_metadata(meta, source=str(src))
+    if info.precision != "fp32":
+        raise ExportError(f"the source must be an fp32 export, this one is {info.precision}",
+                          path=src, field="precision")
+    return model, meta
+
+
+# ---------------------------------------------------------------------------------------
+# FP16
+# ---------------------------------------------------------------------------------------
+def _detach_sigmoid(model: Any) -> Any:
+    """Remove the ``logits -> Sigmoid -> probabilities`` node and the ``probabilities``
+    output (returned, to be re-attached in float32 after the conversion)."""
+    sig = [n for n in model.graph.node if n.op_type == "Sigmoid" and list(n.output) ==
+           [OUTPUT_NAMES[0]]]
+    if len(sig) != 1 or list(sig[0].input) != [OUTPUT_NAMES[1]]:
+        raise ExportError("not a facedistill graph: expected probabilities = Sigmoid(logits)")
+    model.graph.node.remove(sig[0])
+    prob = next(o for o in model.graph.output if o.name == OUTPUT_NAMES[0])
+    model.graph.output.remove(prob)
+    return prob
+
+
+def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write the FP16 variant of the FP32 export ``src`` to ``dst`` (checked); returns
+    ``{"path", "size_bytes", "sha256", "precision", "checker", "seconds"}``."""
+    import onnx
+    from onnx import helper
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise UserError("FP16 conversion needs onnxconverter-common: "
+                        "pip install 'facedistill[train]'") from None
+    t0 = time.perf_counter()
+    model, meta = _source(src)
+    del model.graph.value_info[:]  # stale float32 annotations confuse the converter
+    prob = _detach_sigmoid(model)
+    with _quiet():
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    half.graph.node.append(helper.make_node("Sigmoid", [OUTPUT_NAMES[1]], [OUTPUT_NAMES[0]],
+                                            name="probabilities_fp32"))
+    outputs = list(half.graph.output)
+    del half.graph.output[:]
+    half.graph.output.extend([prob, *outputs])
+    if [o.name for o in half.graph.output] != list(OUTPUT_NAMES) or any(
+            o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT
+            for o in (*half.graph.input, *half.graph.output)):
+        raise ExportError("FP16 conversion changed the graph's inputs/outputs", path=src)
+    set_metadata(half, _variant_metadata(meta, "fp16"))
+    save_onnx(half, dst)
+    try:
+        check_onnx(dst)
+    except BaseException:
+        Path(dst).unlink(missing_ok=True)
+        raise
+    return {**file_record(dst), "precision": "fp16", "checker": True,
+            "seconds": {"convert": time.perf_counter() - t0}}
+
+
+# ---------------------------------------------------------------------------------------
+# INT8
+# ---------------------------------------------------------------------------------------
+def calibration_images(data: str | os.PathLike[str] | Any, n: int = DEFAULT_CALIB_N, *,
+                       variant: str | None = None, split: str = "train",
+                       seed: int = DEFAULT_CALIB_SEED) -> Any:
+    """A seeded random sample of ``n`` images of ``split`` (all of them when the split has
+    fewer), in dataset order, as an :class:`~facedistill.bench.accuracy.ImageList` (with
+    boxes for wild faces)."""
+    from facedistill.bench.accuracy import ImageList, split_images
+
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"the number of calibration images must be >= 1, got {n!r}",
+                        field="calib_n")
+    paths, _labels, _names = split_images(data, split, variant)
+    if len(paths) > n:
+        keep = np.sort(np.random.default_rng(seed).choice(len(paths), n, replace=False))
+    else:
+        keep = np.arange(len(paths))
+    boxes = None if paths.boxes is None else paths.boxes[keep]
+    return ImageList([paths[i] for i in keep], boxes)
+
+
+class CalibrationReader:
+    """ONNX Runtime ``CalibrationDataReader`` over preprocessed images, one batch per item.
+
+    Supports ``__len__``/``set_range`` so the calibrator can collect a few batches at a time
+    (``CalibStridedMinMax``, which every calibration method honours): its memory then holds
+    the activations of ``CALIB_CHUNK_IMAGES`` images, not of all of them.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int = CALIB_BATCH) -> None:
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"expected [N, 3, H, W] images, got {images.shape}")
+        self.images = np.ascontiguousarray(images, dtype=np.float32)
+        self.batch_size = int(batch_size)
+        self.n_batches = -(-len(self.images) // self.batch_size)
+        self.start, self.stop = 0, self.n_batches
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.stop = int(start_index), min(int(end_index), self.n_batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.start >= self.stop:
+            return None
+        i = self.start
+        self.start += 1
+        return {INPUT_NAME: self.images[i * self.batch_size:(i + 1) * self.batch_size]}
+
+    def rewind(self) -> None:
+        self.start, self.stop = 0, self.n_batches
+
+    def stride(self) -> int:
+        """Batches per collection: the largest divisor of the batch count that keeps about
+        ``CALIB_CHUNK_IMAGES`` images (ORT requires the stride to divide the count)."""
+        target = max(1, CALIB_CHUNK_IMAGES // self.batch_size)
+        return max(d for d in range(1, min(target, self.n_batches) + 1)
+                   if self.n_batches % d == 0)
+
+
+def _calibration_method(method: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}
+    if method not in table:
+        raise UserError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                        f"got {method!r}", field="calib_method")
+    return table[method]
+
+
+def quantize_int8(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    images: np.ndarray,
+    *,
+    method: str = "entropy",
+    per_channel: bool = True,
+) -> dict[str, Any]:
+    """Write the INT8 Q/DQ variant of the FP32 export ``src`` to ``dst``, calibrated on
+    ``images`` (float32 NCHW, already preprocessed like the model's eval transform).
+
+    Returns ``{"path", "size_bytes", "sha256", "precision", "checker", "calibration",
+    "seconds"}``.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    calibrate = _calibration_method(method)
+    t0 = time.perf_counter()
+    model, meta = _source(src)
+    reader = CalibrationReader(images)
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="facedistill-int8-") as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        with _quiet():
+            quant_pre_process(model, str(pre))
+        seconds["preprocess"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        sigmoids = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Sigmoid"]
+        extra = {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "CalibStridedMinMax": reader.stride(),
+            "OpTypesToExcludeOutputQuantization": ["Gemm"],
+        }
+        with _quiet() as printed:
+            try:
+                quantize_static(
+                    str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=per_channel, calibrate_method=calibrate,
+                    nodes_to_exclude=sigmoids, extra_options=extra)
+            except (ValueError, RuntimeError) as exc:
+                tail = " | ".join(printed.getvalue().strip().splitlines()[-2:])
+                raise ExportError(f"INT8 quantization failed: {exc}"
+                                  + (f" ({tail})" if tail else ""), path=src) from None
+        seconds["calibrate_quantize"] = time.perf_counter() - t1
+        quant = onnx.load(str(out))
+    set_metadata(quant, _variant_metadata(meta, "int8"))
+    quant.doc_string = model.doc_string
+    save_onnx(quant, dst)
+    try:
+        check_onnx(dst)
+    except BaseException:
+        Path(dst).unlink(missing_ok=True)
+        raise
+    seconds["total"] = time.perf_counter() - t0
+    return {
+        **file_record(dst), "precision": "int8", "checker": True,
+        "calibration": {"method": method, "n_images": int(len(images)),
+                        "per_channel": per_channel, "symmetric": True, "format": "QDQ",
+                        "activations": "int8", "weights": "int8"},
+        "seconds": seconds,
+    }
+
+
+def preprocess_images(preprocess: Any, paths: Sequence[Path], progress: Any = None
+                      ) -> np.ndarray:
+    """Decode and preprocess ``paths`` (boxes from an ImageList) into float32 NCHW."""
+    from facedistill.bench.accuracy import iter_batches
+
+    chunks = []
+    for start, x in iter_batches(preprocess, paths, 64):
+        chunks.append(x)
+        if progress is not None:
+            progress(start + len(x), len(paths))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 3, *preprocess.size), np.float32)

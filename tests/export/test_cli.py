@@ -1,0 +1,96 @@
+"""``facedistill export`` as a user runs it: a subprocess, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "facedistill", "export", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def test_missing_run(tmp_path: Path) -> None:
+    line = _one_line_error(_cli(tmp_path / "nope", "--quiet"))
+    assert line == f"error: {tmp_path / 'nope'}: no such checkpoint file or run folder"
+
+
+def test_bad_options_exit_2(tiny_teacher: Path, tmp_path: Path) -> None:
+    line = _one_line_error(_cli(tiny_teacher, "--batch", "8,1", "--out", tmp_path))
+    assert "field 'batch'" in line and "min <= opt <= max" in line
+    line = _one_line_error(_cli(tiny_teacher, "--precision", "fp8", "--out", tmp_path))
+    assert "unknown precision 'fp8'" in line
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = _one_line_error(_cli(tiny_teacher, "--out", blocker / "sub"))
+    assert f"{blocker / 'sub'}: cannot write to the output folder" in line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                    reason="tensorrt is installed here")
+def test_trt_without_tensorrt(tiny_teacher: Path, tmp_path: Path) -> None:
+    line = _one_line_error(_cli(tiny_teacher, "--trt", "--out", tmp_path / "o"))
+    assert "TensorRT is not installed" in line
+    assert "pip install 'facedistill[trt]'" in line and "JetPack" in line
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_json_from_a_run_prints_nothing_else(tiny_teacher: Path, tmp_path: Path) -> None:
+    """The torch exporter, ONNX Runtime and the quantizer are silenced: with --json, stdout is
+    exactly the report and stderr is empty."""
+    done = _cli(tiny_teacher, "--onnx", "--batch", "1,2,4", "--json", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    report = json.loads(done.stdout)
+    assert list(report["variants"]) == ["fp32"]
+    fp32 = report["variants"]["fp32"]
+    assert set(fp32["parity"]) == {"1", "4"} and max(fp32["parity"].values()) <= 1e-4
+    assert fp32["accuracy"]["n_images"] == 47
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export_report.json",
+                                                         "snet3.fp32.onnx"]
+
+
+def test_int8_gate_from_onnx(tiny_export: tuple[dict[str, Any], Path], tiny_synth: Path,
+                             tmp_path: Path) -> None:
+    _, out = tiny_export
+    src = tmp_path / "snet3.fp32.onnx"
+    shutil.copyfile(out / "snet3.fp32.onnx", src)
+    done = _cli(src, "--int8", "--calib-n", "32", "--max-drop", "-100", "--data", tiny_synth,
+                "--quiet")
+    line = _one_line_error(done)
+    assert line.startswith(f"error: {tmp_path / 'snet3.int8.onnx'}: INT8 rejected")
+    assert not (tmp_path / "snet3.int8.onnx").exists()  # default out: beside the ONNX
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report["variants"]["int8"]["status"] == "failed"
+    assert report["variants"]["fp32"]["accuracy"]["n_images"] == 47
+
+
+def test_table_output(tiny_export: tuple[dict[str, Any], Path], tiny_synth: Path,
+                      tmp_path: Path) -> None:
+    _, out = tiny_export
+    done = _cli(out / "snet3.fp32.onnx", "--onnx", "--data", tiny_synth, "--quiet", "--out",
+                tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "snet3 export (accuracy on val, 47 images)" in done.stdout
+    row = next(ln for ln in done.stdout.splitlines() if "fp32" in ln and "%" in ln)
+    acc = tiny_export[0]["variants"]["fp32"]["accuracy"]["mean_balanced"]
+    assert f"{100 * acc:.2f}%" in row and "+0.00 pt" in row
+    assert f"wrote {tmp_path / 'export_report.json'}" in done.stdout

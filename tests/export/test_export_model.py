@@ -1,0 +1,260 @@
+"""export_model end to end on the tiny trained run: files, report, metadata, accuracy; and the
+ways it refuses bad input with one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from facedistill.errors import UserError
+
+
+def _meta(path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    return dict(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                .get_modelmeta().custom_metadata_map)
+
+
+def test_report_lists_every_variant(tiny_export: tuple[dict[str, Any], Path]) -> None:
+    from facedistill.io import sha256_file
+
+    report, out = tiny_export
+    on_disk = json.loads((out / "export_report.json").read_text())
+    assert on_disk["variants"].keys() == report["variants"].keys() == {"fp32", "fp16", "int8"}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export_report.json", "snet3.fp16.onnx", "snet3.fp32.onnx", "snet3.int8.onnx"]
+    for name, v in on_disk["variants"].items():
+        path = Path(v["path"])
+        assert path == out / f"snet3.{name}.onnx"
+        assert v["status"] == "ok" and v["checker"] is True
+        assert v["size_bytes"] == path.stat().st_size
+        assert v["sha256"] == sha256_file(path)  # taken after the accuracy was written in
+        acc = v["accuracy"]
+        assert acc["split"] == "val" and acc["n_images"] == 47
+        assert 0.5 < acc["mean_balanced"] <= 1.0
+        assert math.isclose(acc["delta_to_fp32"],
+                            acc["mean_balanced"] - on_disk["variants"]["fp32"]["accuracy"]
+                            ["mean_balanced"], abs_tol=1e-12)
+        assert all(s >= 0 for s in v["seconds"].values())
+    fp32 = on_disk["variants"]["fp32"]
+    assert set(fp32["parity"]) == {"1", "8"} and max(fp32["parity"].values()) <= 1e-4
+    assert on_disk["variants"]["fp16"]["max_abs_diff_to_fp32"] < 5e-3
+    assert on_disk["data"]["calibration"]["n_images"] == 64
+    assert on_disk["gate"]["enabled"] is False
+    assert math.isclose(on_disk["gate"]["int8_drop_points"],
+                        -100 * on_disk["variants"]["int8"]["accuracy"]["delta_to_fp32"])
+
+
+def test_metadata_round_trip(tiny_export: tuple[dict[str, Any], Path],
+                             tiny_teacher: Path) -> None:
+    from facedistill.io import sha256_file
+    from facedistill.pipeline.checkpoint import load_checkpoint
+    from facedistill.runtime.metadata import parse_metadata, probability_thresholds
+    from facedistill.runtime.preprocess import Preprocess
+
+    report, out = tiny_export
+    ckpt = load_checkpoint(tiny_teacher)
+    for name, v in report["variants"].items():
+        info = parse_metadata(_meta(Path(v["path"])), source=v["path"])
+        assert info.precision == name
+        assert info.attributes == tuple(ckpt["attributes"])
+        assert info.logit_thresholds == pytest.approx(ckpt["thresholds"])
+        assert info.thresholds == pytest.approx(probability_thresholds(ckpt["thresholds"]))
+        assert info.preprocess == Preprocess.from_record(ckpt["preprocess"])
+        assert info.preprocess.size == (32, 32)
+        assert info.arch == ckpt["arch"]
+        assert info.source_sha256 == sha256_file(tiny_teacher / "best.pt")
+        assert info.version == ckpt["version"]
+        assert info.accuracy == v["accuracy"]
+        assert (info.input_name, info.output_names) == ("input", ("probabilities", "logits"))
+
+
+def test_fp32_accuracy_equals_pytorch(tiny_export: tuple[dict[str, Any], Path],
+                                      tiny_teacher: Path) -> None:
+    """The ONNX file, fed by the torch-free preprocessing, scores what the checkpoint scores
+    in PyTorch with its stored thresholds: same images, same preprocessing, same decisions."""
+    from facedistill.pipeline.evaluate import evaluate_checkpoint
+
+    report, _ = tiny_export
+    torch_report = evaluate_checkpoint(tiny_teacher, split="val", thresholds="checkpoint",
+                                       batch_size=64, workers=0, device="cpu")
+    assert report["variants"]["fp32"]["accuracy"]["mean_balanced"] == pytest.approx(
+        torch_report["mean_balanced"], abs=1e-9)
+
+
+def test_fp16_and_int8_deltas_are_small(tiny_export: tuple[dict[str, Any], Path]) -> None:
+    report, _ = tiny_export
+    v = report["variants"]
+    assert abs(v["fp16"]["accuracy"]["delta_to_fp32"]) < 0.005
+    assert abs(v["int8"]["accuracy"]["delta_to_fp32"]) < 0.05  # 47 images: noisy, but bounded
+    assert v["int8"]["max_abs_diff_to_fp32"] < 0.1
+
+
+# -- refusals -------------------------------------------------------------------------------
+
+
+def test_corrupt_and_truncated_onnx_are_refused(tiny_export: tuple[dict[str, Any], Path],
+                                                tmp_path: Path, tiny_synth: Path) -> None:
+    from facedistill.export import export_model
+
+    _, out = tiny_export
+    data = (out / "snet3.fp32.onnx").read_bytes()
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07not an onnx file at all" * 10)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    for bad in (garbage, truncated):
+        with pytest.raises(UserError) as err:
+            export_model(bad, tmp_path / "out", precisions=("fp32",), eval_data=tiny_synth)
+        msg = err.value.format()
+        assert "\n" not in msg and msg.startswith(str(bad))
+        assert "not a readable ONNX file" in msg or "checker" in msg or "metadata" in msg
+    assert not (tmp_path / "out" / "snet3.fp32.onnx").exists()
+
+
+def test_onnx_without_our_metadata_is_refused(tmp_path: Path, tiny_synth: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from facedistill.export import export_model
+
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["input"], ["probabilities"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 40])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 40])])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(UserError, match="not a facedistill model"):
+        export_model(path, tmp_path / "out", eval_data=tiny_synth)
+
+
+def test_checkpoint_version_rule(tiny_teacher: Path, tmp_path: Path) -> None:
+    from facedistill.export import export_model
+    from facedistill.export.onnx import ExportError, check_checkpoint_version
+    from facedistill.pipeline.checkpoint import load_checkpoint, save_checkpoint
+
+    assert check_checkpoint_version("0.1.0", current="0.1.3") == "written by facedistill 0.1.0"
+    assert check_checkpoint_version("0.1.3", current="0.1.3") == ""
+    assert check_checkpoint_version("0.0.9", current="0.1.3")  # older: accepted, noted
+    assert check_checkpoint_version("0.1.7", current="0.1.3")  # newer patch: accepted
+    for bad in ("0.2.0", "1.0.0", "banana", None):
+        with pytest.raises(ExportError) as err:
+            check_checkpoint_version(bad, "x.pt", current="0.1.3")
+        assert err.value.field == "version"
+
+    ckpt = load_checkpoint(tiny_teacher)
+    ckpt.pop("path")
+    ckpt["version"] = "9.4.0"
+    future = save_checkpoint(tmp_path / "future.pt", ckpt)
+    with pytest.raises(ExportError) as err:
+        export_model(future, tmp_path / "out")
+    assert err.value.format() == (f"{future}: field 'version': written by facedistill 9.4.0, "
+                                  "newer than this 0.1.0; upgrade facedistill to export it")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unwritable_output_dir(tiny_teacher: Path, tmp_path: Path) -> None:
+    from facedistill.export import export_model
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(UserError) as err:
+        export_model(tiny_teacher, blocker / "export")
+    assert err.value.format().startswith(f"{blocker / 'export'}: cannot write to the output")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_read_only_output_dir(tiny_teacher: Path, tmp_path: Path) -> None:
+    from facedistill.export import export_model
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match="cannot write to the output folder"):
+            export_model(tiny_teacher, ro)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_option_errors_name_the_field(tiny_teacher: Path, tmp_path: Path) -> None:
+    from facedistill.export import export_model
+
+    cases = [({"precisions": ("fp8",)}, "precision"), ({"opset": 9}, "opset"),
+             ({"calib_method": "mse"}, "calib_method"), ({"calib_n": 0}, "calib_n"),
+             ({"batches": (8, 1, 32)}, "batch"), ({"workspace_mb": 0}, "workspace_mb"),
+             ({"eval_split": None}, "eval_split")]
+    for kwargs, field in cases:
+        with pytest.raises(UserError) as err:
+            export_model(tiny_teacher, tmp_path / "out", **kwargs)
+        assert err.value.field == field, kwargs
+
+
+def test_int8_gate_rejects_and_keeps_previous_file(tiny_export: tuple[dict[str, Any], Path],
+                                                   tiny_synth: Path, tmp_path: Path) -> None:
+    """A real trigger: INT8 must not be worse than fp32 + 100 points (max_drop -100)."""
+    from facedistill.export import export_model
+    from facedistill.export.onnx import ExportError
+
+    _, out = tiny_export
+    src = tmp_path / "src" / "snet3.fp32.onnx"
+    src.parent.mkdir()
+    shutil.copyfile(out / "snet3.fp32.onnx", src)
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "snet3.int8.onnx").write_bytes(b"an earlier, accepted export")
+    with pytest.raises(ExportError) as err:
+        export_model(src, dst, precisions=("int8",), max_drop=-100.0, calib_n=32,
+                     eval_data=tiny_synth)
+    msg = err.value.format()
+    assert "\n" not in msg and msg.startswith(f"{dst / 'snet3.int8.onnx'}: INT8 rejected")
+    assert "more than max_drop -100" in msg
+    assert (dst / "snet3.int8.onnx").read_bytes() == b"an earlier, accepted export"
+    assert not list(dst.glob(".*candidate*"))
+    report = json.loads((dst / "export_report.json").read_text())
+    assert report["variants"]["int8"]["status"] == "failed"
+    assert "sha256" not in report["variants"]["int8"]
+    assert report["variants"]["fp32"]["status"] == "ok"
+    assert report["gate"]["passed"] is False
+
+    # the same run with the gate off keeps INT8 and records its accuracy in the file
+    report = export_model(src, dst, precisions=("int8",), max_drop=-100.0, gate=False,
+                          calib_n=32, eval_data=tiny_synth)
+    assert report["variants"]["int8"]["status"] == "ok"
+    assert json.loads(_meta(dst / "snet3.int8.onnx")["accuracy"]) == \
+        report["variants"]["int8"]["accuracy"]
+    assert report["source"]["note"].startswith("exported earlier")
+
+
+def test_onnx_source_runs_without_torch(tiny_export: tuple[dict[str, Any], Path],
+                                        tiny_synth: Path, tmp_path: Path) -> None:
+    """Quantization, FP16 and evaluation from an fp32 ONNX import neither torch nor the
+    torch side of the pipeline (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    _, out = tiny_export
+    code = (
+        "import sys\n"
+        "from facedistill.export import export_model\n"
+        f"r = export_model({str(out / 'snet3.fp32.onnx')!r}, {str(tmp_path)!r}, "
+        f"precisions=('fp16',), eval_data={str(tiny_synth)!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(r['variants']['fp16']['accuracy']['mean_balanced'])\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = tiny_export[0]["variants"]["fp16"]["accuracy"]["mean_balanced"]
+    assert float(done.stdout.strip()) == pytest.approx(expected, abs=1e-12)
+    assert np.isfinite(expected)
