@@ -26,10 +26,6 @@ from facedistill.config import TrainConfig
 from facedistill.errors import UserError
 
 
-class NotBuiltError(UserError):
-    """A verb of the design that no release has built yet."""
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="facedistill")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -505,35 +501,15 @@ def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
 
 # -- verbs that live in their own modules (facedistill/commands/<verb>.py) --------------------
 
-_VERBS = {
-    "export": "Export to ONNX (FP32/FP16/INT8) and TensorRT engines.",
-    "bench": "Benchmark latency, size, params and accuracy of artifacts.",
-    "predict": "Predict the 40 attributes of face images.",
-    "pipeline": "Run the whole job end to end, resumably, with one report.",
-}
-
-
-def _planned(name: str, summary: str) -> click.Command:
-    @click.command(name, help=f"{summary} (not built yet)", short_help=f"{summary} [not built yet]",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command() -> None:
-        raise NotBuiltError(f"'facedistill {name}' is not built yet in this release "
-                            f"({__version__}); see the README's roadmap")
-
-    return command
+_VERBS = ("export", "bench", "predict", "pipeline")
 
 
 def _add_verbs() -> None:
     """Each verb module defines ``command`` (a click.Command) and imports torch only inside it."""
     import importlib
-    import importlib.util
 
-    for name, summary in _VERBS.items():
-        module = f"facedistill.commands.{name}"
-        if importlib.util.find_spec(module) is None:
-            cli.add_command(_planned(name, summary))
-        else:
-            cli.add_command(importlib.import_module(module).command, name)
+    for name in _VERBS:
+        cli.add_command(importlib.import_module(f"facedistill.commands.{name}").command, name)
 
 
 _add_verbs()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -37,13 +36,6 @@ def test_help_lists_every_verb_and_version() -> None:
     assert set(_VERBS) == {"export", "bench", "predict", "pipeline"}
     version = run("--version")
     assert version.returncode == 0 and __version__ in version.stdout
-
-
-@pytest.mark.parametrize("verb", sorted(_VERBS))
-def test_verbs_not_built_yet_say_so_and_exit_2(verb: str) -> None:
-    if importlib.util.find_spec(f"facedistill.commands.{verb}") is not None:
-        pytest.skip(f"'{verb}' is built")
-    assert_one_line_error(run(verb, "--student", "snet3"), f"'facedistill {verb}' is not built")
 
 
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:

@@ -1,0 +1,386 @@
+"""What the bench measures: artifacts found on disk and the runnable variants made from them.
+
+An *artifact* is a checkpoint (``.pt`` or a run folder, run with torch), an ONNX file (ONNX
+Runtime) or a TensorRT engine. A *variant* is one way to run it: a checkpoint gives torch
+``fp32`` and ``bf16`` autocast (where the CPU computes bf16 natively; ``fp16`` autocast on a
+CUDA GPU), both channels-last; an engine gives plain and CUDA-graph execution where the runner
+supports it. Every variant exposes the same small interface (:class:`Variant`).
+
+torch is imported only when a checkpoint is benchmarked; TensorRT only for engines.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facedistill.errors import UserError
+from facedistill.runtime.engine import INSTALL_HINT as TRT_HINT
+from facedistill.runtime.preprocess import Preprocess
+
+BACKENDS = ("auto", "ort", "trt", "torch")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+KIND_BACKEND = {"checkpoint": "torch", "onnx": "ort", "engine": "trt"}
+PROBABILITIES = "probabilities"
+
+INSTALL_TORCH = ("torch is not installed: pip install 'facedistill[train]' to bench checkpoints, "
+                 "or export them to ONNX (facedistill export) and bench the .onnx")
+INSTALL_ORT = "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)"
+
+
+class ArtifactError(UserError):
+    """An artifact path is missing, of an unknown kind, corrupt, or asks for a missing backend."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    kind: str  # checkpoint | onnx | engine
+
+
+def _kind_of(p: Path) -> str | None:
+    suffix = p.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "checkpoint"
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    return None
+
+
+def find_artifacts(paths: list[str | os.PathLike[str]]) -> list[Artifact]:
+    """Resolve the user's paths: files by suffix; a run folder (``best.pt``/``last.pt``) is a
+    checkpoint; any other folder contributes its ``.onnx`` and engine files."""
+    if not paths:
+        raise ArtifactError("no artifacts given: pass checkpoints, run folders, .onnx or .engine "
+                            "files")
+    found: list[Artifact] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            if (p / "best.pt").is_file() or (p / "last.pt").is_file():
+                found.append(Artifact(p, "checkpoint"))
+                continue
+            inside = sorted(q for q in p.iterdir()
+                            if q.is_file() and _kind_of(q) in ("onnx", "engine"))
+            if not inside:
+                raise ArtifactError("folder holds no best.pt/last.pt, .onnx or .engine files",
+                                    path=p)
+            found.extend(Artifact(q, _kind_of(q) or "") for q in inside)
+            continue
+        if not p.exists():
+            raise ArtifactError("no such file or folder", path=p)
+        kind = _kind_of(p)
+        if kind is None:
+            raise ArtifactError(f"unknown artifact type {p.suffix or '(no suffix)'!r}: expected "
+                                "a run folder, .pt, .onnx or .engine/.plan", path=p)
+        found.append(Artifact(p, kind))
+    seen: set[Path] = set()
+    unique = []
+    for a in found:
+        key = a.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(a)
+    return unique
+
+
+def check_backend(artifacts: list[Artifact], backend: str) -> None:
+    """Refuse, in one line, a backend that is missing or cannot run an artifact."""
+    if backend not in BACKENDS:
+        raise ArtifactError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
+    needs = {KIND_BACKEND[a.kind] if backend == "auto" else backend for a in artifacts}
+    if "trt" in needs:
+        what = "--backend trt" if backend == "trt" else "a TensorRT engine"
+        if importlib.util.find_spec("tensorrt") is None:
+            raise ArtifactError(f"{what} needs TensorRT, which is not installed: {TRT_HINT}")
+        if importlib.util.find_spec("cuda") is None:
+            raise ArtifactError(f"{what} needs cuda-python, which is not installed: {TRT_HINT}")
+    if "torch" in needs and importlib.util.find_spec("torch") is None:
+        raise ArtifactError(INSTALL_TORCH)
+    if "ort" in needs and importlib.util.find_spec("onnxruntime") is None:
+        raise ArtifactError(INSTALL_ORT)
+    if backend == "auto":
+        return
+    for a in artifacts:
+        if KIND_BACKEND[a.kind] == backend:
+            continue
+        if backend == "trt":
+            hint = ("TensorRT runs engines: build one with 'facedistill export --trt' (or trtexec) "
+                    "and bench the .engine")
+        elif backend == "ort":
+            hint = ("ONNX Runtime runs .onnx files" + (": export the checkpoint first "
+                    "(facedistill export)" if a.kind == "checkpoint" else ""))
+        else:
+            hint = "torch runs checkpoints (.pt or run folders) only"
+        raise ArtifactError(f"--backend {backend} cannot run a {a.kind}: {hint}", path=a.path)
+
+
+# -- variants --------------------------------------------------------------------------------
+
+RunOnce = Callable[[], "float | None"]
+
+
+@dataclass
+class Variant:
+    """One runnable way to execute an artifact, with what the report says about it."""
+
+    artifact: Artifact
+    backend: str  # ort-cpu, ort-cuda, torch-cpu, torch-cuda, trt
+    precision: str  # fp32 | bf16 | fp16 | int8
+    mode: str  # default | cuda_graph | autocast
+    layout: str  # NCHW | channels_last
+    arch: dict[str, Any]
+    preprocess: Preprocess
+    attributes: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    source_sha256: str
+    threads: int | None
+    prepare: Callable[[np.ndarray], RunOnce]
+    predict: Callable[[np.ndarray], np.ndarray]
+    max_batch: int | None = None
+    min_batch: int | None = None
+    fixed_batch: int | None = None
+    gpu_timing: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def ort_session(path: Path, threads: int | None) -> Any:
+    """An ONNX Runtime session for benchmarking: intra-op threads as asked, one inter-op
+    thread, and **no spinning** thread pool. Spinning workers keep a core busy after every run;
+    with several artifacts interleaved (or a busy machine) they steal the cores the next
+    artifact needs (measured here: 2 interleaved sessions 13 ms -> 4.9 ms per run)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ArtifactError(INSTALL_ORT, path=path) from None
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = set(ort.get_available_providers())
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+        raise ArtifactError(f"not a loadable ONNX model (corrupt or truncated?): "
+                            f"{_first_line(exc)}", path=path) from None
+
+
+def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
+    from facedistill.runtime.metadata import parse_metadata
+
+    session = ort_session(a.path, threads)
+    info = parse_metadata(session.get_modelmeta().custom_metadata_map, source=str(a.path))
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if info.input_name not in inputs or PROBABILITIES not in outputs:
+        raise ArtifactError(f"expected input {info.input_name!r} and output {PROBABILITIES!r}, "
+                            f"found {sorted(inputs)} -> {sorted(outputs)}", path=a.path)
+    dim0 = inputs[info.input_name].shape[0]
+    fixed = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+    providers = session.get_providers()
+    on_gpu = providers[0] == "CUDAExecutionProvider"
+    name = info.input_name
+    wanted = [PROBABILITIES]
+
+    def prepare(x: np.ndarray) -> RunOnce:
+        feed = {name: np.ascontiguousarray(x, dtype=np.float32)}
+
+        def once() -> None:
+            session.run(wanted, feed)
+
+        return once
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return session.run(wanted, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    return [Variant(
+        artifact=a, backend="ort-cuda" if on_gpu else "ort-cpu", precision=info.precision,
+        mode="default", layout="NCHW", arch=dict(info.arch), preprocess=info.preprocess,
+        attributes=info.attributes, thresholds=info.thresholds,
+        source_sha256=info.source_sha256, threads=threads, prepare=prepare, predict=predict,
+        fixed_batch=fixed, details={"providers": providers, "spinning": False},
+    )]
+
+
+def engine_variants(a: Artifact) -> list[Variant]:
+    """A TensorRT engine through :class:`facedistill.runtime.engine.TrtRunner`: plain
+    execution (host latency includes the copies; GPU compute from CUDA events) and CUDA-graph
+    replay (a second runner with ``cuda_graph=True``)."""
+    from facedistill.runtime.engine import TrtRunner
+
+    plain = TrtRunner(a.path, device=0)
+    graph: list[Any] = []
+
+    def graph_runner() -> Any:
+        if not graph:
+            graph.append(TrtRunner(a.path, device=0, cuda_graph=True))
+        return graph[0]
+
+    info = plain.info
+    lo, _opt, hi = plain.profile
+    variants = []
+    for mode in ("default", "cuda_graph"):
+
+        def prepare(x: np.ndarray, mode: str = mode) -> RunOnce:
+            r = plain if mode == "default" else graph_runner()
+            x = np.ascontiguousarray(x, dtype=np.float32)
+
+            def once() -> float | None:
+                r.run(x)
+                return r.gpu_compute_ms
+
+            return once
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return np.asarray(plain.run(np.ascontiguousarray(x, dtype=np.float32))[
+                PROBABILITIES])
+
+        def close(mode: str = mode) -> None:
+            if mode == "default":
+                plain.close()
+            elif graph:
+                graph[0].close()
+
+        variants.append(Variant(
+            artifact=a, backend="trt", precision=info.precision, mode=mode, layout="NCHW",
+            arch=dict(info.arch), preprocess=info.preprocess, attributes=info.attributes,
+            thresholds=info.thresholds, source_sha256=info.source_sha256, threads=None,
+            prepare=prepare, predict=predict, max_batch=hi, min_batch=lo, gpu_timing=True,
+            details={"gpu": plain.gpu_name, "compute_capability": plain.compute_capability,
+                     "profile": [lo, _opt, hi], "trt_version": plain.sidecar.get("trt_version")},
+            close=close,
+        ))
+    return variants
+
+
+def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Variant]:
+    """torch eager fp32 (+ bf16 autocast on a bf16 CPU, fp16 autocast on CUDA), channels-last.
+
+    Before torch's first import ``OMP_WAIT_POLICY`` is set to ``PASSIVE`` (unless the user set
+    it): OpenMP workers that busy-wait after every op starve whatever runs next in the
+    interleaved rounds (measured here: torch 28 ms -> 800 ms per run beside an ORT session).
+    """
+    omp_policy = os.environ.get("OMP_WAIT_POLICY")
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        omp_policy = os.environ["OMP_WAIT_POLICY"]
+    elif omp_policy is None:
+        omp_policy = "default (torch was imported before the bench)"
+    import torch
+
+    from facedistill.io import sha256_file
+    from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.runtime.metadata import probability_thresholds
+
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    ckpt = load_checkpoint(a.path)
+    model = model_from_checkpoint(ckpt)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device=device, memory_format=torch.channels_last)
+    preprocess = Preprocess.from_record(ckpt["preprocess"])
+    thresholds = tuple(probability_thresholds([float(t) for t in ckpt["thresholds"]]))
+    sha = sha256_file(ckpt["path"])
+    precisions: list[tuple[str, Any]] = [("fp32", None)]
+    if device.type == "cuda":
+        precisions.append(("fp16", torch.float16))
+    elif bf16:
+        precisions.append(("bf16", torch.bfloat16))
+    variants = []
+    for precision, dtype in precisions:
+
+        def forward(t: Any, dtype: Any = dtype) -> Any:
+            with torch.inference_mode():
+                if dtype is None:
+                    return model(t)
+                with torch.autocast(device.type, dtype=dtype):
+                    return model(t)
+
+        def to_input(x: np.ndarray) -> Any:
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+            return t.contiguous(memory_format=torch.channels_last)
+
+        def prepare(x: np.ndarray, forward: Any = forward) -> RunOnce:
+            t = to_input(x)
+            if device.type != "cuda":
+                def once_cpu() -> None:
+                    forward(t)
+                return once_cpu
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+            def once_cuda() -> float:
+                start.record()
+                forward(t)
+                end.record()
+                end.synchronize()
+                return float(start.elapsed_time(end))
+            return once_cuda
+
+        def predict(x: np.ndarray, forward: Any = forward) -> np.ndarray:
+            logits = forward(to_input(x))
+            return torch.sigmoid(logits.float()).cpu().numpy()
+
+        variants.append(Variant(
+            artifact=a, backend=f"torch-{device.type}", precision=precision,
+            mode="default" if dtype is None else "autocast", layout="channels_last",
+            arch=dict(ckpt["arch"]), preprocess=preprocess,
+            attributes=tuple(ckpt["attributes"]), thresholds=thresholds, source_sha256=sha,
+            threads=int(torch.get_num_threads()), prepare=prepare, predict=predict,
+            gpu_timing=device.type == "cuda",
+            details={"checkpoint": ckpt["path"], "kind": ckpt.get("kind"),
+                     "omp_wait_policy": omp_policy},
+        ))
+    variants[0].details["model"] = model  # the cost counter reads it (not serialised)
+    variants[0].close = lambda: torch.set_num_threads(threads_before)  # leave torch as it was
+    return variants
+
+
+def load_variants(a: Artifact, backend: str, threads: int | None, bf16: bool) -> list[Variant]:
+    """The variants of one artifact; corrupt or unreadable files are one-line errors."""
+    kind_backend = KIND_BACKEND[a.kind]
+    if backend not in ("auto", kind_backend):  # check_backend refuses this earlier
+        raise ArtifactError(f"--backend {backend} cannot run a {a.kind}", path=a.path)
+    if a.kind == "checkpoint":
+        return checkpoint_variants(a, threads, bf16)
+    if a.kind == "onnx":
+        return onnx_variants(a, threads)
+    return engine_variants(a)
+
+
+def engine_onnx(engine: Path) -> Path | None:
+    """The ONNX file an engine was built from: a sibling whose sha256 the sidecar records."""
+    from facedistill.io import sha256_file
+    from facedistill.runtime.engine import read_sidecar
+
+    try:
+        want = read_sidecar(engine).get("onnx_sha256")
+    except UserError:
+        return None
+    if not want:
+        return None
+    for candidate in sorted(engine.parent.glob("*.onnx")):
+        if sha256_file(candidate) == want:
+            return candidate
+    return None
