@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from facedistill.io import atomic_write_json, atomic_write_text
+from facedistill.io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -157,10 +157,7 @@ def main() -> None:
                       f"{v['speedup_vs_fp32'][str(max(batches))]:.2f}x |")
     table = "\n".join(md) + "\n"
     print(table)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if args.md_out:
-        atomic_write_text(args.md_out, table)
+    write_results(result, table, args.json_out, args.md_out)
 
 
 def _input_size(path: Path) -> tuple[int, int]:

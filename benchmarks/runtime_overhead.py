@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedistill.io import atomic_write_json, atomic_write_text
+from facedistill.io import write_results
 from facedistill.runtime import Predictor
 
 GOAL = 0.15
@@ -150,10 +150,7 @@ def main() -> None:
                   f"| {c['fill_normalize']:.3f} | {c['results']:.3f} |")
     table = "\n".join(md) + "\n"
     print(table)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if args.md_out:
-        atomic_write_text(args.md_out, table)
+    write_results(result, table, args.json_out, args.md_out)
 
 
 if __name__ == "__main__":

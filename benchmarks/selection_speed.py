@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedistill.io import atomic_write_json, atomic_write_text
+from facedistill.io import write_results
 from facedistill.pipeline import selection as S
 
 
@@ -119,10 +119,7 @@ def main() -> None:
                   f"| {f(r['max_message_error'], '.4%')} |")
     table = "\n".join(md) + "\n"
     print(table)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if args.md_out:
-        atomic_write_text(args.md_out, table)
+    write_results(result, table, args.json_out, args.md_out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import torch
 
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE
 from facedistill.config import TrainConfig
-from facedistill.io import atomic_write_json, atomic_write_text
+from facedistill.io import write_results
 from facedistill.pipeline import metrics
 from facedistill.pipeline.checkpoint import load_checkpoint
 from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
@@ -157,10 +157,7 @@ def main() -> None:
     print(json.dumps(result))
     print()
     print("\n".join(md))
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if args.md_out:
-        atomic_write_text(args.md_out, "\n".join(md) + "\n")
+    write_results(result, "\n".join(md) + "\n", args.json_out, args.md_out)
 
 
 if __name__ == "__main__":

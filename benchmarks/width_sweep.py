@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from facedistill.config import TrainConfig
-from facedistill.io import atomic_path, atomic_write_json, atomic_write_text
+from facedistill.io import atomic_path, atomic_write_json, write_results
 from facedistill.pipeline.compress import compress, prepare_selection
 
 
@@ -147,10 +147,7 @@ def main() -> None:
     md = markdown(result)
     print(json.dumps(result))
     print(md)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if args.md_out:
-        atomic_write_text(args.md_out, md)
+    write_results(result, md, args.json_out, args.md_out)
     if args.png_out:
         plot(result, args.png_out)
 

@@ -55,6 +55,15 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_results(result: Any, markdown: str, json_path: str | os.PathLike[str] | None = None,
+                  md_path: str | os.PathLike[str] | None = None) -> None:
+    """A benchmark's files: ``result`` as JSON and its ``markdown`` table, each when asked."""
+    if json_path:
+        atomic_write_json(json_path, result)
+    if md_path:
+        atomic_write_text(md_path, markdown)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

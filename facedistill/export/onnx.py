@@ -190,16 +190,18 @@ def parity_inputs(batch: int, size: Sequence[int], seed: int = PARITY_SEED) -> n
 # ---------------------------------------------------------------------------------------
 # Quiet export
 # ---------------------------------------------------------------------------------------
+_EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.__trace",
+                     "onnxscript", "torch.fx.experimental")
+
+
 @contextlib.contextmanager
-def _quiet() -> Iterator[io.StringIO]:
-    """Silence torch's exporter: stdout/stderr prints, warnings, and the ``torch.onnx`` /
-    ``onnxscript`` loggers; yields what was printed (for error messages)."""
+def quiet(loggers: Sequence[str] = _EXPORTER_LOGGERS) -> Iterator[io.StringIO]:
+    """Silence a chatty tool (by default torch's exporter): stdout/stderr prints, warnings and
+    the named loggers (``""`` is the root logger); yields what was printed (for errors)."""
     buf = io.StringIO()
-    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.__trace", "onnxscript",
-             "torch.fx.experimental")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
+    found = [logging.getLogger(n) for n in loggers]
+    levels = [lg.level for lg in found]
+    for lg in found:
         lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(buf), \
@@ -207,7 +209,7 @@ def _quiet() -> Iterator[io.StringIO]:
             warnings.simplefilter("ignore")
             yield buf
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
+        for lg, level in zip(found, levels, strict=True):
             lg.setLevel(level)
 
 
@@ -239,7 +241,7 @@ def _torch_export(model: Any, example: Any, opset: int, path: Path) -> Any:
     else:  # the dynamo exporter emits opset 18 at least
         kwargs.update(dynamo=False, dynamic_axes={n: {0: "batch"}
                                                   for n in (INPUT_NAME, *OUTPUT_NAMES)})
-    with _quiet() as printed:
+    with quiet() as printed:
         try:
             torch.onnx.export(model, (example,), str(path), **kwargs)
         except Exception as exc:

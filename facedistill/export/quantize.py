@@ -18,14 +18,10 @@ Both keep the FP32 file's metadata with ``precision`` changed.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +34,7 @@ from facedistill.export.onnx import (
     file_record,
     get_metadata,
     load_onnx,
+    quiet,
     save_onnx,
     set_metadata,
 )
@@ -48,22 +45,6 @@ CALIB_BATCH = 32
 CALIB_CHUNK_IMAGES = 128  # images whose activations the calibrator holds at once
 DEFAULT_CALIB_N = 512
 DEFAULT_CALIB_SEED = 0
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[io.StringIO]:
-    """ONNX Runtime's quantizer prints progress to stdout and logs warnings; hush both."""
-    buf = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), \
-                contextlib.redirect_stderr(buf):
-            warnings.simplefilter("ignore")
-            yield buf
-    finally:
-        root.setLevel(level)
 
 
 def _variant_metadata(meta: dict[str, str], precision: str) -> dict[str, str]:
@@ -115,7 +96,7 @@ def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> di
     model, meta = _source(src)
     del model.graph.value_info[:]  # stale float32 annotations confuse the converter
     prob = _detach_sigmoid(model)
-    with _quiet():
+    with quiet(("",)):
         half = float16.convert_float_to_float16(model, keep_io_types=True)
     half.graph.node.append(helper.make_node("Sigmoid", [OUTPUT_NAMES[1]], [OUTPUT_NAMES[0]],
                                             name="probabilities_fp32"))
@@ -240,7 +221,7 @@ def quantize_int8(
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="facedistill-int8-") as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        with _quiet():
+        with quiet(("",)):
             quant_pre_process(model, str(pre))
         seconds["preprocess"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -251,7 +232,7 @@ def quantize_int8(
             "CalibStridedMinMax": reader.stride(),
             "OpTypesToExcludeOutputQuantization": ["Gemm"],
         }
-        with _quiet() as printed:
+        with quiet(("",)) as printed:
             try:
                 quantize_static(
                     str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
