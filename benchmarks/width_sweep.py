@@ -29,10 +29,16 @@ from facedistill.config import TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, write_results
 from facedistill.pipeline.compress import compress, prepare_selection
 
+TWO_STAGE = "-2stage"
+
 
 def run_one(args: argparse.Namespace, method: str, width: float, selection: str | None
             ) -> dict[str, Any]:
+    """Train (or reuse) one student; ``<method>-2stage`` trains the feature term alone for
+    the first half of the epochs, then the labels (the cascade paper's two-stage recipe)."""
     out = args.out / f"{method}-w{width:g}"
+    base = method.removesuffix(TWO_STAGE)
+    two_stage = args.epochs // 2 if method.endswith(TWO_STAGE) else 0
     done = out / "compare.json"
     if done.exists():
         result = json.loads(done.read_text())
@@ -42,8 +48,9 @@ def run_one(args: argparse.Namespace, method: str, width: float, selection: str 
                           batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                           workers=args.workers, seed=args.seed)
         t0 = time.perf_counter()
-        result = compress(cfg, [args.teacher], args.data, out, method=method, k=args.k,
-                          selection=selection, temperature=1.0, split="test", resume=True)
+        result = compress(cfg, [args.teacher], args.data, out, method=base, k=args.k,
+                          selection=selection, temperature=1.0, two_stage=two_stage,
+                          split="test", resume=True)
         seconds = time.perf_counter() - t0
         atomic_write_json(done, result | {"seconds": seconds})
     student, teacher = result["rows"][0], result["rows"][1]
@@ -113,6 +120,8 @@ def main() -> None:
     ap.add_argument("--student", default="snet1")
     ap.add_argument("--widths", default="1,0.5,0.25,0.125")
     ap.add_argument("--methods", default="labels,soft,hint,selected")
+    ap.add_argument("--two-stage", default="0.25,0.125",
+                    help="widths at which 'selected' is also trained two-stage ('' = none)")
     ap.add_argument("--k", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=32)
@@ -128,6 +137,9 @@ def main() -> None:
     args = ap.parse_args()
     widths = [float(w) for w in args.widths.split(",")]
     methods = [m.strip() for m in args.methods.split(",")]
+    two_stage = [float(w) for w in args.two_stage.split(",") if w.strip()]
+    if two_stage and "selected" in methods:
+        methods.append("selected" + TWO_STAGE)
     t0 = time.perf_counter()
     selection = None
     if "selected" in methods:
@@ -136,7 +148,9 @@ def main() -> None:
     rows = []
     for w in widths:
         for m in methods:
-            rows.append(run_one(args, m, w, selection if m == "selected" else None))
+            if m.endswith(TWO_STAGE) and w not in two_stage:
+                continue
+            rows.append(run_one(args, m, w, selection if m.startswith("selected") else None))
             r = rows[-1]
             print(f"# {m} w{w:g}: {100 * r['mean_balanced']:.2f}% ({r['seconds'] or 0:.0f} s)",
                   flush=True)

@@ -411,8 +411,12 @@ def _run_data(ctx: StageContext) -> dict[str, Any]:
         result["reused"] = bool(man.get("reused"))
     index = CelebAIndex.load(root)
     result["splits"] = index.split_sizes()
-    result["files"] = _files(*(index.files[r] for r in ("attributes", "partition")
-                               if r in index.files))
+    files = [index.files[r] for r in ("attributes", "partition") if r in index.files]
+    if cfg.synth:  # the manifest carries the generator version: new images, new fingerprint
+        from facedistill.pipeline.data.synth import MANIFEST
+
+        files.append(root / MANIFEST)
+    result["files"] = _files(*files)
     return result
 
 

@@ -190,3 +190,28 @@ def test_shipped_configs_load_for_the_pipeline_and_every_command(name: str) -> N
     default_map = load_default_map(cli, path)  # the same file drives the single commands
     assert default_map["compress"]["method"] == "selected"
     assert "pipeline" in default_map and "export" in default_map
+
+
+def test_a_new_generator_version_makes_the_synthetic_data_stale(tmp_path: Path) -> None:
+    """Labels alone do not fingerprint generated data: a new generator draws other images
+    with the same labels, so its manifest is part of the data stage's outputs."""
+    data = tmp_path / "synth"
+    cfg_path = tmp_path / "synth.toml"
+    cfg_path.write_text(f'[data.synth]\nout = "{data}"\nn = 120\nsize = 32\nseed = 2\n\n'
+                        '[pipeline]\nstudents = ["snet3"]\n')
+    out = tmp_path / "run"
+    assert Pipeline(load(cfg_path), out).run(only="data")["ran"] == ["data"]
+    outputs = json.loads((out / "pipeline.json").read_text())["stages"]["data"]["outputs"]
+    assert str(data / "synth.json") in outputs["files"]
+    rows = {r["stage"]: r for r in Pipeline(load(cfg_path), out).status()}
+    assert rows["data"]["valid"]
+
+    manifest = json.loads((data / "synth.json").read_text())
+    manifest["generator_version"] -= 1  # as if written by the previous generator
+    (data / "synth.json").write_text(json.dumps(manifest))
+    rows = {r["stage"]: r for r in Pipeline(load(cfg_path), out).status()}
+    assert rows["data"] == {"stage": "data", "valid": False, "reason": "outputs changed"}
+    # re-running regenerates with the current generator, and the old teacher cannot be reused
+    assert Pipeline(load(cfg_path), out).run(only="data")["ran"] == ["data"]
+    assert json.loads((data / "synth.json").read_text())["generator_version"] == \
+        manifest["generator_version"] + 1

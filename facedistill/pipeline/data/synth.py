@@ -46,7 +46,7 @@ from facedistill.io import atomic_write_json, atomic_write_text
 from facedistill.pipeline.data.synth_model import Face, Identity, sample_face, sample_identity
 from facedistill.pipeline.data.synth_render import render_aligned, render_wild
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MANIFEST = "synth.json"
 _CHUNK = 48  # images per task: small enough for a smooth progress bar
 

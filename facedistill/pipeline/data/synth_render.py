@@ -35,7 +35,7 @@ _HAIR_RGB = {
 # Unlabelled natural colours sit between the labelled ones: auburn, very dark brown, dark blond.
 _OTHER_HAIR = ((150, 62, 32), (80, 52, 34), (176, 138, 86))
 _SKIN_LIGHT, _SKIN_DARK = np.array([242, 208, 182.0]), np.array([92, 58, 38.0])
-_SKIN_PALE = np.array([250, 234, 226.0])
+_SKIN_PALE = np.array([252, 242, 240.0])
 
 
 def _mix(a: np.ndarray | Colour, b: np.ndarray | Colour, t: float) -> np.ndarray:
@@ -132,8 +132,8 @@ class Geometry:
         ident, lat = face.identity, face.latents
         chub = max(0.0, lat["Chubby"] - 0.3) / 0.7
         oval = lat["Oval_Face"]
-        rx = 0.215 + 0.045 * chub - 0.02 * oval + 0.008 * ident.male
-        ry = 0.29 + 0.01 * ident.face_len + 0.04 * oval
+        rx = 0.215 + 0.06 * chub - 0.025 * oval + 0.008 * ident.male
+        ry = 0.29 + 0.01 * ident.face_len + 0.05 * oval
         smile = lat["Smiling"]
         return cls(
             cx=0.5, cy=0.53, rx=rx, ry=ry,
@@ -141,8 +141,8 @@ class Geometry:
             eye_y=0.46, eye_dx=0.105 + 0.008 * ident.eye_spacing,
             nose_tip=0.595 + 0.025 * lat["Big_Nose"],
             mouth_y=0.695 + 0.008 * ident.face_len,
-            mouth_w=0.07 + 0.025 * smile + 0.016 * lat["Big_Lips"],
-            mouth_lift=0.03 * max(0.0, smile - 0.3),
+            mouth_w=0.07 + 0.05 * smile + 0.016 * lat["Big_Lips"],
+            mouth_lift=0.06 * max(0.0, smile - 0.3),
         )  # fmt: skip
 
     def outline(self, n: int = 40) -> np.ndarray:
@@ -213,7 +213,7 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
         length = 0.88 + 0.1 * parts["hair"].random()
         n = 14
         ys = np.linspace(0.3, length, n)
-        wob = 0.012 * np.sin(ys * 40 + parts["hair"].random() * 6) if ident.hair_texture == "wavy" else 0
+        wob = 0.022 * np.sin(ys * 40 + parts["hair"].random() * 6) if ident.hair_texture == "wavy" else 0
         left = np.stack([cx - g.rx - 0.06 - 0.04 * (ys - 0.3) + wob, ys], axis=1)
         right = np.stack([cx + g.rx + 0.06 + 0.04 * (ys - 0.3) - wob, ys], axis=1)[::-1]
         top = ellipse_pts(cx, g.cy - 0.02, g.rx + 0.065, g.ry + 0.07, 12, math.pi, 2 * math.pi)
@@ -230,14 +230,14 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
         pen.poly(np.array([[cx - 0.07, 0.835], [cx, 0.875], [cx - 0.04, 0.92]]), (240, 240, 240))
         pen.poly(np.array([[cx + 0.07, 0.835], [cx, 0.875], [cx + 0.04, 0.92]]), (240, 240, 240))
         tie = _rgb(parts["tie"].integers(30, 220, size=3))
-        pen.poly(np.array([[cx - 0.017, 0.865], [cx + 0.017, 0.865], [cx + 0.013, 0.895],
-                           [cx - 0.013, 0.895]]), tie)
-        pen.poly(np.array([[cx - 0.012, 0.895], [cx + 0.012, 0.895], [cx + 0.032, 1.01],
-                           [cx - 0.032, 1.01]]), tie)
+        pen.poly(np.array([[cx - 0.025, 0.862], [cx + 0.025, 0.862], [cx + 0.02, 0.897],
+                           [cx - 0.02, 0.897]]), tie)
+        pen.poly(np.array([[cx - 0.018, 0.897], [cx + 0.018, 0.897], [cx + 0.045, 1.01],
+                           [cx - 0.045, 1.01]]), tie)
     if face.necklace:
         metal = _rgb(((226, 190, 80), (205, 205, 215), (245, 242, 232))[int(parts["necklace"].integers(3))])
         arc = ellipse_pts(cx, 0.79, 0.085, 0.075 + 0.02 * parts["necklace"].random(), 9, 0.15, math.pi - 0.15)
-        pen.line(arc, metal, 0.011)
+        pen.line(arc, metal, 0.02)
 
     # ears and earrings
     for side in (-1, 1):
@@ -249,17 +249,17 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
     if chub > 0.3:
         a = 255 * min(1.0, (chub - 0.3) / 0.5)
         pen.poly(ellipse_pts(cx, g.chin_y - 0.005, 0.09 + 0.03 * chub, 0.045, 14, 0, math.pi),
-                 _rgb(skin * 0.9, a))
-        pen.line(ellipse_pts(cx, g.chin_y + 0.014, 0.085, 0.025, 9, 0.2, math.pi - 0.2),
-                 _rgb(shadow * 0.7, a), 0.016)
+                 _rgb(skin * 0.82, a))
+        pen.line(ellipse_pts(cx, g.chin_y + 0.016, 0.09, 0.03, 9, 0.2, math.pi - 0.2),
+                 _rgb(shadow * 0.6, a), 0.024)
     hc = lat["High_Cheekbones"]
     for side in (-1, 1):
         x = cx + side * 0.125
-        pen.ellipse(x, 0.58 - 0.04 * hc, 0.055, 0.024, _rgb(skin + 45, 30 + 150 * hc), 14)
-        pen.ellipse(x + side * 0.012, 0.63 - 0.025 * hc, 0.045, 0.02,
-                    _rgb(shadow * 0.85, 20 + 150 * hc), 12)
+        pen.ellipse(x, 0.59 - 0.07 * hc, 0.06, 0.028, _rgb(skin + 55, 30 + 190 * hc), 14)
+        pen.ellipse(x + side * 0.012, 0.645 - 0.05 * hc, 0.05, 0.024,
+                    _rgb(shadow * 0.75, 20 + 190 * hc), 12)
         if lat["Rosy_Cheeks"] > 0.25:
-            pen.ellipse(x, 0.6, 0.045, 0.03, (226, 90, 110, int(170 * (lat["Rosy_Cheeks"] - 0.25))),
+            pen.ellipse(x, 0.6, 0.045, 0.03, (226, 90, 110, int(240 * (lat["Rosy_Cheeks"] - 0.25))),
                         14)
 
     # age: wrinkles fade in below the Young boundary
@@ -268,23 +268,23 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
         wr = _rgb(shadow * 0.85, age_a)
         for k in range(3):
             y = 0.32 + 0.025 * k
-            pen.line(np.array([[cx - 0.09, y + 0.004], [cx, y], [cx + 0.09, y + 0.004]]), wr, 0.006)
+            pen.line(np.array([[cx - 0.1, y + 0.004], [cx, y], [cx + 0.1, y + 0.004]]), wr, 0.012)
         for side in (-1, 1):
             pen.line(np.array([[cx + side * 0.05, 0.6], [cx + side * 0.085, 0.66],
-                               [cx + side * 0.09, 0.71]]), wr, 0.007)
+                               [cx + side * 0.09, 0.71]]), wr, 0.016)
             ox = cx + side * (g.eye_dx + 0.05)
             for dy in (-0.012, 0.0, 0.012):
-                pen.line(np.array([[ox, g.eye_y], [ox + side * 0.03, g.eye_y + dy * 1.6]]), wr,
-                         0.004)
+                pen.line(np.array([[ox, g.eye_y], [ox + side * 0.035, g.eye_y + dy * 1.8]]), wr,
+                         0.009)
 
     # beard, stubble, sideburns (under the mouth and nose)
     beard_col = _rgb(hair_dark if face.hair_colour != "gray" else hair)
     if face.stubble:
-        k = 220
+        k = 400
         pts = np.stack([parts["stubble"].uniform(cx - g.rx * 0.95, cx + g.rx * 0.95, k),
                         parts["stubble"].uniform(0.6, g.chin_y, k)], axis=1)
         keep = (((pts[:, 0] - cx) / g.rx) ** 2 + ((pts[:, 1] - g.cy) / g.ry) ** 2) < 0.95
-        pen.points(pts[keep], _rgb(hair_dark * 0.7, 60 + 150 * lat["5_o_Clock_Shadow"]))
+        pen.points(pts[keep], _rgb(hair_dark * 0.6, 80 + 170 * lat["5_o_Clock_Shadow"]))
     if face.beard == "full":
         t = np.linspace(0.1, math.pi - 0.1, 18)
         k = 1.0 - g.taper * np.sin(t) ** 2
@@ -303,15 +303,15 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
                                [x - 0.012, 0.45 + length]]), beard_col)
 
     # eyes: bags, shadow, whites, iris, liner
-    open_h = 0.026 - 0.02 * lat["Narrow_Eyes"]
+    open_h = 0.032 - 0.026 * lat["Narrow_Eyes"]
     shadow_rgb = np.asarray(((110, 70, 150), (60, 90, 160), (110, 75, 55), (40, 35, 40))
                             [int(parts["eyeshadow"].integers(4))], dtype=np.float64)
     for side in (-1, 1):
         ex = cx + side * g.eye_dx
         if lat["Bags_Under_Eyes"] > 0.2:
             a = 255 * (lat["Bags_Under_Eyes"] - 0.2) / 0.8
-            pen.ellipse(ex, g.eye_y + 0.03, 0.042, 0.017,
-                        _rgb(_mix(shadow * 0.85, (90, 60, 90), 0.3), a), 12)
+            pen.ellipse(ex, g.eye_y + 0.035, 0.046, 0.022,
+                        _rgb(_mix(shadow * 0.75, (90, 60, 90), 0.4), a), 12)
         if face.makeup:
             pen.ellipse(ex, g.eye_y - open_h - 0.008, 0.045, 0.02,
                         _rgb(shadow_rgb, 60 + 150 * lat["Heavy_Makeup"]), 14)
@@ -325,8 +325,8 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
 
     # eyebrows
     brow = _rgb(hair_dark * (0.8 if face.hair_colour != "blond" else 0.9))
-    thick = 0.008 + 0.02 * lat["Bushy_Eyebrows"] + 0.004 * ident.male
-    arch = 0.004 + 0.03 * lat["Arched_Eyebrows"]
+    thick = 0.008 + 0.03 * lat["Bushy_Eyebrows"] + 0.004 * ident.male
+    arch = 0.004 + 0.045 * lat["Arched_Eyebrows"]
     by = 0.402 + 0.004 * ident.brow_tilt
     for side in (-1, 1):
         xs = cx + side * np.array([0.045, 0.09, 0.13, 0.16])
@@ -336,12 +336,12 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
     # nose
     nw = 0.032 + 0.035 * lat["Big_Nose"] - 0.018 * lat["Pointy_Nose"]
     tip = g.nose_tip
-    point = 0.004 + 0.07 * lat["Pointy_Nose"]
+    point = 0.004 + 0.085 * lat["Pointy_Nose"]
     pen.poly(np.array([[cx - 0.013, 0.47], [cx + 0.013, 0.47], [cx + nw, tip],
                        [cx + nw * 0.4, tip + 0.012], [cx, tip + point], [cx - nw * 0.4, tip + 0.012],
-                       [cx - nw, tip]]), _rgb(skin * 0.84))
+                       [cx - nw, tip]]), _rgb(skin * 0.76))
     pen.line(np.array([[cx + 0.004, 0.49], [cx + 0.002, tip - 0.01], [cx, tip + point * 0.8]]),
-             _rgb(skin + 45, 60 + 190 * lat["Pointy_Nose"]), 0.008)
+             _rgb(skin + 55, 40 + 215 * lat["Pointy_Nose"]), 0.012)
     for side in (-1, 1):
         pen.ellipse(cx + side * nw * 0.55, tip + 0.006, 0.009 + 0.006 * lat["Big_Nose"], 0.006,
                     _rgb(shadow * 0.6), 8)
@@ -354,14 +354,14 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
                            [cx, g.mouth_y - 0.016]]), beard_col)
 
     # mouth
-    lip_t = 0.006 + 0.024 * lat["Big_Lips"]
-    gap = 0.002 + (0.035 * lat["Mouth_Slightly_Open"] if face.mouth_open else 0.004 *
+    lip_t = 0.006 + 0.034 * lat["Big_Lips"]
+    gap = 0.002 + (0.05 * lat["Mouth_Slightly_Open"] if face.mouth_open else 0.004 *
                    lat["Mouth_Slightly_Open"])
     if face.lipstick:
         lip = _rgb(((196, 30, 58), (214, 70, 110), (140, 30, 60), (225, 95, 95))
                    [int(parts["lips"].integers(4))])
     else:
-        lip = _rgb(_mix(skin * 0.85, (170, 90, 90), 0.35))
+        lip = _rgb(_mix(skin * 0.8, (165, 80, 85), 0.5))
     w, y, lift = g.mouth_w, g.mouth_y, g.mouth_lift
     xs = _MOUTH_X
     centre = y - lift * (xs**2)  # corners lift when smiling
@@ -382,7 +382,7 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
     if face.earrings:
         metal = _rgb(((230, 192, 70), (210, 210, 220), (200, 40, 60), (60, 120, 210))
                      [int(parts["earrings"].integers(4))])
-        r = 0.014 + 0.008 * parts["earrings"].random()
+        r = 0.02 + 0.01 * parts["earrings"].random()
         for side in (-1, 1):
             ex = cx + side * (g.rx + 0.006)
             pen.ellipse(ex, 0.545 + r, r, r * 1.2, metal, 10)
@@ -396,11 +396,11 @@ def draw_person(pen: Pen, face: Face, seed: int) -> Geometry:
             rim = ellipse_pts(ex, g.eye_y + 0.005, 0.062, 0.045, 20, power=0.6)
             if face.sunglasses:
                 pen.poly(rim, (20, 20, 25, 235))
-            pen.line(np.concatenate([rim, rim[:1]]), frame, 0.012)
+            pen.line(np.concatenate([rim, rim[:1]]), frame, 0.022)
             pen.line(np.array([[ex + side * 0.062, g.eye_y], [cx + side * (g.rx + 0.01),
-                                                               g.eye_y - 0.01]]), frame, 0.008)
+                                                               g.eye_y - 0.01]]), frame, 0.014)
         pen.line(np.array([[cx - g.eye_dx + 0.062, g.eye_y], [cx, g.eye_y - 0.008],
-                           [cx + g.eye_dx - 0.062, g.eye_y]]), frame, 0.008)
+                           [cx + g.eye_dx - 0.062, g.eye_y]]), frame, 0.016)
 
     # hat
     hat_rng = parts["hat"]
@@ -446,8 +446,8 @@ def _draw_hair(pen: Pen, face: Face, g: Geometry, hair: np.ndarray, hair_dark: n
                                [x - 0.018, 0.47]]), side_col)
         return
     rec = lat["Receding_Hairline"]
-    hair_y = 0.285 - 0.075 * max(0.0, rec - 0.2)
-    notch = 0.06 * max(0.0, rec - 0.3)
+    hair_y = 0.285 - 0.1 * max(0.0, rec - 0.2)
+    notch = 0.085 * max(0.0, rec - 0.3)
     top = ellipse_pts(cx, g.cy, g.rx + 0.022, g.ry + 0.055, 16, math.pi, 2 * math.pi)
     line = np.array([
         [cx + g.rx + 0.022, 0.42], [cx + g.rx - 0.01, 0.36], [cx + 0.13, hair_y + 0.015 - notch],
@@ -471,16 +471,16 @@ def _draw_hair(pen: Pen, face: Face, g: Geometry, hair: np.ndarray, hair_dark: n
         for k in range(-3, 4):  # strands over the crown, down to the hairline
             x0 = cx + k * 0.055 + 0.008 * rng.standard_normal()
             ys = np.linspace(top_y + 0.012 * abs(k), hair_y + 0.02 * abs(k), 6)
-            xs = x0 + k * 0.01 * (ys - top_y) / 0.1 + (0.018 * np.sin(ys * 60 + k) if wavy else 0)
-            pen.line(np.stack([xs, ys], 1), strand, 0.010)
+            xs = x0 + k * 0.01 * (ys - top_y) / 0.1 + (0.028 * np.sin(ys * 45 + k) if wavy else 0)
+            pen.line(np.stack([xs, ys], 1), strand, 0.018)
         if ident.long_hair:  # strands down the long hair at both sides
             ys = np.linspace(0.34, 0.86, 10)
             for side in (-1, 1):
                 for j in range(2):
                     xs = cx + side * (g.rx + 0.035 + 0.025 * j + 0.04 * (ys - 0.3))
                     if wavy:
-                        xs = xs + 0.02 * np.sin(ys * 45 + j * 2)
-                    pen.line(np.stack([xs, ys], 1), strand, 0.010)
+                        xs = xs + 0.03 * np.sin(ys * 35 + j * 2)
+                    pen.line(np.stack([xs, ys], 1), strand, 0.018)
     if ident.long_hair and rng.random() < 0.5:  # side locks over the ears
         for side in (-1, 1):
             x = cx + side * (g.rx + 0.01)
@@ -525,7 +525,7 @@ def photometric(img: Image.Image, face: Face, rng: np.random.Generator, size_ref
                 ) -> Image.Image:
     """Blur (Blurry's cue, plus mild blur on some negatives), lighting gradient, colour cast,
     contrast and sensor noise, at output resolution."""
-    blur = 1.9 * max(0.0, face.latents["Blurry"] - 0.25) * size_ref / 64.0
+    blur = 3.2 * max(0.0, face.latents["Blurry"] - 0.25) * size_ref / 64.0
     if blur > 0.15:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     arr = np.array(img, dtype=np.float32)
