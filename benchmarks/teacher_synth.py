@@ -10,8 +10,12 @@ the raw pixels as a floor. The bar:
 
 Prints one JSON line, then a Markdown table; ``--json-out`` / ``--md-out`` save them.
 
-    python benchmarks/teacher_synth.py [--data data/synth] [--out runs/bench-teacher]
-        [--arch tnet --width 0.5 --epochs 5]
+    python benchmarks/teacher_synth.py [--config configs/demo.toml] [--data data/synth]
+        [--teacher runs/demo/teacher | --out runs/bench-teacher [--arch ... --epochs ...]]
+
+"The demo teacher" is the one configs/demo.toml trains ([train]); ``--teacher`` scores a
+finished run of it (the pipeline's) instead of training another. The pixel probe sees the
+images at the teacher's input size.
 """
 
 from __future__ import annotations
@@ -82,37 +86,56 @@ def linear_probe(index: CelebAIndex, size: int, epochs: int, seed: int) -> dict:
     return metrics.evaluate(val_scores, yva, test_scores, yte, list(ATTRIBUTES))
 
 
+def demo_recipe(config: Path) -> tuple[dict, dict]:
+    """The demo's teacher recipe ([train]) and dataset ([data.synth]) from its TOML."""
+    from facedistill.config import read_toml
+
+    toml = read_toml(config)
+    keys = ("arch", "width", "size", "epochs", "warmup", "lr", "pos_weight", "batch_size", "seed")
+    train_cfg = {k: v for k, v in toml.get("train", {}).items() if k in keys}
+    synth = {k: v for k, v in toml.get("data", {}).get("synth", {}).items()
+             if k in ("n", "size", "seed")}
+    return train_cfg, synth
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=Path("configs/demo.toml"),
+                    help="where the demo teacher's recipe and dataset come from")
+    ap.add_argument("--teacher", type=Path,
+                    help="score this finished run (e.g. runs/demo/teacher) instead of training")
     ap.add_argument("--data", type=Path, default=Path("data/synth"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-teacher"))
-    ap.add_argument("--arch", default="tnet")
-    ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--warmup", type=float, default=0.3)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--pos-weight", default="none", choices=("none", "sqrt", "balanced"))
+    for name, kind in (("arch", str), ("width", float), ("epochs", int), ("size", int),
+                       ("warmup", float), ("lr", float), ("seed", int)):
+        ap.add_argument(f"--{name}", type=kind, help="overrides the config's [train] value")
+    ap.add_argument("--pos-weight", choices=("none", "sqrt", "balanced"))
     ap.add_argument("--probe-epochs", type=int, default=15)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--md-out", type=Path)
     args = ap.parse_args()
 
+    recipe, synth = demo_recipe(args.config)
+    for name in ("arch", "width", "epochs", "size", "warmup", "lr", "seed", "pos_weight"):
+        if getattr(args, name) is not None:
+            recipe[name] = getattr(args, name)
     if not (args.data / "list_attr_celeba.txt").exists():
-        generate(args.data, SynthConfig(size=args.size))
+        generate(args.data, SynthConfig(**synth))
     index = CelebAIndex.load(args.data)
-    cfg = TrainConfig(arch=args.arch, width=args.width, epochs=args.epochs, size=args.size,
-                      seed=args.seed, warmup=args.warmup, lr=args.lr,
-                      pos_weight=args.pos_weight)
     start = time.perf_counter()
-    finished = (args.out / "last.pt").exists() and \
-        load_checkpoint(args.out, prefer="last.pt").get("epoch") == args.epochs
-    if not finished:
-        train(cfg, args.data, args.out, resume=(args.out / "last.pt").exists(), index=index)
+    run = args.teacher or args.out
+    if args.teacher is None:
+        cfg = TrainConfig(**recipe)
+        finished = (run / "last.pt").exists() and \
+            load_checkpoint(run, prefer="last.pt").get("epoch") == cfg.epochs
+        if not finished:
+            train(cfg, args.data, run, resume=(run / "last.pt").exists(), index=index)
     train_seconds = time.perf_counter() - start
-    teacher = evaluate_checkpoint(args.out, data=args.data, split="test")
-    probe = linear_probe(index, args.size, args.probe_epochs, args.seed)
+    summary = load_checkpoint(run)
+    recipe = {k: summary["config"].get(k) for k in ("arch", "width", "size", "epochs", "lr",
+                                                    "warmup", "pos_weight")}
+    teacher = evaluate_checkpoint(run, data=args.data, split="test")
+    probe = linear_probe(index, recipe["size"], args.probe_epochs, summary["config"]["seed"])
 
     prevalence = index.attrs.mean(axis=0)
     prev_gap = {n: float(prevalence[j] - CELEBA_PREVALENCE[n] / 100.0)  # table in percent
@@ -130,21 +153,21 @@ def main() -> None:
         "probe_gap": mean_t - mean_p >= BAR["probe_gap"],
         "prevalence": max(abs(v) for v in prev_gap.values()) <= BAR["prevalence_tolerance"],
     }
-    summary = load_checkpoint(args.out)
     result = {
         "benchmark": "teacher_synth",
-        "teacher": {"arch": args.arch, "width": args.width, "epochs": args.epochs,
-                    "size": args.size, "best_epoch": summary.get("epoch"),
+        "teacher": {**recipe, "run": str(run), "best_epoch": summary.get("epoch"),
                     "precision": summary.get("precision")},
+        "config": str(args.config),
         "data": str(args.data), "images": len(index), "splits": index.split_sizes(),
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": None if args.teacher else round(train_seconds, 1),
         "teacher_mean_balanced": mean_t, "teacher_mean_accuracy": teacher["mean_accuracy"],
         "probe_mean_balanced": mean_p, "gap_points": round(100 * (mean_t - mean_p), 2),
         "hard_attributes": hard, "max_prevalence_gap": max(abs(v) for v in prev_gap.values()),
         "bar": BAR, "checks": checks, "bar_met": all(checks.values()), "rows": rows,
     }
-    md = [f"teacher {args.arch} x{args.width:g} @{args.size}px, {args.epochs} epochs: "
+    md = [f"teacher {recipe['arch']} x{recipe['width']:g} @{recipe['size']}px, "
+          f"{recipe['epochs']} epochs: "
           f"mean balanced accuracy {100 * mean_t:.2f}% (test; thresholds from val); "
           f"linear probe on raw pixels {100 * mean_p:.2f}%; "
           f"{len(hard)} attributes under 90%; bar met: {result['bar_met']}", "",

@@ -5,7 +5,10 @@ stays) the student is trained from one teacher with ``labels`` (BCE only), ``sof
 targets, T=1), ``hint`` (all 1280 teacher neurons) and ``selected`` (the K neurons chosen by
 mean-field selection, one selection shared by all runs), with the same Trainer settings, and
 scored on the test split (mean balanced accuracy, thresholds searched on val). The goal we
-track: ``selected >= soft >= labels`` at the two smallest widths.
+track: ``selected >= soft >= labels`` at the two smallest widths. ``--extra`` adds single
+runs that settle the defaults: ``selected-2stage`` (feature imitation alone for half the
+epochs, then labels) against the joint default, and ``selected:W`` (the selected term weighted
+W instead of 1).
 
 Every run lands in ``--out/<method>-w<width>``; a finished run (its ``compare.json``) is
 reused, so an interrupted sweep continues where it stopped. Prints one JSON line and a
@@ -13,7 +16,7 @@ Markdown table; writes JSON, Markdown and a PNG (accuracy vs width per method) w
 
     python benchmarks/width_sweep.py --teacher runs/demo/teacher --data data/synth \\
         [--student snet1 --widths 1,0.5,0.25,0.125 --methods labels,soft,hint,selected \\
-         --epochs 2 --size 32 --k 512 --out runs/width_sweep] \\
+         --epochs 2 --size 32 --k 512 --out runs/width_sweep --extra selected-2stage@0.125] \\
         [--json-out benchmarks/results/width_sweep.json --md-out ... --png-out ...]
 """
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +37,23 @@ from facedistill.pipeline.compress import compress, prepare_selection
 TWO_STAGE = "-2stage"
 
 
+def parse_method(method: str) -> tuple[str, bool, float | None]:
+    """``selected``, ``selected-2stage``, ``selected:0.3`` -> (base method, two-stage?, the
+    weight of its teacher term or None for the default)."""
+    name, _, weight = method.partition(":")
+    base = name.removesuffix(TWO_STAGE)
+    return base, name.endswith(TWO_STAGE), float(weight) if weight else None
+
+
 def run_one(args: argparse.Namespace, method: str, width: float, selection: str | None
             ) -> dict[str, Any]:
-    """Train (or reuse) one student; ``<method>-2stage`` trains the feature term alone for
-    the first half of the epochs, then the labels (the cascade paper's two-stage recipe)."""
-    out = args.out / f"{method}-w{width:g}"
-    base = method.removesuffix(TWO_STAGE)
-    two_stage = args.epochs // 2 if method.endswith(TWO_STAGE) else 0
+    """Train (or reuse) one student. ``<method>-2stage`` trains the feature term alone for
+    the first half of the epochs, then the labels (the cascade paper's two-stage recipe);
+    ``<method>:W`` weights the method's teacher term by W instead of 1."""
+    out = args.out / f"{method.replace(':', '-x')}-w{width:g}"
+    base, staged, weight = parse_method(method)
+    two_stage = args.epochs // 2 if staged else 0
+    weights = None if weight is None else {base: weight}
     done = out / "compare.json"
     if done.exists():
         result = json.loads(done.read_text())
@@ -50,7 +65,7 @@ def run_one(args: argparse.Namespace, method: str, width: float, selection: str 
         t0 = time.perf_counter()
         result = compress(cfg, [args.teacher], args.data, out, method=base, k=args.k,
                           selection=selection, temperature=1.0, two_stage=two_stage,
-                          split="test", resume=True)
+                          weights=weights, split="test", resume=True)
         seconds = time.perf_counter() - t0
         atomic_write_json(done, result | {"seconds": seconds})
     student, teacher = result["rows"][0], result["rows"][1]
@@ -85,6 +100,8 @@ def markdown(result: dict[str, Any]) -> str:
     t = result["rows"][0]["teacher_mean_balanced"] if result["rows"] else None
     if t is not None:
         lines += ["", f"Teacher: {100 * t:.2f}% (test). Total {result['seconds'] / 60:.1f} min."]
+    if result.get("command"):
+        lines += ["", f"Made by: `{result['command']}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -120,8 +137,10 @@ def main() -> None:
     ap.add_argument("--student", default="snet1")
     ap.add_argument("--widths", default="1,0.5,0.25,0.125")
     ap.add_argument("--methods", default="labels,soft,hint,selected")
-    ap.add_argument("--two-stage", default="0.25,0.125",
-                    help="widths at which 'selected' is also trained two-stage ('' = none)")
+    ap.add_argument("--extra", default="selected-2stage@0.25,selected-2stage@0.125,"
+                    "selected:0.3@0.125,selected:3@0.125",
+                    help="more METHOD@WIDTH runs: joint vs two-stage and the feature term's "
+                         "weight ('' = none)"),
     ap.add_argument("--k", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=32)
@@ -137,27 +156,30 @@ def main() -> None:
     args = ap.parse_args()
     widths = [float(w) for w in args.widths.split(",")]
     methods = [m.strip() for m in args.methods.split(",")]
-    two_stage = [float(w) for w in args.two_stage.split(",") if w.strip()]
-    if two_stage and "selected" in methods:
-        methods.append("selected" + TWO_STAGE)
+    extra = [(m, float(w)) for m, w in (e.split("@") for e in args.extra.split(",") if e)]
+    planned = {(m, w) for m in methods for w in widths} | set(extra)
+    methods += [m for m in dict.fromkeys(m for m, _ in extra) if m not in methods]
+    widths += sorted({w for _, w in extra} - set(widths), reverse=True)
     t0 = time.perf_counter()
     selection = None
-    if "selected" in methods:
+    if any(parse_method(m)[0] == "selected" for m in methods):
         selection = prepare_selection([args.teacher], args.data, args.out / "selection",
                                       k=args.k, workers=args.workers)
     rows = []
     for w in widths:
         for m in methods:
-            if m.endswith(TWO_STAGE) and w not in two_stage:
+            if (m, w) not in planned:
                 continue
-            rows.append(run_one(args, m, w, selection if m.startswith("selected") else None))
+            uses_selection = parse_method(m)[0] == "selected"
+            rows.append(run_one(args, m, w, selection if uses_selection else None))
             r = rows[-1]
             print(f"# {m} w{w:g}: {100 * r['mean_balanced']:.2f}% ({r['seconds'] or 0:.0f} s)",
                   flush=True)
     result = {"student": args.student, "widths": widths, "methods": methods, "rows": rows,
               "goal": goal(rows, widths), "epochs": args.epochs, "size": args.size,
               "k": args.k, "teacher": str(args.teacher), "data": str(args.data),
-              "seconds": time.perf_counter() - t0}
+              "seconds": time.perf_counter() - t0,
+              "command": shlex.join(["python", "benchmarks/width_sweep.py", *sys.argv[1:]])}
     md = markdown(result)
     print(json.dumps(result))
     print(md)

@@ -22,8 +22,8 @@ from facedistill.clikit import (
     progress_bar,
 )
 from facedistill.clikit import print_json as _print_json
-from facedistill.config import TrainConfig
-from facedistill.errors import UserError
+from facedistill.config import TrainConfig, parse_term_weights
+from facedistill.errors import ConfigError, UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -447,6 +447,14 @@ def _print_selection(rec: dict[str, Any]) -> None:
     console.print(f"wrote {rec['path']}")
 
 
+def _term_weights(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                  ) -> dict[str, float] | None:
+    try:
+        return parse_term_weights(values)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
+
+
 @cli.command("compress")
 @click.option("--student", type=click.Choice(["snet1", "snet2", "snet3", "tnet"]),
               default="snet3", show_default=True, help="Student architecture.")
@@ -465,13 +473,17 @@ def _print_selection(rec: dict[str, Any]) -> None:
               help="Softening of the soft targets (1 = the paper's baseline).")
 @click.option("--two-stage", type=int, default=0, show_default=True,
               help="Epochs of feature imitation alone before switching to labels; 0 = joint.")
+@click.option("--weight", "weights", multiple=True, callback=_term_weights, metavar="TERM=W",
+              help="Override one loss term's weight (labels, soft, hint, selected); repeatable, "
+                   "e.g. --weight selected=0.3.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="Split of the student-vs-teacher comparison.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/STUDENT-METHOD].")
 @_train_options
 def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
-                 selection: Path | None, temperature: float, two_stage: int, split: str,
+                 selection: Path | None, temperature: float, two_stage: int,
+                 weights: dict[str, float] | None, split: str,
                  out: Path | None, data: Path, resume: bool, force: bool, as_json: bool,
                  quiet: bool, **kw: Any) -> None:
     """Distil a teacher into a student through selected neurons, then compare the two."""
@@ -486,7 +498,8 @@ def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
                                                device=cfg.device, progress=update))
     reporter = _RichReporter(enabled=not quiet and not as_json)
     result = compress(cfg, list(teachers), data, out, method=method, k=k, selection=selection,
-                      temperature=temperature, two_stage=two_stage, split=split, resume=resume,
+                      temperature=temperature, two_stage=two_stage, weights=weights,
+                      split=split, resume=resume,
                       force=force, reporter=reporter)
     if _rank() != 0:
         return

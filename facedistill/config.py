@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,3 +164,19 @@ class TrainConfig:
     def from_record(cls, record: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in known})
+
+
+def parse_term_weights(items: Sequence[str]) -> dict[str, float] | None:
+    """``["selected=0.3", ...]`` (the CLI's ``--weight`` and the config's ``weight``) ->
+    ``{"selected": 0.3}``; ``None`` when empty. Terms and values are checked by the objective."""
+    out: dict[str, float] = {}
+    for item in items:
+        term, sep, value = str(item).partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[term.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"expected TERM=WEIGHT, e.g. selected=0.3, not {item!r}",
+                              field="weight") from None
+    return out or None

@@ -12,7 +12,7 @@ sha256 and the selected indices under ``extra["distill"]``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +122,18 @@ def compress(
     selection: str | os.PathLike[str] | None = None,
     temperature: float = 1.0,
     two_stage: int = 0,
+    weights: Mapping[str, float] | None = None,
     split: str = "test",
     resume: bool = False,
     force: bool = False,
     reporter: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Distil ``teachers`` into ``cfg.arch``; returns the comparison record."""
+    """Distil ``teachers`` into ``cfg.arch``; returns the comparison record.
+
+    ``weights`` overrides the method's default term weights term by term (e.g.
+    ``{"selected": 0.3}``); the weights used are recorded in the checkpoint.
+    """
     from facedistill.io import atomic_write_json, atomic_write_text
     from facedistill.pipeline.checkpoint import model_from_checkpoint
     from facedistill.pipeline.data.celeba import CelebAIndex
@@ -152,9 +157,10 @@ def compress(
         pos_weight = positive_weights(index.attrs[index.select("train")], cfg.pos_weight)
     objective = build_objective(method, models, selected=sel["indices"] if sel else None,
                                 temperature=temperature, pos_weight=pos_weight,
-                                teacher_sizes=sizes, two_stage=two_stage)
+                                teacher_sizes=sizes, two_stage=two_stage, weights=weights)
     record = {
         "method": method,
+        "weights": dict(objective.weights),
         "teachers": [_teacher_record(c) for c in ckpts],
         "temperature": temperature,
         "two_stage": two_stage,

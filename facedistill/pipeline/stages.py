@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from facedistill import __version__
-from facedistill.config import TrainConfig, read_toml
+from facedistill.config import TrainConfig, parse_term_weights, read_toml
 from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, sha256_file
 
@@ -52,7 +52,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "train": {},
     "select": {"k": 512, "solver": "fast", "split": "val", "lam": 1.0, "sigma": 0.1,
                "polarity": "positive", "batch_size": 256, "device": None, "workers": None},
-    "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0,
+    "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0, "weight": [],
                  "split": "test"},
     "export": {"precision": "fp32,fp16,int8", "opset": 18, "calib_n": 512,
                "calib_method": "entropy", "max_drop": 1.0, "no_gate": False, "batches": "1,8,32",
@@ -143,6 +143,14 @@ class PipelineConfig:
         self.precisions()
         _int_list(self.sections["export"]["batches"], "export.batches")
         _int_list(self.sections["bench"]["batch"], "bench.batch")
+        self.term_weights()
+
+    def term_weights(self) -> dict[str, float] | None:
+        """The students' loss-term weight overrides (``[compress] weight``), or None."""
+        try:
+            return parse_term_weights(_str_list(self.sections["compress"]["weight"]))
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=self.source, field="compress.weight") from None
 
     def _train(self, section: str, arch: str) -> TrainConfig:
         table = self.sections[section]
@@ -258,7 +266,8 @@ class Pipeline:
             deps = ("data", "teacher", "select") if method == "selected" else ("data", "teacher")
             params = {"train": self.cfg.student_config(student).to_record(),
                       **{k: s["compress"][k] for k in ("method", "k", "temperature",
-                                                       "two_stage", "split")}}
+                                                       "two_stage", "split")},
+                      "weights": self.cfg.term_weights()}
             stages.append(Stage(f"student:{student}", "students", deps, params, _run_student))
         export = {k: v for k, v in s["export"].items() if k != "precision"}
         export["precisions"] = self.cfg.precisions()
@@ -463,7 +472,8 @@ def _run_student(ctx: StageContext) -> dict[str, Any]:
     result = compress(ctx.pipeline.cfg.student_config(student),
                       [ctx.upstream["teacher"]["run"]], ctx.pipeline.cfg.data, out,
                       method=p["method"], k=p["k"], selection=selection,
-                      temperature=p["temperature"], two_stage=p["two_stage"], split=p["split"],
+                      temperature=p["temperature"], two_stage=p["two_stage"],
+                      weights=p["weights"], split=p["split"],
                       resume=ctx.resume, force=ctx.force,
                       reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
     row = result["rows"][0]

@@ -265,6 +265,8 @@ class Trainer:
             objective = LabelObjective(positive_weights(train_labels, cfg.pos_weight)
                                        if cfg.pos_weight != "none" else None)
         self.objective = objective.to(self.device)
+        if self.channels_last:  # the teachers of a distillation run in the student's layout
+            self.objective = self.objective.to(memory_format=torch.channels_last)
         self.train_set, self.val_set = train_set, val_set
         self.data_record = data_record or {}
         self.extra = extra or {}

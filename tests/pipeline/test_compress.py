@@ -30,7 +30,7 @@ def test_compress_end_to_end_records_the_teacher_and_the_selection(
     proc = run_cli("compress", "--student", "snet3", "--width", "0.25", "--size", "32",
                    "--teacher", str(tiny_teacher), "--data", str(tiny_synth), "--k", "300",
                    "--epochs", "1", "--batch-size", "32", "--workers", "0", "--out", str(out),
-                   "--json", "--quiet")
+                   "--weight", "selected=0.5", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     student, teacher = result["rows"]
@@ -43,6 +43,7 @@ def test_compress_end_to_end_records_the_teacher_and_the_selection(
     distill = ckpt["extra"]["distill"]
     sel = json.loads((out / "selection" / "selection.json").read_text())
     assert distill["method"] == "selected"
+    assert distill["weights"] == {"labels": 1.0, "selected": 0.5}
     assert distill["selection"]["indices"] == sel["indices"] and len(sel["indices"]) == 300
     assert distill["teachers"][0]["sha256"] == sel["teachers"][0]["sha256"]
     # the training-only regressor (k=300 != 1280) is not part of the student
@@ -75,7 +76,10 @@ def test_compress_bad_options_are_one_line_errors(tiny_synth: Path, tiny_teacher
             "--out", str(tmp_path / "s"), "--quiet")
     for extra, needle in ((("--student", "snet9"), "snet9"),
                           (("--k", "5000"), "more than the 1280 neurons"),
-                          (("--method", "magic"), "magic")):
+                          (("--method", "magic"), "magic"),
+                          (("--weight", "selected"), "TERM=WEIGHT"),
+                          (("--weight", "hnit=1"), "unknown loss term 'hnit'"),
+                          (("--weight", "selected=-1"), "finite number >= 0")):
         proc = run_cli(*base, *extra)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()

@@ -130,6 +130,10 @@ def test_config_errors_name_the_key(tiny_synth: Path, tmp_path: Path) -> None:
                     .replace('students = ["snet3"]', 'students = ["resnet"]'))
     with pytest.raises(ConfigError, match="students"):
         load(path)
+    path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
+                    .replace("k = 64\nwidth", 'k = 64\nweight = ["selected"]\nwidth'))
+    with pytest.raises(ConfigError, match=r"compress\.weight.*TERM=WEIGHT"):
+        load(path)
     good = tiny_config(tmp_path, tiny_synth)
     with pytest.raises(UserError, match="unknown stage 'nope'"):
         Pipeline(load(good), tmp_path / "r").run(only="nope")
