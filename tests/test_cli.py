@@ -62,7 +62,7 @@ def test_config_file_sets_defaults_and_cli_overrides(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["config"] == {"n": 12, "size": 16, "seed": 5, "wild": False,
-                                "images_per_identity": 20.0}
+                                "images_per_identity": 5.0}
     assert result["reused"] is False and result["images"] == 12
     again = json.loads(run("--config", str(config), "data", "synth", "--seed", "5",
                            "--json").stdout)

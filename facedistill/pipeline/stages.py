@@ -48,7 +48,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "pipeline": {"students": list(STUDENTS), "bench_precisions": ["fp32", "int8"],
                  "out": "runs/demo", "data": None},
     "data.synth": {"n": 20_000, "size": 64, "seed": 0, "wild": False,
-                   "images_per_identity": 20.0, "workers": None},
+                   "images_per_identity": 5.0, "workers": None},
     "train": {},
     "select": {"k": 512, "solver": "fast", "split": "val", "lam": 1.0, "sigma": 0.1,
                "polarity": "positive", "batch_size": 256, "device": None, "workers": None},

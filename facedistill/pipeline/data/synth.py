@@ -61,7 +61,7 @@ class SynthConfig:
     size: int = 64
     seed: int = 0
     wild: bool = False
-    images_per_identity: float = 20.0
+    images_per_identity: float = 5.0
 
     def validate(self) -> None:
         if self.n < 3:
