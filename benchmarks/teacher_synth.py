@@ -31,7 +31,7 @@ import torch
 
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE
 from facedistill.config import TrainConfig
-from facedistill.io import write_results
+from facedistill.io import command_line, write_results
 from facedistill.pipeline import metrics
 from facedistill.pipeline.checkpoint import load_checkpoint
 from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
@@ -165,6 +165,7 @@ def main() -> None:
         "probe_mean_balanced": mean_p, "gap_points": round(100 * (mean_t - mean_p), 2),
         "hard_attributes": hard, "max_prevalence_gap": max(abs(v) for v in prev_gap.values()),
         "bar": BAR, "checks": checks, "bar_met": all(checks.values()), "rows": rows,
+        "command": command_line(),
     }
     md = [f"teacher {recipe['arch']} x{recipe['width']:g} @{recipe['size']}px, "
           f"{recipe['epochs']} epochs: "
@@ -177,6 +178,7 @@ def main() -> None:
         md.append(f"| {r['attribute']} | {100 * r['teacher']:.2f} | {100 * r['probe']:.2f} | "
                   f"{100 * r['prevalence']:.1f} | {100 * r['celeba_prevalence']:.1f} |")
     md.append(f"| **mean** | **{100 * mean_t:.2f}** | **{100 * mean_p:.2f}** | | |")
+    md += ["", f"Made by: `{result['command']}`"]
     print(json.dumps(result))
     print()
     print("\n".join(md))

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from facedistill.config import TrainConfig
-from facedistill.io import atomic_path, atomic_write_json, write_results
+from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
 from facedistill.pipeline.compress import compress, prepare_selection
 
 TWO_STAGE = "-2stage"
@@ -179,7 +177,7 @@ def main() -> None:
               "goal": goal(rows, widths), "epochs": args.epochs, "size": args.size,
               "k": args.k, "teacher": str(args.teacher), "data": str(args.data),
               "seconds": time.perf_counter() - t0,
-              "command": shlex.join(["python", "benchmarks/width_sweep.py", *sys.argv[1:]])}
+              "command": command_line()}
     md = markdown(result)
     print(json.dumps(result))
     print(md)

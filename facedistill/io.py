@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +64,16 @@ def write_results(result: Any, markdown: str, json_path: str | os.PathLike[str] 
         atomic_write_json(json_path, result)
     if md_path:
         atomic_write_text(md_path, markdown)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The running script's command line as someone would retype it from the current folder:
+    ``python benchmarks/x.py --flag value`` (recorded next to benchmark results)."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0])
+    with contextlib.suppress(ValueError):
+        script = script.resolve().relative_to(Path.cwd().resolve())
+    return shlex.join(["python", str(script), *argv[1:]])
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

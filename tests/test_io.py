@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from facedistill.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from facedistill.io import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    command_line,
+    sha256_file,
+)
 
 
 def test_atomic_write_replaces(tmp_path: Path) -> None:
@@ -34,3 +40,14 @@ def test_sha256_file(tmp_path: Path) -> None:
     data = bytes(range(256)) * 5000
     path.write_bytes(data)
     assert sha256_file(path, chunk=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_command_line_is_what_to_retype_from_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "benchmarks").mkdir()
+    monkeypatch.chdir(tmp_path)
+    script = str(tmp_path / "benchmarks" / "b.py")
+    assert command_line([script, "--out", "a b", "--k", "5"]) == \
+        "python benchmarks/b.py --out 'a b' --k 5"
+    # a script outside the current folder keeps its path
+    assert command_line(["/elsewhere/x.py"]) == "python /elsewhere/x.py"
