@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--extra", default="selected-2stage@0.25,selected-2stage@0.125,"
                     "selected:0.3@0.125,selected:3@0.125",
                     help="more METHOD@WIDTH runs: joint vs two-stage and the feature term's "
-                         "weight ('' = none)"),
+                         "weight ('' = none)")
     ap.add_argument("--k", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=32)
