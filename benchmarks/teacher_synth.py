@@ -24,6 +24,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +94,8 @@ def demo_recipe(config: Path) -> tuple[dict, dict]:
     toml = read_toml(config)
     keys = ("arch", "width", "size", "epochs", "warmup", "lr", "pos_weight", "batch_size", "seed")
     train_cfg = {k: v for k, v in toml.get("train", {}).items() if k in keys}
-    synth = {k: v for k, v in toml.get("data", {}).get("synth", {}).items()
-             if k in ("n", "size", "seed")}
+    known = {f.name for f in fields(SynthConfig)}
+    synth = {k: v for k, v in toml.get("data", {}).get("synth", {}).items() if k in known}
     return train_cfg, synth
 
 

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from facedistill import __version__
 from facedistill.config import TrainConfig, parse_term_weights, read_toml
 from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, sha256_file
+from facedistill.pipeline.data.synth import SynthConfig
 
 STATE_FILE = "pipeline.json"
 STATE_FORMAT = "facedistill.pipeline/v1"
@@ -47,8 +48,7 @@ _IGNORED = {"out", "data", "resume", "force", "json", "quiet", "as_json", "teach
 _SECTIONS: dict[str, dict[str, Any]] = {
     "pipeline": {"students": list(STUDENTS), "bench_precisions": ["fp32", "int8"],
                  "out": "runs/demo", "data": None},
-    "data.synth": {"n": 20_000, "size": 64, "seed": 0, "wild": False,
-                   "images_per_identity": 5.0, "workers": None},
+    "data.synth": {**asdict(SynthConfig()), "workers": None},  # the generator's own defaults
     "train": {},
     "select": {"k": 512, "solver": "fast", "split": "val", "lam": 1.0, "sigma": 0.1,
                "polarity": "positive", "batch_size": 256, "device": None, "workers": None},
@@ -412,7 +412,7 @@ def _run_data(ctx: StageContext) -> dict[str, Any]:
     root = cfg.data
     result: dict[str, Any] = {"root": str(root)}
     if cfg.synth:
-        from facedistill.pipeline.data.synth import SynthConfig, generate
+        from facedistill.pipeline.data.synth import generate
 
         synth = cfg.sections["data.synth"]
         sc = SynthConfig(**{k: v for k, v in synth.items() if k != "workers"})
