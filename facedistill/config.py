@@ -98,9 +98,11 @@ def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> di
 class TrainConfig:
     """Everything that decides how a model is trained; stored in every checkpoint.
 
-    ``precision``: ``auto`` picks bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX) or a
-    CUDA GPU that has it, fp16 + GradScaler on older GPUs, else fp32. ``channels_last``:
-    ``auto`` turns it on whenever autocast is on (that is where it pays). ``ema``: decay of the
+    ``precision``: ``auto`` picks bf16 autocast on a CUDA GPU that has it (fp16 + GradScaler on
+    older GPUs) and on a CPU with AMX, else fp32: on CPUs with AVX512-BF16 alone bf16 autocast
+    was measured no faster than fp32 (``benchmarks/cpu_precision.py``). ``channels_last``:
+    ``auto`` = on (1.06-1.5x faster student training steps on the 2-core CI CPU, TNet ~10%
+    slower; the usual layout for autocast on GPUs). ``ema``: decay of the
     exponential moving average of the weights, 0 = off; when on, validation, thresholds and the
     deployed weights are the EMA's. ``warmup`` and ``epochs`` are in epochs. ``pos_weight``:
     weight of each attribute's positives in the label loss, from the training split's

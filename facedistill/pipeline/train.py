@@ -57,10 +57,16 @@ METRICS_FILE, RUN_FILE = "metrics.jsonl", "run.json"
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU runs bf16 natively (AVX512-BF16 or AMX); elsewhere autocast is slower."""
+    """True when this CPU has bf16 instructions (AVX512-BF16 or AMX)."""
     cpu = torch.cpu
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in probes)
+
+
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX tiles, the only CPU bf16 path measured to pay for training
+    (``benchmarks/cpu_precision.py``: with AVX512-BF16 alone bf16 autocast is no faster)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -72,11 +78,13 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 where the hardware has it, fp16 on older GPUs, else fp32."""
+    """``auto`` -> bf16 on a GPU that has it (fp16 on older ones) and on a CPU with AMX; fp32
+    elsewhere, AVX512-BF16-only CPUs included (there bf16 autocast was measured no faster than
+    fp32 for any of the four models, ``benchmarks/results/cpu_precision.md``)."""
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_bf16() else "fp32"
+        return "bf16" if cpu_has_amx() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise UserError("fp16 training needs a CUDA device; use bf16 or fp32 on the CPU",
                         field="precision")
@@ -253,8 +261,9 @@ class Trainer:
             self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.channels_last = (cfg.channels_last == "on"
-                              or (cfg.channels_last == "auto" and self.amp_dtype is not None))
+        # auto = on: the faster layout for the students on this CPU class (1.06-1.5x per
+        # training step) and for autocast on GPUs; TNet pays ~10% (cpu_precision benchmark)
+        self.channels_last = cfg.channels_last != "off"
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

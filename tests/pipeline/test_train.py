@@ -249,3 +249,29 @@ def test_positive_weights_follow_the_training_prevalence() -> None:
     p = torch.sigmoid(logits)
     want = -(w * labels * torch.log(p) + (1 - labels) * torch.log(1 - p)).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_auto_precision_takes_bf16_on_a_cpu_only_with_amx(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """AVX512-BF16 alone does not make bf16 autocast faster (cpu_precision benchmark), so only
+    AMX turns it on; explicit choices pass through, fp16 stays a CUDA-only choice."""
+    from facedistill.pipeline import train as train_mod
+
+    cpu = torch.device("cpu")
+    for amx, avx512_bf16, want in ((True, True, "bf16"), (False, True, "fp32"),
+                                   (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v,
+                            raising=False)
+        assert train_mod.cpu_has_bf16() is (amx or avx512_bf16)
+        assert train_mod.resolve_precision("auto", cpu) == want
+        assert train_mod.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(UserError, match="fp16 training needs a CUDA device"):
+        train_mod.resolve_precision("fp16", cpu)
+
+
+def test_channels_last_is_on_unless_turned_off(tiny_synth: Path, tmp_path: Path) -> None:
+    for layout, want in (("auto", True), ("off", False)):
+        result = train(tiny_cfg(epochs=1, channels_last=layout, precision="fp32"), tiny_synth,
+                       tmp_path / layout)
+        assert result.summary["channels_last"] is want
