@@ -257,9 +257,11 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="EMA decay of the weights (e.g. 0.999); 0 = off."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
                      default=t.precision, show_default=True,
-                     help="auto: bf16 where the CPU/GPU has it, fp16 AMP on older GPUs."),
+                     help="auto: bf16 on GPUs that have it and on CPUs with AMX, fp16 AMP on "
+                          "older GPUs, else fp32."),
         click.option("--channels-last", type=click.Choice(["auto", "on", "off"]),
-                     default=t.channels_last, show_default=True),
+                     default=t.channels_last, show_default=True,
+                     help="Memory layout of the model and batches; auto = on."),
         click.option("--device", default=t.device, show_default=True,
                      help="auto, cpu, cuda or cuda:N."),
         click.option("--workers", type=int, default=t.workers, show_default=True,
