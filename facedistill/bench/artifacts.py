@@ -12,6 +12,7 @@ torch is imported only when a checkpoint is benchmarked; TensorRT only for engin
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -275,7 +276,9 @@ def engine_variants(a: Artifact) -> list[Variant]:
 
 
 def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Variant]:
-    """torch eager fp32 (+ bf16 autocast on a bf16 CPU, fp16 autocast on CUDA), channels-last.
+    """torch eager fp32 (+ bf16 autocast on a bf16 CPU, fp16 autocast on CUDA), channels-last;
+    on CUDA each precision also as CUDA-graph replay (mode ``cuda_graph``: captured once per
+    input shape, predictions through the replayed graph too).
 
     Before torch's first import ``OMP_WAIT_POLICY`` is set to ``PASSIVE`` (unless the user set
     it): OpenMP workers that busy-wait after every op starve whatever runs next in the
@@ -308,44 +311,81 @@ def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Va
         precisions.append(("fp16", torch.float16))
     elif bf16:
         precisions.append(("bf16", torch.bfloat16))
-    variants = []
-    for precision, dtype in precisions:
+    modes = ["eager", "cuda_graph"] if device.type == "cuda" else ["eager"]
+    graphs: dict[tuple[str, str, tuple[int, ...]], tuple[Any, Any, Any]] = {}
 
-        def forward(t: Any, dtype: Any = dtype) -> Any:
+    def to_input(x: np.ndarray) -> Any:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        return t.contiguous(memory_format=torch.channels_last)
+
+    def graphed(precision: str, forward: Callable[[Any], Any], x: np.ndarray) -> tuple[Any, Any]:
+        """(graph, output) of ``forward`` captured for this precision and input shape, with
+        ``x`` copied into the graph's static input; one capture per shape, then replays."""
+        key = ("cuda_graph", precision, tuple(x.shape))
+        if key not in graphs:
+            static = to_input(x)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the capture: cuDNN picks its kernels
+                for _ in range(3):
+                    forward(static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = forward(static)
+            graphs[key] = (graph, static, out)
+        graph, static, out = graphs[key]
+        static.copy_(to_input(x))
+        return graph, out
+
+    def timed(run: Callable[[], Any]) -> RunOnce:
+        """One call of ``run``; on CUDA its GPU time from events (ms), waited for."""
+        if device.type != "cuda":
+            def once_cpu() -> None:
+                run()
+            return once_cpu
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def once_cuda() -> float:
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        return once_cuda
+
+    variants = []
+    for (precision, dtype), how in itertools.product(precisions, modes):
+
+        def forward(t: Any, dtype: Any = dtype, how: str = how) -> Any:
             with torch.inference_mode():
                 if dtype is None:
                     return model(t)
-                with torch.autocast(device.type, dtype=dtype):
+                # autocast's weight cache would live outside a captured graph's memory
+                with torch.autocast(device.type, dtype=dtype, cache_enabled=how != "cuda_graph"):
                     return model(t)
 
-        def to_input(x: np.ndarray) -> Any:
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-            return t.contiguous(memory_format=torch.channels_last)
-
-        def prepare(x: np.ndarray, forward: Any = forward) -> RunOnce:
+        def prepare(x: np.ndarray, forward: Any = forward, how: str = how,
+                    precision: str = precision) -> RunOnce:
+            if how == "cuda_graph":
+                return timed(graphed(precision, forward, x)[0].replay)
             t = to_input(x)
-            if device.type != "cuda":
-                def once_cpu() -> None:
-                    forward(t)
-                return once_cpu
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            return timed(lambda: forward(t))
 
-            def once_cuda() -> float:
-                start.record()
-                forward(t)
-                end.record()
-                end.synchronize()
-                return float(start.elapsed_time(end))
-            return once_cuda
-
-        def predict(x: np.ndarray, forward: Any = forward) -> np.ndarray:
-            logits = forward(to_input(x))
+        def predict(x: np.ndarray, forward: Any = forward, how: str = how,
+                    precision: str = precision) -> np.ndarray:
+            if how == "cuda_graph":
+                graph, out = graphed(precision, forward, x)
+                graph.replay()
+                logits = out
+            else:
+                logits = forward(to_input(x))
             return torch.sigmoid(logits.float()).cpu().numpy()
 
+        mode = how if how == "cuda_graph" else ("default" if dtype is None else "autocast")
         variants.append(Variant(
-            artifact=a, backend=f"torch-{device.type}", precision=precision,
-            mode="default" if dtype is None else "autocast", layout="channels_last",
-            arch=dict(ckpt["arch"]), preprocess=preprocess,
+            artifact=a, backend=f"torch-{device.type}", precision=precision, mode=mode,
+            layout="channels_last", arch=dict(ckpt["arch"]), preprocess=preprocess,
             attributes=tuple(ckpt["attributes"]), thresholds=thresholds, source_sha256=sha,
             threads=int(torch.get_num_threads()), prepare=prepare, predict=predict,
             gpu_timing=device.type == "cuda",
@@ -353,7 +393,11 @@ def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Va
                      "omp_wait_policy": omp_policy},
         ))
     variants[0].details["model"] = model  # the cost counter reads it (not serialised)
-    variants[0].close = lambda: torch.set_num_threads(threads_before)  # leave torch as it was
+
+    def close() -> None:  # leave torch as it was; free the captured graphs' memory
+        graphs.clear()
+        torch.set_num_threads(threads_before)
+    variants[0].close = close
     return variants
 
 

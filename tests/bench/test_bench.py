@@ -363,3 +363,33 @@ def test_seconds_mode_and_progress(exported: dict[str, Path]) -> None:
     assert row["runs"] >= 3 and res["config"]["seconds"] == 0.05
     assert seen and seen[-1][0] == seen[-1][1] == 2 + row["runs"]
     assert all(d <= t for d, t in seen) and not math.isnan(row["latency_ms"]["median"])
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_torch_on_cuda_runs_eager_and_cuda_graph_replay(exported: dict[str, Path],
+                                                        tiny_synth: Path) -> None:
+    res = run_bench([exported["run"]], batches=BATCHES, warmup=WARMUP, iters=3,
+                    data=tiny_synth, limit=LIMIT)
+    rows = res["rows"]
+    assert {(r["backend"], r["precision"], r["mode"]) for r in rows} == {
+        ("torch-cuda", "fp32", "default"), ("torch-cuda", "fp32", "cuda_graph"),
+        ("torch-cuda", "fp16", "autocast"), ("torch-cuda", "fp16", "cuda_graph")}
+    assert len(rows) == 4 * len(BATCHES)
+    for r in rows:
+        assert r["gpu_compute_ms"]["median"] > 0
+        acc = r["accuracy"]
+        assert acc["n_images"] == LIMIT
+        # the graph replays the kernels eager mode ran: the same predictions up to rounding
+        if r["precision"] == "fp32":
+            assert acc["delta_to_fp32"] == pytest.approx(0.0, abs=0.005)
+    graph = [r for r in rows if r["mode"] == "cuda_graph" and r["precision"] == "fp32"]
+    assert sorted(r["batch"] for r in graph) == sorted(BATCHES)
