@@ -166,7 +166,11 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def speedups(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Median-latency ratios per model, backend and batch size: every other precision against
-    the model's fp32, and the model's fp32 against the largest model's fp32 (by params)."""
+    the model's fp32, the model's fp32 against the largest model's fp32 (by params), and,
+    where the fp32 variant was also replayed as a CUDA graph, the graph against plain fp32."""
+    graph_ms = {(r["model"], r["backend"], r["batch"]): r["latency_ms"]["median"]
+                for r in result.get("rows", [])
+                if r.get("mode") == "cuda_graph" and r.get("precision") == "fp32"}
     rows = [r for r in result.get("rows", []) if r.get("mode") in ("default", "autocast")]
     med = {(r["model"], r["backend"], r["batch"], r["precision"]): r["latency_ms"]["median"]
            for r in rows}
@@ -185,9 +189,12 @@ def speedups(result: dict[str, Any]) -> list[dict[str, Any]]:
         peers = [m for m in params if (m, backend, batch, "fp32") in med]
         ref = max(peers, key=lambda m: params[m]) if peers else model
         ref_ms = med[(ref, backend, batch, "fp32")]
+        graph = graph_ms.get((model, backend, batch))
         out.append({"model": model, "backend": backend, "batch": batch, "fp32_ms": base,
                     "precisions": {p: {"ms": v, "speedup": base / v if v > 0 else None}
                                    for p, v in others.items()},
+                    "cuda_graph": None if graph is None else {
+                        "ms": graph, "speedup": base / graph if graph > 0 else None},
                     "reference": ref, "speedup_vs_reference": ref_ms / base if base > 0
                     else None})
     return out
@@ -198,12 +205,16 @@ def speedup_table(result: dict[str, Any]) -> list[str]:
     items = speedups(result)
     precs = [p for p in PRECISION_ORDER[1:] if any(p in i["precisions"] for i in items)]
     refs = {i["reference"] for i in items}
-    if not items or (not precs and all(i["model"] == i["reference"] for i in items)):
+    graphs = any(i["cuda_graph"] is not None for i in items)
+    if not items or (not precs and not graphs
+                     and all(i["model"] == i["reference"] for i in items)):
         return []
     ref_name = next(iter(refs)) if len(refs) == 1 else "largest"
     cols = ["model", "backend", "batch", "fp32 ms"]
     for p in precs:
         cols += [f"{p} ms", f"{p} speed-up"]
+    if graphs:
+        cols += ["fp32 CUDA graph ms", "graph speed-up"]
     versus = any(i["model"] != i["reference"] for i in items)
     if versus:
         cols.append(f"fp32 speed-up vs {ref_name} fp32")
@@ -219,6 +230,9 @@ def speedup_table(result: dict[str, Any]) -> list[str]:
         for p in precs:
             got = i["precisions"].get(p)
             cells += ["-", "-"] if got is None else [fmt_ms(got["ms"]), x(got["speedup"])]
+        if graphs:
+            g = i["cuda_graph"]
+            cells += ["-", "-"] if g is None else [fmt_ms(g["ms"]), x(g["speedup"])]
         if versus:
             cells.append(x(i["speedup_vs_reference"]))
         lines.append("| " + " | ".join(cells) + " |")

@@ -393,3 +393,31 @@ def test_torch_on_cuda_runs_eager_and_cuda_graph_replay(exported: dict[str, Path
             assert acc["delta_to_fp32"] == pytest.approx(0.0, abs=0.005)
     graph = [r for r in rows if r["mode"] == "cuda_graph" and r["precision"] == "fp32"]
     assert sorted(r["batch"] for r in graph) == sorted(BATCHES)
+
+
+def test_speedup_table_reports_cuda_graph_replay_against_plain_fp32() -> None:
+    from facedistill.bench.report import speedup_table, speedups
+
+    def row(model: str, precision: str, mode: str, batch: int, ms: float) -> dict[str, Any]:
+        return {"model": model, "arch": {"arch": model}, "backend": "torch-cuda",
+                "precision": precision,
+                "mode": mode, "batch": batch, "latency_ms": {"median": ms},
+                "params": {"tnet": 13_764_616, "snet3": 315_320}[model]}
+
+    rows = [row("tnet", "fp32", "default", 1, 1.6), row("tnet", "fp32", "cuda_graph", 1, 0.32),
+            row("tnet", "fp16", "autocast", 1, 2.0), row("tnet", "fp16", "cuda_graph", 1, 0.3),
+            row("snet3", "fp32", "default", 1, 0.9), row("snet3", "fp32", "default", 32, 0.8)]
+    items = {(i["model"], i["batch"]): i for i in speedups({"rows": rows})}
+    assert items[("tnet", 1)]["cuda_graph"] == {"ms": 0.32, "speedup": pytest.approx(5.0)}
+    assert items[("tnet", 1)]["precisions"]["fp16"]["speedup"] == pytest.approx(0.8)
+    assert items[("snet3", 1)]["cuda_graph"] is None  # no graph row for it
+    lines = speedup_table({"rows": rows})
+    header = next(ln for ln in lines if ln.startswith("| model"))
+    assert "| fp32 CUDA graph ms | graph speed-up |" in header
+    tnet = next(ln for ln in lines if ln.startswith("| tnet | torch-cuda | 1 |"))
+    assert "| 5.00x |" in tnet
+    snet3 = next(ln for ln in lines if ln.startswith("| snet3 | torch-cuda | 32 |"))
+    assert snet3.count("| - |") >= 2
+    # a lone model with only a graph to compare still gets its table
+    alone = [r for r in rows if r["model"] == "tnet" and r["precision"] == "fp32"]
+    assert any("5.00x" in ln for ln in speedup_table({"rows": alone}))
