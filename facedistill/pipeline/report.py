@@ -74,12 +74,44 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
                 else None
             for batch in batches:
                 row[f"{prec}_ms_b{batch}"] = _latency(rows_b, path, batch) if path else None
+        row["fastest"] = fastest_variants(row, batches)
         rows.append(row)
     teacher = rows[0]
     for r in rows:
         r["compression"] = teacher["params"] / r["params"]
         r["delta"] = r["mean_balanced"] - teacher["mean_balanced"]
     return rows
+
+
+def fastest_variants(row: Mapping[str, Any], batches: Sequence[int]) -> dict[str, str]:
+    """Per batch size (as a string key), the exported precision with the lowest measured
+    median latency: what to ship on the benchmarked machine. Only variants that were exported
+    (INT8 only when it passed the accuracy gate) and benchmarked compete."""
+    out = {}
+    for b in batches:
+        ms = {p: row[f"{p}_ms_b{b}"] for p in ("fp32", "fp16", "int8")
+              if row.get(f"{p}_ms_b{b}") is not None}
+        if ms:
+            out[str(b)] = min(ms, key=ms.__getitem__)
+    return out
+
+
+def _fastest_lines(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> list[str]:
+    """One Markdown bullet per model: the fastest precision per batch size, with the others."""
+    lines = []
+    for r in rows:
+        parts = []
+        for b in batches:
+            best = r["fastest"].get(str(b))
+            if best is None:
+                continue
+            others = [f"{p} {_ms(r[f'{p}_ms_b{b}'])}" for p in ("fp32", "fp16", "int8")
+                      if p != best and r.get(f"{p}_ms_b{b}") is not None]
+            parts.append(f"**{best}** at batch {b} ({_ms(r[f'{best}_ms_b{b}'])} ms"
+                         + (f"; {', '.join(others)}" if others else "") + ")")
+        if parts:
+            lines.append(f"- {r['model']}: " + ", ".join(parts))
+    return lines
 
 
 def _per_attribute(upstream: Mapping[str, Mapping[str, Any]], students: Sequence[str]
@@ -205,6 +237,11 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     env_text = json.dumps(env, indent=2)
 
     md = ["# facedistill pipeline report", "", intro, "", "## Models", "", _md_table(table), ""]
+    fastest = _fastest_lines(rows, _batches(bench))
+    if fastest:
+        md += ["## Fastest exported variant on this machine", "",
+               "Lowest median latency among the benchmarked ONNX variants that passed the "
+               "export gate (ms per batch):", "", *fastest, ""]
     if per_attr:
         md += [f"## Per-attribute balanced accuracy: teacher vs {student}", "",
                _md_table(attr_table), ""]
@@ -214,6 +251,9 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
 
     body = [f"<h1>facedistill pipeline report</h1><p>{html.escape(intro)}</p>",
             "<h2>Models</h2>", _html_table(table)]
+    if fastest:
+        items = "".join(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in fastest)
+        body += ["<h2>Fastest exported variant on this machine</h2>", f"<ul>{items}</ul>"]
     if per_attr:
         body += [f"<h2>Per-attribute balanced accuracy: teacher vs {html.escape(student or '')}"
                  "</h2>", _html_table(attr_table)]

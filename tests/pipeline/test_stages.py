@@ -79,6 +79,12 @@ def test_full_run_then_skip_then_invalidate_downstream(tiny_synth: Path, tmp_pat
         assert 0.4 < m["mean_balanced"] < 1.0
         assert m["fp32_ms_b1"] is not None and m["fp32_ms_b1"] > 0
         assert m["int8_bytes"] is not None and m["int8_bytes"] < m["fp32_bytes"]
+        # what to ship: the precision with the lowest measured latency at each batch size
+        for b in (1, 4):
+            ms = {p: m[f"{p}_ms_b{b}"] for p in ("fp32", "int8")}
+            assert m["fastest"][str(b)] == min(ms, key=ms.__getitem__)
+    assert "## Fastest exported variant on this machine" in report.read_text()
+    assert "- snet3: **" in report.read_text()
     assert data["models"][1]["compression"] > 1
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
