@@ -312,7 +312,7 @@ def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Va
     elif bf16:
         precisions.append(("bf16", torch.bfloat16))
     modes = ["eager", "cuda_graph"] if device.type == "cuda" else ["eager"]
-    graphs: dict[tuple[str, str, tuple[int, ...]], tuple[Any, Any, Any]] = {}
+    graphs: dict[tuple[str, tuple[int, ...]], tuple[Any, Any, Any]] = {}  # (precision, shape)
 
     def to_input(x: np.ndarray) -> Any:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
@@ -321,7 +321,7 @@ def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Va
     def graphed(precision: str, forward: Callable[[Any], Any], x: np.ndarray) -> tuple[Any, Any]:
         """(graph, output) of ``forward`` captured for this precision and input shape, with
         ``x`` copied into the graph's static input; one capture per shape, then replays."""
-        key = ("cuda_graph", precision, tuple(x.shape))
+        key = (precision, tuple(x.shape))
         if key not in graphs:
             static = to_input(x)
             side = torch.cuda.Stream()
