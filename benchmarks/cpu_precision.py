@@ -6,7 +6,7 @@ AdamW) and an inference forward (``torch.no_grad``, eval mode) on random input, 
 the modes round by round so that a noisy machine hits them alike. It prints one JSON line
 and a table of images/s with each mode's ratio to fp32 NCHW, and says what the Trainer's
 ``precision = "auto"`` / ``channels_last = "auto"`` pick on this machine
-(:func:`facedistill.pipeline.train.resolve_precision`; ``channels_last = "auto"`` means on).
+(:func:`facedistill.pipeline.train.resolve_precision`, ``resolve_channels_last``).
 
     python benchmarks/cpu_precision.py [--size 32] [--batch 64] [--rounds 3]
         [--json-out FILE] [--md-out FILE]
@@ -29,6 +29,7 @@ from facedistill.pipeline.models import build_model, list_models
 from facedistill.pipeline.train import (
     cpu_has_amx,
     cpu_has_bf16,
+    resolve_channels_last,
     resolve_precision,
 )
 
@@ -116,7 +117,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "avx512_bf16_or_amx": cpu_has_bf16(), "amx": cpu_has_amx(),
         "auto_precision": precision,
-        "auto_channels_last": True,
+        "auto_channels_last": resolve_channels_last("auto"),
         "rows": rows, "command": command_line(),
     }
     lines = [f"Training step and inference forward, images/s at {args.size}x{args.size}, batch "

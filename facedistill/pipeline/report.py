@@ -19,6 +19,9 @@ from typing import Any
 from facedistill.io import atomic_path, atomic_write_json, atomic_write_text
 
 
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+
+
 def _read_json(path: str | os.PathLike[str] | None) -> Any:
     if not path or not Path(path).is_file():
         return None
@@ -67,7 +70,7 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
             "params": count_params(net), "macs": count_macs(net, size), "input_size": size,
             "mean_balanced": src["mean_balanced"], "checkpoint": src["checkpoint"],
         }
-        for prec in ("fp32", "fp16", "int8"):
+        for prec in EXPORT_PRECISIONS:
             path = variants.get(prec)
             row[f"{prec}_onnx"] = path
             row[f"{prec}_bytes"] = Path(path).stat().st_size if path and Path(path).exists() \
@@ -89,7 +92,7 @@ def fastest_variants(row: Mapping[str, Any], batches: Sequence[int]) -> dict[str
     (INT8 only when it passed the accuracy gate) and benchmarked compete."""
     out = {}
     for b in batches:
-        ms = {p: row[f"{p}_ms_b{b}"] for p in ("fp32", "fp16", "int8")
+        ms = {p: row[f"{p}_ms_b{b}"] for p in EXPORT_PRECISIONS
               if row.get(f"{p}_ms_b{b}") is not None}
         if ms:
             out[str(b)] = min(ms, key=ms.__getitem__)
@@ -105,7 +108,7 @@ def _fastest_lines(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) ->
             best = r["fastest"].get(str(b))
             if best is None:
                 continue
-            others = [f"{p} {_ms(r[f'{p}_ms_b{b}'])}" for p in ("fp32", "fp16", "int8")
+            others = [f"{p} {_ms(r[f'{p}_ms_b{b}'])}" for p in EXPORT_PRECISIONS
                       if p != best and r.get(f"{p}_ms_b{b}") is not None]
             parts.append(f"**{best}** at batch {b} ({_ms(r[f'{best}_ms_b{b}'])} ms"
                          + (f"; {', '.join(others)}" if others else "") + ")")

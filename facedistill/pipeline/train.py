@@ -69,6 +69,13 @@ def cpu_has_amx() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
+def resolve_channels_last(setting: str) -> bool:
+    """``auto`` = on: the faster layout for the students on the CI CPU class (1.06-1.5x per
+    training step; TNet ~10% slower, ``benchmarks/cpu_precision.py``) and the usual one for
+    autocast on GPUs."""
+    return setting != "off"
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -261,9 +268,7 @@ class Trainer:
             self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        # auto = on: the faster layout for the students on this CPU class (1.06-1.5x per
-        # training step) and for autocast on GPUs; TNet pays ~10% (cpu_precision benchmark)
-        self.channels_last = cfg.channels_last != "off"
+        self.channels_last = resolve_channels_last(cfg.channels_last)
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
