@@ -18,7 +18,6 @@ from typing import Any
 
 from facedistill.io import atomic_path, atomic_write_json, atomic_write_text
 
-
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 
 
