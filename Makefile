@@ -6,14 +6,17 @@ STAMP  := $(VENV)/.installed
 # The CPU wheel of torch that lies on these machines; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 DEMO_CONFIG ?= configs/demo.toml
+# The exact versions `make test` and `make demo` install (pip constraints); `make lock` refreshes.
+LOCK   := requirements/lock.txt
+LOCK_VENV ?= /tmp/facedistill-lock-venv
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint lock clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[train,dev]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -c $(LOCK) pip
+	$(BIN)/python -m pip install -q -c $(LOCK) "$(TORCH)"
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[train,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +31,22 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Resolve pyproject's ranges anew (newest releases) in a scratch venv, run lint and the tests
+# there, and only then rewrite the lock with what was installed (torch without its +cpu label);
+# the next `make test` reinstalls .venv from it.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[train,dev]" "$(TORCH)"
+	$(LOCK_VENV)/bin/ruff check .
+	$(LOCK_VENV)/bin/python -m pytest -q
+	{ grep '^#' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \
+	  | sed -E 's/^(torch==[0-9.]+)[+].*$$/\1/' | grep -vi '^facedistill'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,17 +1,22 @@
-"""Export variants: FP32 / FP16 / INT8 ONNX of TNet and SNet3 - size, ONNX Runtime CPU latency,
-accuracy delta - in one run.
+"""Export variants: FP32 / FP16 / INT8 ONNX of TNet and SNet3 under each INT8 recipe - size,
+ONNX Runtime CPU latency, accuracy delta - in one run.
 
-Each run is exported with :func:`facedistill.export.export_model` (INT8 calibrated on
-``--calib-n`` training images, gate off so every variant is measured; the drop is reported).
+Each run is exported with :func:`facedistill.export.export_model` (gate off so every variant
+is measured) with the INT8 recipes ``cpu`` (7-bit weights) and ``tensorrt`` (8-bit weights,
+float biases), and once more from its fp32 file with ``cpu-vnni`` (8-bit weights, int32
+biases: what every INT8 file was before recipes). Every INT8 file is scored twice on the
+validation split: through ONNX Runtime's integer kernels on *this* CPU, and through ONNX
+Runtime's float emulation of the same Q/DQ graph (what TensorRT or a VNNI CPU computes), with
+the largest probability difference between the two. The CPU's INT8 class
+(:mod:`facedistill.runtime.cpu`) is in the table's title.
+
 Latency: ONNX Runtime CPU execution provider, per batch size, ``--rounds`` rounds after
 ``--warmup`` runs of each variant; the variants are INTERLEAVED (one call of each per round,
-the order rotating every round) so background load hits them alike; the median and p90 per
-variant are reported. Accuracy: mean balanced accuracy on the validation split with the
-thresholds stored at training time, and its delta to FP32 in points.
+the order rotating every round) so background load hits them alike; median and p90.
 
 Prints one JSON line, then a Markdown table.
 
-    python benchmarks/export_variants.py --tnet runs/table3/tnet --snet3 runs/table3/snet3
+    python benchmarks/export_variants.py --tnet runs/demo/teacher --snet3 runs/demo/students/snet3
         [--data DIR] [--batches 1,32] [--rounds 30] [--threads 0] [--calib-n 512]
         [--export-dir DIR] [--json-out benchmarks/results/export_variants.json --md-out ...md]
 """
@@ -32,11 +37,13 @@ import numpy as np
 from facedistill.io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
+INT8_VARIANTS = ("int8", "int8-vnni", "int8-trt")
+RECIPE = {"int8": "cpu", "int8-vnni": "cpu-vnni", "int8-trt": "tensorrt"}
 
 
 def measure_latency(paths: dict[str, Path], size: tuple[int, int], batches: list[int],
                     rounds: int, warmup: int, threads: int) -> dict[str, dict[str, Any]]:
-    """``{precision: {str(batch): {"median_ms", "p90_ms", "runs"}}}``, interleaved rounds."""
+    """``{variant: {str(batch): {"median_ms", "p90_ms", "runs"}}}``, interleaved rounds."""
     from facedistill.export.onnx import ort_session, parity_inputs
 
     sessions = {p: ort_session(path, threads or None) for p, path in paths.items()}
@@ -60,10 +67,43 @@ def measure_latency(paths: dict[str, Path], size: tuple[int, int], batches: list
     return out
 
 
+def score_both_ways(paths: dict[str, Path], data: Path, split: str = "val"
+                    ) -> dict[str, dict[str, float]]:
+    """Per variant: mean balanced accuracy with integer kernels (``integer``) and, for INT8,
+    with the Q/DQ emulated (``emulated``) and their largest probability difference."""
+    from facedistill.bench.accuracy import balanced_accuracy, predict_images, split_images
+    from facedistill.export.onnx import get_metadata, load_onnx, ort_session
+    from facedistill.runtime.metadata import parse_metadata
+
+    info = parse_metadata(get_metadata(load_onnx(paths["fp32"])))
+    images, labels, names = split_images(data, split)
+    runs = [(p, False) for p in paths] + [(p, True) for p in paths if p.startswith("int8")]
+    sessions = [ort_session(paths[p], emulate_qdq=emu) for p, emu in runs]
+    width = len(info.attributes)
+
+    def run_all(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([s.run(["probabilities"], {"input": x})[0] for s in sessions], 1)
+
+    probs = predict_images(run_all, info.preprocess, images, batch_size=64)
+    part = {run: probs[:, k * width:(k + 1) * width] for k, run in enumerate(runs)}
+    out: dict[str, dict[str, float]] = {}
+    for p in paths:
+        out[p] = {"integer": balanced_accuracy(part[(p, False)], labels, info.thresholds,
+                                               names)["mean_balanced"]}
+        if (p, True) in part:
+            out[p]["emulated"] = balanced_accuracy(part[(p, True)], labels, info.thresholds,
+                                                   names)["mean_balanced"]
+            out[p]["max_abs_diff_integer_vs_emulated"] = float(
+                np.abs(part[(p, True)] - part[(p, False)]).max())
+        out[p]["max_abs_diff_to_fp32"] = float(np.abs(part[(p, False)] -
+                                                      part[("fp32", False)]).max())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tnet", type=Path, default=Path("runs/table3/tnet"))
-    ap.add_argument("--snet3", type=Path, default=Path("runs/table3/snet3"))
+    ap.add_argument("--tnet", type=Path, default=Path("runs/demo/teacher"))
+    ap.add_argument("--snet3", type=Path, default=Path("runs/demo/students/snet3"))
     ap.add_argument("--data", type=Path, default=None,
                     help="CelebA-format folder [default: each run's own data]")
     ap.add_argument("--batches", default="1,32")
@@ -82,8 +122,11 @@ def main() -> None:
     import onnxruntime as ort
 
     from facedistill.export import export_model
+    from facedistill.io import command_line
+    from facedistill.runtime.cpu import cpu_record
 
     batches = [int(b) for b in args.batches.split(",")]
+    cpu = cpu_record()
     tmp = None
     if args.export_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="export_variants-")
@@ -94,66 +137,86 @@ def main() -> None:
     try:
         for name, run in (("tnet", args.tnet), ("snet3", args.snet3)):
             t0 = time.perf_counter()
-            report = export_model(run, export_dir / name, calib_n=args.calib_n,
-                                  calib_method=args.calib_method, gate=False,
-                                  eval_data=args.data, batches=(1, max(batches), max(batches)))
+            common = {"calib_n": args.calib_n, "calib_method": args.calib_method,
+                      "gate": False, "eval_data": args.data}
+            report = export_model(run, export_dir / name, int8_recipe="cpu,tensorrt",
+                                  batches=(1, max(batches), max(batches)), **common)
+            vnni = export_model(Path(report["variants"]["fp32"]["path"]),
+                                export_dir / name / "vnni", precisions=("int8",),
+                                int8_recipe="cpu-vnni",
+                                **{**common, "eval_data": report["data"]["eval"]["root"],
+                                   "calib_data": report["data"]["calibration"]["root"]})
             export_s = time.perf_counter() - t0
-            variants = report["variants"]
+            variants = {**report["variants"], "int8-vnni": vnni["variants"]["int8"]}
             paths = {p: Path(v["path"]) for p, v in variants.items()}
             size = _input_size(paths["fp32"])
+            scores = score_both_ways(paths, Path(report["data"]["eval"]["root"]))
             latency = measure_latency(paths, size, batches, args.rounds, args.warmup,
                                       args.threads)
+            base = scores["fp32"]["integer"]
             models[name] = {
                 "run": str(run), "arch": report["arch"], "input_size": list(size),
                 "eval": report["data"].get("eval"), "calibration": report["data"].get(
                     "calibration"), "export_seconds": export_s,
                 "variants": {p: {
-                    "size_bytes": v["size_bytes"],
+                    "recipe": RECIPE.get(p), "size_bytes": v["size_bytes"],
                     "size_vs_fp32": v["size_bytes"] / variants["fp32"]["size_bytes"],
-                    "mean_balanced": v["accuracy"]["mean_balanced"],
-                    "delta_points": 100.0 * v["accuracy"]["delta_to_fp32"],
-                    "max_abs_diff_to_fp32": v.get("max_abs_diff_to_fp32"),
+                    "mean_balanced": scores[p]["integer"],
+                    "delta_points": 100.0 * (scores[p]["integer"] - base),
+                    "emulated_delta_points": (100.0 * (scores[p]["emulated"] - base)
+                                              if "emulated" in scores[p] else None),
+                    "max_abs_diff_to_fp32": scores[p]["max_abs_diff_to_fp32"],
+                    "max_abs_diff_integer_vs_emulated": scores[p].get(
+                        "max_abs_diff_integer_vs_emulated"),
+                    "gate_kernels": (v.get("int8_gate") or {}).get("kernels"),
                     "latency": latency[p],
                     "speedup_vs_fp32": {b: latency["fp32"][b]["median_ms"] / lat["median_ms"]
                                         for b, lat in latency[p].items()},
                 } for p, v in variants.items()},
             }
             print(f"{name}: exported in {export_s:.1f}s; " + ", ".join(
-                f"{p} {models[name]['variants'][p]['latency'][str(max(batches))]['median_ms']:.1f}"
-                f" ms @b{max(batches)}" for p in variants), flush=True)
+                f"{p} {models[name]['variants'][p]['delta_points']:+.2f} pt" for p in variants),
+                flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
     result = {
         "benchmark": "export_variants",
+        "command": command_line(),
         "batches": batches, "rounds": args.rounds, "warmup": args.warmup,
         "threads": args.threads or "ort default",
         "models": models,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "onnxruntime": ort.__version__,
+        "machine": {**cpu, "python": platform.python_version(), "onnxruntime": ort.__version__,
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(json.dumps(result))
 
     head = " | ".join(f"b={b} ms (p90)" for b in batches)
-    md = [f"ONNX Runtime {ort.__version__} CPU, {os.cpu_count()} cores, {args.rounds} "
-          "interleaved rounds (median, p90 in brackets); accuracy: mean balanced accuracy on "
-          "the val split at the stored thresholds. Runs: " + "; ".join(
+    md = [f"**CPU: {cpu['model']} ({cpu['int8_class']}), {os.cpu_count()} cores**, ONNX Runtime "
+          f"{ort.__version__}, {args.rounds} interleaved rounds (median, p90 in brackets). "
+          "Accuracy: mean balanced accuracy on the val split at the stored thresholds, as run "
+          "by ONNX Runtime's integer kernels on this CPU; 'emulated': the same file with its "
+          "Q/DQ computed in float32 (what TensorRT or a VNNI CPU computes); 'int vs emu': the "
+          "largest probability difference between the two. Runs: " + "; ".join(
               f"{n} = {m['run']} ({m['eval']['n_images'] if m['eval'] else '?'} val images, "
               f"INT8 calibrated on {m['calibration']['n_images']} train images, "
               f"{m['calibration']['method']})" for n, m in models.items()), "",
-          f"| model | precision | size | vs fp32 | bal. acc. | delta (pt) | {head} | "
-          f"speed-up b={max(batches)} |",
+          f"| model | variant (recipe) | size | delta (pt) | emulated delta (pt) | int vs emu | "
+          f"{head} | speed-up b={max(batches)} |",
           "|---|---|---:|---:|---:|---:|" + "---:|" * len(batches) + "---:|"]
     for name, m in models.items():
         for p, v in m["variants"].items():
             lat = " | ".join(f"{v['latency'][str(b)]['median_ms']:.2f} "
                              f"({v['latency'][str(b)]['p90_ms']:.2f})" for b in batches)
-            md.append(f"| {name} (w{m['arch']['width']:g}, {m['input_size'][0]}px) | {p} | "
-                      f"{v['size_bytes'] / 1e6:.2f} MB | {v['size_vs_fp32']:.2f}x | "
-                      f"{100 * v['mean_balanced']:.2f}% | {v['delta_points']:+.2f} | {lat} | "
+            emu = v["emulated_delta_points"]
+            dev = v["max_abs_diff_integer_vs_emulated"]
+            label = f"{p} ({v['recipe']})" if v["recipe"] else p
+            md.append(f"| {name} (w{m['arch']['width']:g}, {m['input_size'][0]}px) | {label} | "
+                      f"{v['size_bytes'] / 1e6:.2f} MB | {v['delta_points']:+.2f} | "
+                      f"{'-' if emu is None else f'{emu:+.2f}'} | "
+                      f"{'-' if dev is None else f'{dev:.3f}'} | {lat} | "
                       f"{v['speedup_vs_fp32'][str(max(batches))]:.2f}x |")
     table = "\n".join(md) + "\n"
     print(table)

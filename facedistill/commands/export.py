@@ -91,7 +91,15 @@ def print_report(report: dict[str, Any]) -> None:
     for name, v in report["variants"].items():
         if v.get("status") == "ok":
             console.print(f"{name}: {v['path']}")
+    for name, v in report["variants"].items():
+        if v.get("status") == "failed":
+            console.print(f"[red]{name} failed[/red]: {v.get('error')}", markup=True,
+                          highlight=False)
     for name, e in report.get("engines", {}).items():
+        if e.get("status") == "failed":
+            console.print(f"[red]{name} engine failed[/red]: {e.get('error')}", markup=True,
+                          highlight=False)
+            continue
         console.print(f"{name} engine: {e['path']} (TensorRT {e['trt_version']}, "
                       f"{e['gpu_name']}, batch {e['profile']['min']}-{e['profile']['max']})")
     console.print(f"wrote {Path(report['out_dir']) / 'export_report.json'}")
@@ -115,6 +123,11 @@ def print_report(report: dict[str, Any]) -> None:
               help="Training images (seeded sample) to calibrate INT8 on.")
 @click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]),
               default="entropy", show_default=True)
+@click.option("--int8-recipe", default="auto", show_default=True, metavar="LIST",
+              help="INT8 recipes, comma list: cpu (7-bit weights, safe on every CPU), cpu-vnni "
+                   "(8-bit weights, CPUs with VNNI/AMX or Arm dot-product only), tensorrt "
+                   "(<arch>.int8-trt.onnx, TensorRT's Q/DQ rules). auto: cpu, plus tensorrt "
+                   "with --trt.")
 @click.option("--max-drop", type=float, default=1.0, show_default=True,
               help="INT8 gate: largest allowed drop of mean balanced accuracy, in points.")
 @click.option("--no-gate", is_flag=True, help="Keep INT8 whatever its accuracy.")
@@ -134,24 +147,41 @@ def print_report(report: dict[str, Any]) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precision: str | None,
             opset: int, calib_data: Path | None, calib_n: int, calib_method: str,
-            max_drop: float, no_gate: bool, no_eval: bool, batches: str,
+            int8_recipe: str, max_drop: float, no_gate: bool, no_eval: bool, batches: str,
             workspace_mb: int | None, data: Path | None, eval_split: str, out: Path | None,
             as_json: bool, quiet: bool) -> None:
     """Export a run (folder, .pt or an fp32 .onnx) to ONNX FP32/FP16/INT8 and TensorRT.
 
     Every variant is checked (onnx.checker), run with ONNX Runtime and scored on the
-    validation split; INT8 is refused when it loses more than --max-drop points.
+    validation split; INT8 is refused when it loses more than --max-drop points. A failing
+    precision does not stop the others: export_report.json records every result and the
+    command exits 2.
     """
-    from facedistill.export.api import export_model
+    import json
+    import time
 
-    with _step_bar(enabled=not quiet and not as_json) as update:
-        report = export_model(
-            source, out or _default_out(source),
-            precisions=_precisions(onnx, fp16, int8, precision), opset=opset,
-            calib_data=calib_data if calib_data is not None else data, calib_n=calib_n,
-            calib_method=calib_method, max_drop=max_drop, gate=not no_gate,
-            eval_data=data, eval_split=None if no_eval else eval_split, trt=trt,
-            batches=batches, workspace_mb=workspace_mb, progress=update)
+    from facedistill.errors import UserError
+    from facedistill.export.api import REPORT_NAME, export_model
+
+    out_dir = out or _default_out(source)
+    started = time.time()
+    try:
+        with _step_bar(enabled=not quiet and not as_json) as update:
+            report = export_model(
+                source, out_dir,
+                precisions=_precisions(onnx, fp16, int8, precision), opset=opset,
+                calib_data=calib_data if calib_data is not None else data, calib_n=calib_n,
+                calib_method=calib_method, int8_recipe=int8_recipe, max_drop=max_drop,
+                gate=not no_gate,
+                eval_data=data, eval_split=None if no_eval else eval_split, trt=trt,
+                batches=batches, workspace_mb=workspace_mb, progress=update)
+    except UserError:
+        # a precision failed after the others were written: show what was (exit code 2)
+        path = Path(out_dir) / REPORT_NAME
+        if path.is_file() and path.stat().st_mtime >= started - 1:
+            written = json.loads(path.read_text(encoding="utf-8"))
+            print_json(written) if as_json else print_report(written)
+        raise
     if as_json:
         print_json(report)
         return

@@ -162,13 +162,21 @@ def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"path": str(p), "size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
 
 
-def ort_session(path_or_bytes: str | os.PathLike[str] | bytes, threads: int | None = None
-                ) -> Any:
-    """An ONNX Runtime CPU session (warnings off); unreadable models are ExportError."""
+def ort_session(path_or_bytes: str | os.PathLike[str] | bytes, threads: int | None = None,
+                *, emulate_qdq: bool = False) -> Any:
+    """An ONNX Runtime CPU session (warnings off); unreadable models are ExportError.
+
+    ``emulate_qdq`` keeps ONNX Runtime from fusing Q/DQ pairs into its integer kernels
+    (``session.disable_quant_qdq``): each ``DequantizeLinear -> op -> QuantizeLinear`` then runs
+    in float32, which is what an INT8 kernel with 32-bit sums computes (TensorRT, VNNI), on any
+    CPU and without the 16-bit saturation of x86 kernels lacking VNNI.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if emulate_qdq:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     if threads:
         opts.intra_op_num_threads = int(threads)
     src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)

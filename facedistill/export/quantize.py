@@ -10,10 +10,16 @@
   symmetric, per-channel weights, calibrated (min-max, entropy or percentile) on real training
   images preprocessed exactly like training's eval transform. The logits (the classifier's
   output) and the sigmoid are kept in float32: an int8 probability has only ~1/127
-  resolution, too coarse for per-attribute thresholds. Runs on ONNX Runtime CPU and builds on
-  TensorRT 10.x/11.x (explicit quantization).
+  resolution, too coarse for per-attribute thresholds.
 
-Both keep the FP32 file's metadata with ``precision`` changed.
+  The recipe depends on the target (:data:`INT8_RECIPES`): ``cpu`` keeps the weights to 7 bits
+  so that ONNX Runtime's integer kernels cannot saturate on x86 CPUs without VNNI
+  (:mod:`facedistill.runtime.cpu`) and quantizes biases to int32 as ONNX Runtime fuses them;
+  ``cpu-vnni`` uses 8-bit weights for CPUs with VNNI/AMX or Arm dot-product; ``tensorrt`` uses
+  8-bit weights and float biases (TensorRT's ONNX parser rejects an INT32 ``DequantizeLinear``)
+  and must pass :func:`facedistill.export.qdq_check.check_tensorrt_qdq`.
+
+Both keep the FP32 file's metadata with ``precision`` changed; INT8 adds ``int8_recipe``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +54,50 @@ DEFAULT_CALIB_N = 512
 DEFAULT_CALIB_SEED = 0
 
 
-def _variant_metadata(meta: dict[str, str], precision: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How an INT8 file is quantized for one deployment target."""
+
+    name: str
+    target: str  # "onnxruntime" (CPU integer kernels) | "tensorrt"
+    weight_bits: int  # 7: weights within +-64 (ONNX Runtime's reduce_range); 8: +-127
+    quantize_bias: bool  # int32 bias initializers (ONNX Runtime fuses them; TensorRT refuses)
+    summary: str
+
+    @property
+    def reduce_range(self) -> bool:
+        return self.weight_bits == 7
+
+
+INT8_RECIPES = {
+    "cpu": Int8Recipe("cpu", "onnxruntime", 7, True,
+                      "ONNX Runtime on any CPU: 7-bit weights cannot saturate the 16-bit "
+                      "sums of x86 kernels without VNNI"),
+    "cpu-vnni": Int8Recipe("cpu-vnni", "onnxruntime", 8, True,
+                           "ONNX Runtime on CPUs with VNNI/AMX or Arm dot-product only: 8-bit "
+                           "weights, which AVX2/AVX-512 CPUs without VNNI saturate"),
+    "tensorrt": Int8Recipe("tensorrt", "tensorrt", 8, False,
+                           "TensorRT explicit quantization: symmetric 8-bit, zero points 0, "
+                           "per-channel weights on axis 0, float biases"),
+}
+DEFAULT_INT8_RECIPE = "cpu"
+LEGACY_INT8_RECIPE = "cpu-vnni"
+"""What an INT8 file exported before recipes existed is: 8-bit weights, int32 biases."""
+
+
+def int8_recipe(name: str) -> Int8Recipe:
+    """The recipe called ``name``, or a UserError naming the field ``int8_recipe``."""
+    if name not in INT8_RECIPES:
+        raise UserError(f"INT8 recipe must be one of {', '.join(INT8_RECIPES)}, got {name!r}",
+                        field="int8_recipe")
+    return INT8_RECIPES[name]
+
+
+def _variant_metadata(meta: dict[str, str], precision: str, **extra: str) -> dict[str, str]:
     """The FP32 file's metadata for a ``precision`` variant (accuracy is measured anew)."""
     out = {k: v for k, v in meta.items() if k != "accuracy"}
     out["precision"] = precision
+    out.update(extra)
     return out
 
 
@@ -199,12 +246,15 @@ def quantize_int8(
     *,
     method: str = "entropy",
     per_channel: bool = True,
+    recipe: str = DEFAULT_INT8_RECIPE,
 ) -> dict[str, Any]:
     """Write the INT8 Q/DQ variant of the FP32 export ``src`` to ``dst``, calibrated on
-    ``images`` (float32 NCHW, already preprocessed like the model's eval transform).
+    ``images`` (float32 NCHW, already preprocessed like the model's eval transform), by the
+    :data:`INT8_RECIPES` entry ``recipe``.
 
     Returns ``{"path", "size_bytes", "sha256", "precision", "checker", "calibration",
-    "seconds"}``.
+    "recipe", "seconds"}``; a ``tensorrt`` file that breaks TensorRT's Q/DQ rules is an
+    :class:`ExportError` (and not written).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -215,6 +265,7 @@ def quantize_int8(
     )
 
     calibrate = _calibration_method(method)
+    rec = int8_recipe(recipe)
     t0 = time.perf_counter()
     model, meta = _source(src)
     reader = CalibrationReader(images)
@@ -231,13 +282,15 @@ def quantize_int8(
             "WeightSymmetric": True,
             "CalibStridedMinMax": reader.stride(),
             "OpTypesToExcludeOutputQuantization": ["Gemm"],
+            "QuantizeBias": rec.quantize_bias,
         }
         with quiet(("",)) as printed:
             try:
                 quantize_static(
                     str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    per_channel=per_channel, calibrate_method=calibrate,
+                    per_channel=per_channel, reduce_range=rec.reduce_range,
+                    calibrate_method=calibrate,
                     nodes_to_exclude=sigmoids, extra_options=extra)
             except (ValueError, RuntimeError) as exc:
                 tail = " | ".join(printed.getvalue().strip().splitlines()[-2:])
@@ -245,7 +298,17 @@ def quantize_int8(
                                   + (f" ({tail})" if tail else ""), path=src) from None
         seconds["calibrate_quantize"] = time.perf_counter() - t1
         quant = onnx.load(str(out))
-    set_metadata(quant, _variant_metadata(meta, "int8"))
+    conformance = None
+    if rec.target == "tensorrt":
+        from facedistill.export.qdq_check import check_tensorrt_qdq
+
+        problems = check_tensorrt_qdq(quant)
+        conformance = {"rules": "tensorrt", "problems": len(problems)}
+        if problems:
+            raise ExportError(f"the INT8 file breaks TensorRT's Q/DQ rules ({len(problems)} "
+                              f"problems): {problems[0]}", path=src)
+    set_metadata(quant, _variant_metadata(meta, "int8", int8_recipe=rec.name,
+                                          int8_weight_bits=str(rec.weight_bits)))
     quant.doc_string = model.doc_string
     save_onnx(quant, dst)
     try:
@@ -259,6 +322,7 @@ def quantize_int8(
         "calibration": {"method": method, "n_images": int(len(images)),
                         "per_channel": per_channel, "symmetric": True, "format": "QDQ",
                         "activations": "int8", "weights": "int8"},
+        "recipe": asdict(rec), "qdq_conformance": conformance,
         "seconds": seconds,
     }
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from facedistill.errors import ConfigError
+from facedistill.runtime.cpu import warn_int8
 from facedistill.runtime.errors import ModelError
 from facedistill.runtime.metadata import MetadataError, ModelInfo, parse_metadata
 
@@ -148,6 +149,11 @@ class OrtBackend:
         self.info = parse_metadata(meta, source=os.fspath(self.path))
         self.fixed_batch = self._check_io()
         self._outputs = [PROBABILITIES]
+        self.int8_warning = None
+        if self.info.precision == "int8" and \
+                self.session.get_providers()[0] == "CPUExecutionProvider":
+            self.int8_warning = warn_int8(self.info.int8_weight_bits, self.info.int8_recipe,
+                                          os.fspath(self.path))
 
     @staticmethod
     def _providers(ort: Any, device: Device) -> list[Any]:

@@ -24,6 +24,13 @@ key                      value
 ``output_names``         JSON list: ``["probabilities", "logits"]``
 ``accuracy``             (optional) JSON: ``{"split", "mean_balanced", "delta_to_fp32",
                          "n_images"}`` measured with ONNX Runtime at export time
+``int8_recipe``          (INT8) ``cpu`` | ``cpu-vnni`` | ``tensorrt``: how it was quantized
+                         (:data:`facedistill.export.quantize.INT8_RECIPES`); absent in files
+                         exported before recipes, which have 8-bit weights
+``int8_weight_bits``     (INT8) ``7`` or ``8``: the range of the weights (7: within +-64)
+``int8_gate``            (INT8) JSON: where the accuracy gate measured it - ``{"recipe",
+                         "kernels" (integer | emulated), "cpu", "int8_class", "onnxruntime",
+                         "split", "drop_points", "max_drop_points", ...}``
 =======================  ===================================================================
 """
 
@@ -116,6 +123,9 @@ class ModelInfo:
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES
     accuracy: dict[str, Any] | None = None
+    int8_recipe: str | None = None
+    int8_weight_bits: int | None = None
+    int8_gate: dict[str, Any] | None = None
     raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -160,6 +170,12 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
     if precision not in PRECISIONS:
         raise MetadataError(f"{precision!r} not one of {PRECISIONS}", path=source,
                             field="precision")
+    bits: int | None = None
+    if precision == "int8":
+        try:
+            bits = int(meta.get("int8_weight_bits", "8"))  # older files: 8-bit weights
+        except ValueError:
+            raise MetadataError("expected 7 or 8", path=source, field="int8_weight_bits") from None
     arch = load("arch")
     if not isinstance(arch, dict) or "arch" not in arch:
         raise MetadataError("expected {\"arch\", \"width\", \"num_attrs\"}", path=source,
@@ -176,5 +192,8 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
         input_name=meta.get("input_name", INPUT_NAME),
         output_names=tuple(load("output_names", list(OUTPUT_NAMES))),
         accuracy=load("accuracy"),
+        int8_recipe=meta.get("int8_recipe"),
+        int8_weight_bits=bits,
+        int8_gate=load("int8_gate"),
         raw=dict(meta),
     )

@@ -94,3 +94,41 @@ def test_table_output(tiny_export: tuple[dict[str, Any], Path], tiny_synth: Path
     acc = tiny_export[0]["variants"]["fp32"]["accuracy"]["mean_balanced"]
     assert f"{100 * acc:.2f}%" in row and "+0.00 pt" in row
     assert f"wrote {tmp_path / 'export_report.json'}" in done.stdout
+
+
+def test_a_failing_precision_keeps_the_others(tiny_export: tuple[dict[str, Any], Path],
+                                              tiny_synth: Path, tmp_path: Path) -> None:
+    """A corrupt training image breaks INT8 calibration: fp32 and fp16 are still written and
+    scored, export_report.json records the INT8 error naming the image, exit code 2."""
+    _, out = tiny_export
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth, data)
+    first_train = next(line.split()[0] for line in
+                       (data / "list_eval_partition.txt").read_text().splitlines()
+                       if line.split()[1] == "0")
+    bad = data / "img_align_celeba" / first_train
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    dest = tmp_path / "export"
+    done = _cli(out / "snet3.fp32.onnx", "--precision", "fp16,int8", "--int8-recipe",
+                "cpu,tensorrt", "--calib-n", "100000", "--data", data, "--out", dest,
+                "--quiet")
+    line = _one_line_error(done)
+    assert "2 export steps failed" in line and first_train in line
+    report = json.loads((dest / "export_report.json").read_text())
+    v = report["variants"]
+    assert (v["fp32"]["status"], v["fp16"]["status"]) == ("ok", "ok")
+    assert v["fp16"]["accuracy"]["n_images"] == 47
+    for name in ("int8", "int8-trt"):
+        assert v[name]["status"] == "failed" and first_train in v[name]["error"]
+        assert not (dest / f"snet3.{name}.onnx").exists()
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "export_report.json", "snet3.fp16.onnx", "snet3.fp32.onnx"]
+    assert "int8 failed" in done.stdout and "snet3.fp16.onnx" in done.stdout  # the table
+
+
+def test_int8_recipe_option(tiny_teacher: Path, tmp_path: Path) -> None:
+    line = _one_line_error(_cli(tiny_teacher, "--int8-recipe", "avx2", "--out", tmp_path))
+    assert "field 'int8_recipe'" in line and "cpu, cpu-vnni, tensorrt" in line
+    line = _one_line_error(_cli(tiny_teacher, "--int8-recipe", "cpu,cpu-vnni", "--out",
+                                tmp_path))
+    assert "both write the CPU file" in line

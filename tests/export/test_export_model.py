@@ -28,9 +28,11 @@ def test_report_lists_every_variant(tiny_export: tuple[dict[str, Any], Path]) ->
 
     report, out = tiny_export
     on_disk = json.loads((out / "export_report.json").read_text())
-    assert on_disk["variants"].keys() == report["variants"].keys() == {"fp32", "fp16", "int8"}
+    assert on_disk["variants"].keys() == report["variants"].keys() == {
+        "fp32", "fp16", "int8", "int8-trt"}
     assert sorted(p.name for p in out.iterdir()) == [
-        "export_report.json", "snet3.fp16.onnx", "snet3.fp32.onnx", "snet3.int8.onnx"]
+        "export_report.json", "snet3.fp16.onnx", "snet3.fp32.onnx", "snet3.int8-trt.onnx",
+        "snet3.int8.onnx"]
     for name, v in on_disk["variants"].items():
         path = Path(v["path"])
         assert path == out / f"snet3.{name}.onnx"
@@ -64,7 +66,7 @@ def test_metadata_round_trip(tiny_export: tuple[dict[str, Any], Path],
     ckpt = load_checkpoint(tiny_teacher)
     for name, v in report["variants"].items():
         info = parse_metadata(_meta(Path(v["path"])), source=v["path"])
-        assert info.precision == name
+        assert info.precision == name.split("-")[0]
         assert info.attributes == tuple(ckpt["attributes"])
         assert info.logit_thresholds == pytest.approx(ckpt["thresholds"])
         assert info.thresholds == pytest.approx(probability_thresholds(ckpt["thresholds"]))
@@ -94,8 +96,41 @@ def test_fp16_and_int8_deltas_are_small(tiny_export: tuple[dict[str, Any], Path]
     report, _ = tiny_export
     v = report["variants"]
     assert abs(v["fp16"]["accuracy"]["delta_to_fp32"]) < 0.005
-    assert abs(v["int8"]["accuracy"]["delta_to_fp32"]) < 0.05  # 47 images: noisy, but bounded
-    assert v["int8"]["max_abs_diff_to_fp32"] < 0.1
+    for name in ("int8", "int8-trt"):
+        assert abs(v[name]["accuracy"]["delta_to_fp32"]) < 0.05  # 47 images: noisy, bounded
+        assert v[name]["max_abs_diff_to_fp32"] < 0.1
+    # the CPU recipe cannot saturate: its integer kernels equal the emulation on any CPU
+    assert v["int8"]["max_abs_diff_integer_vs_emulated"] < 1e-3
+    assert v["int8-trt"]["max_abs_diff_integer_vs_emulated"] >= 0.0  # depends on the CPU
+
+
+def test_int8_files_record_their_recipe_and_gate(tiny_export: tuple[dict[str, Any], Path]
+                                                 ) -> None:
+    """Each INT8 file says how it was quantized and where its gate measured it: the CPU
+    recipe with this machine's integer kernels, TensorRT's through the float emulation."""
+    from facedistill.export.qdq_check import check_tensorrt_qdq
+    from facedistill.runtime.cpu import cpu_record
+    from facedistill.runtime.metadata import parse_metadata
+
+    report, out = tiny_export
+    here = cpu_record()
+    assert report["machine"]["int8_class"] == here["int8_class"]
+    assert report["int8_recipes"] == {"int8": "cpu", "int8-trt": "tensorrt"}
+    for name, recipe, bits, kernels in (("int8", "cpu", 7, "integer"),
+                                        ("int8-trt", "tensorrt", 8, "emulated")):
+        v = report["variants"][name]
+        info = parse_metadata(_meta(out / f"snet3.{name}.onnx"))
+        assert (info.int8_recipe, info.int8_weight_bits) == (recipe, bits)
+        assert info.int8_gate == v["int8_gate"]
+        assert info.int8_gate["kernels"] == kernels
+        assert info.int8_gate["int8_class"] == here["int8_class"]
+        assert info.int8_gate["drop_points"] == pytest.approx(
+            -100 * v["accuracy"]["delta_to_fp32"])
+        assert v["recipe"]["name"] == recipe
+    assert report["variants"]["int8-trt"]["qdq_conformance"] == {"rules": "tensorrt",
+                                                                 "problems": 0}
+    assert check_tensorrt_qdq(out / "snet3.int8-trt.onnx") == []
+    assert any("INT32" in p for p in check_tensorrt_qdq(out / "snet3.int8.onnx"))
 
 
 # -- refusals -------------------------------------------------------------------------------
@@ -258,3 +293,70 @@ def test_onnx_source_runs_without_torch(tiny_export: tuple[dict[str, Any], Path]
     expected = tiny_export[0]["variants"]["fp16"]["accuracy"]["mean_balanced"]
     assert float(done.stdout.strip()) == pytest.approx(expected, abs=1e-12)
     assert np.isfinite(expected)
+
+
+def test_backend_warns_once_for_a_saturating_file(tiny_export: tuple[dict[str, Any], Path],
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The real ONNX Runtime backend on the real exported files; only the CPU class is set
+    (both classes cannot be had on one machine)."""
+    import logging
+
+    from facedistill.runtime import cpu
+    from facedistill.runtime.backends import OrtBackend
+
+    _, out = tiny_export
+    trt_file = tmp_path / "snet3.int8-trt.onnx"
+    shutil.copyfile(out / "snet3.int8-trt.onnx", trt_file)
+    caplog.set_level(logging.WARNING, logger="facedistill")
+    monkeypatch.setattr(cpu, "int8_class", lambda *a, **k: "x86-vnni")
+    assert OrtBackend(trt_file, device="cpu").int8_warning is None
+    monkeypatch.setattr(cpu, "int8_class", lambda *a, **k: "x86-avx2")
+    assert OrtBackend(out / "snet3.int8.onnx", device="cpu").int8_warning is None
+    first = OrtBackend(trt_file, device="cpu").int8_warning
+    again = OrtBackend(trt_file, device="cpu").int8_warning
+    assert first == again and first is not None and str(trt_file) in first
+    logged = [r.getMessage() for r in caplog.records if r.name == "facedistill"]
+    assert logged == [first]  # once per file and process
+
+
+def test_int8_plan_and_gate_kernels() -> None:
+    from facedistill.export.api import _gate_kernels, _int8_plan
+    from facedistill.export.quantize import INT8_RECIPES
+
+    assert _int8_plan(["fp32"], "tensorrt", trt=True) == {}
+    assert _int8_plan(["fp32", "int8"], None, trt=False) == {"int8": "cpu"}
+    assert _int8_plan(["fp32", "int8"], "auto", trt=True) == {"int8": "cpu",
+                                                               "int8-trt": "tensorrt"}
+    assert _int8_plan(["int8"], "tensorrt", trt=False) == {"int8-trt": "tensorrt"}
+    assert _int8_plan(["int8"], ["cpu-vnni", "tensorrt"], trt=False) == {
+        "int8": "cpu-vnni", "int8-trt": "tensorrt"}
+    for bad in ("cpu,cpu-vnni", "avx2"):
+        with pytest.raises(UserError) as err:
+            _int8_plan(["int8"], bad, trt=False)
+        assert err.value.field == "int8_recipe"
+    kernels = {(r, c): _gate_kernels(INT8_RECIPES[r], c) for r in INT8_RECIPES
+               for c in ("x86-avx2", "x86-vnni")}
+    assert kernels == {("cpu", "x86-avx2"): "integer", ("cpu", "x86-vnni"): "integer",
+                       ("cpu-vnni", "x86-avx2"): "emulated", ("cpu-vnni", "x86-vnni"): "integer",
+                       ("tensorrt", "x86-avx2"): "emulated",
+                       ("tensorrt", "x86-vnni"): "emulated"}
+
+
+def test_int8_engine_without_the_tensorrt_recipe_is_a_recorded_failure(
+        tiny_export: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    """`--trt --int8-recipe cpu`: the int8 engine cannot come from the CPU file (its int32
+    biases); the report says why and the export fails at the end (no GPU needed to see it)."""
+    from facedistill.export.api import _build_engines, _Steps
+    from facedistill.export.onnx import ExportError
+
+    report, out = tiny_export
+    rep = {"variants": {"fp32": {"status": "ok"}, "int8": {"status": "ok"}}, "engines": {}}
+    steps = _Steps(rep)
+    _build_engines({"int8": out / "snet3.int8.onnx"}, "snet3", tmp_path, (1, 4, 8), None,
+                   ["int8"], rep, steps, None)
+    assert rep["engines"]["int8"]["status"] == "failed"
+    assert "add 'tensorrt' to --int8-recipe" in rep["engines"]["int8"]["error"]
+    with pytest.raises(ExportError, match="int8 engine not built"):
+        steps.raise_if_failed(tmp_path / "export_report.json")
+    assert not list(tmp_path.iterdir())
