@@ -203,6 +203,13 @@ def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
     on_gpu = providers[0] == "CUDAExecutionProvider"
     name = info.input_name
     wanted = [PROBABILITIES]
+    int8: dict[str, Any] = {}
+    if info.precision == "int8":
+        from facedistill.runtime.cpu import warn_int8
+
+        int8 = {"int8_recipe": info.int8_recipe, "int8_weight_bits": info.int8_weight_bits,
+                "int8_warning": None if on_gpu else warn_int8(
+                    info.int8_weight_bits, info.int8_recipe, str(a.path))}
 
     def prepare(x: np.ndarray) -> RunOnce:
         feed = {name: np.ascontiguousarray(x, dtype=np.float32)}
@@ -220,14 +227,19 @@ def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
         mode="default", layout="NCHW", arch=dict(info.arch), preprocess=info.preprocess,
         attributes=info.attributes, thresholds=info.thresholds,
         source_sha256=info.source_sha256, threads=threads, prepare=prepare, predict=predict,
-        fixed_batch=fixed, details={"providers": providers, "spinning": False},
+        fixed_batch=fixed, details={"providers": providers, "spinning": False, **int8},
     )]
 
 
 def engine_variants(a: Artifact) -> list[Variant]:
     """A TensorRT engine through :class:`facedistill.runtime.engine.TrtRunner`: plain
     execution (host latency includes the copies; GPU compute from CUDA events) and CUDA-graph
-    replay (a second runner with ``cuda_graph=True``)."""
+    replay (a second runner with ``cuda_graph=True``).
+
+    The runner refuses a stale engine (its sibling ONNX changed since the build) before
+    TensorRT loads: it is never benched silently. Both runners keep one execution context (and graph) per batch size, made in
+    ``prepare``, so interleaved batch sizes are timed without shape changes or captures.
+    """
     from facedistill.runtime.engine import TrtRunner
 
     plain = TrtRunner(a.path, device=0)
@@ -239,13 +251,15 @@ def engine_variants(a: Artifact) -> list[Variant]:
         return graph[0]
 
     info = plain.info
-    lo, _opt, hi = plain.profile
+    lo, opt, hi = plain.profile
+    build = plain.sidecar.get("build") or {}
     variants = []
     for mode in ("default", "cuda_graph"):
 
         def prepare(x: np.ndarray, mode: str = mode) -> RunOnce:
             r = plain if mode == "default" else graph_runner()
             x = np.ascontiguousarray(x, dtype=np.float32)
+            r.prepare(x.shape[0])
 
             def once() -> float | None:
                 r.run(x)
@@ -269,7 +283,11 @@ def engine_variants(a: Artifact) -> list[Variant]:
             thresholds=info.thresholds, source_sha256=info.source_sha256, threads=None,
             prepare=prepare, predict=predict, max_batch=hi, min_batch=lo, gpu_timing=True,
             details={"gpu": plain.gpu_name, "compute_capability": plain.compute_capability,
-                     "profile": [lo, _opt, hi], "trt_version": plain.sidecar.get("trt_version")},
+                     "sm_count": plain.gpu.sm_count, "profile": [lo, opt, hi],
+                     "trt_version": plain.sidecar.get("trt_version"),
+                     "tf32": build.get("tf32"),
+                     "compute_precision": build.get("compute_precision"),
+                     "contexts": "one per batch size"},
             close=close,
         ))
     return variants
@@ -414,17 +432,21 @@ def load_variants(a: Artifact, backend: str, threads: int | None, bf16: bool) ->
 
 
 def engine_onnx(engine: Path) -> Path | None:
-    """The ONNX file an engine was built from: a sibling whose sha256 the sidecar records."""
+    """The ONNX file an engine was built from: a sibling whose sha256 the sidecar records (the
+    file the sidecar names first, then any other ``.onnx`` beside it)."""
     from facedistill.io import sha256_file
     from facedistill.runtime.engine import read_sidecar
 
     try:
-        want = read_sidecar(engine).get("onnx_sha256")
+        side = read_sidecar(engine)
     except UserError:
         return None
+    want = side.get("onnx_sha256")
     if not want:
         return None
-    for candidate in sorted(engine.parent.glob("*.onnx")):
+    named = engine.parent / Path(str(side.get("onnx") or "")).name
+    others = sorted(p for p in engine.parent.glob("*.onnx") if p != named)
+    for candidate in ([named] if named.suffix == ".onnx" and named.is_file() else []) + others:
         if sha256_file(candidate) == want:
             return candidate
     return None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facedistill.bench.jetson import ROOT, device_tree, jetson_record, read_text
+from facedistill.runtime.cpu import cpu_flags, cpuinfo_blocks, int8_class
 
 ARM_PARTS = {
     ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd07"): "Cortex-A57",
@@ -33,25 +34,9 @@ ARM_PARTS = {
 """(CPU implementer, CPU part) of /proc/cpuinfo on aarch64, which prints no model name."""
 
 
-def _cpuinfo_blocks(root: Path) -> list[dict[str, str]]:
-    text = read_text(root / "proc/cpuinfo")
-    if not text:
-        return []
-    blocks = []
-    for chunk in re.split(r"\n\s*\n", text):
-        fields = {}
-        for line in chunk.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key.strip().lower()] = value.strip()
-        if fields:
-            blocks.append(fields)
-    return blocks
-
-
 def cpu_model(root: Path = ROOT) -> tuple[str | None, str | None]:
     """The CPU's marketing name (x86 ``model name``; aarch64 implementer/part decoded)."""
-    blocks = _cpuinfo_blocks(root)
+    blocks = cpuinfo_blocks(root)
     for b in blocks:
         if b.get("model name"):
             return b["model name"], None
@@ -63,15 +48,6 @@ def cpu_model(root: Path = ROOT) -> tuple[str | None, str | None]:
     if root == ROOT and platform.processor():
         return platform.processor(), None
     return None, "proc/cpuinfo has no model name or CPU part"
-
-
-def cpu_flags(root: Path = ROOT) -> set[str]:
-    """CPU feature flags (x86 ``flags``, aarch64 ``Features``) of the first CPU."""
-    for b in _cpuinfo_blocks(root):
-        text = b.get("flags") or b.get("features")
-        if text:
-            return set(text.split())
-    return set()
 
 
 def cpu_has_bf16(root: Path = ROOT) -> tuple[bool, str]:
@@ -87,7 +63,7 @@ def cpu_has_bf16(root: Path = ROOT) -> tuple[bool, str]:
 
 def physical_cores(root: Path = ROOT) -> int | None:
     """Distinct (physical id, core id) pairs in /proc/cpuinfo; None where it does not say."""
-    pairs = {(b.get("physical id", "0"), b["core id"]) for b in _cpuinfo_blocks(root)
+    pairs = {(b.get("physical id", "0"), b["core id"]) for b in cpuinfo_blocks(root)
              if "core id" in b}
     return len(pairs) or None
 
@@ -138,19 +114,8 @@ def nvidia_smi() -> tuple[list[dict[str, str]], str | None]:
     return gpus, None
 
 
-def cuda_version(root: Path = ROOT, torch_module: Any = None) -> tuple[str | None, str | None]:
-    """CUDA runtime version: torch's build, cuda-python's runtime, or the toolkit on disk."""
-    if torch_module is not None and getattr(torch_module.version, "cuda", None):
-        return str(torch_module.version.cuda), None
-    if importlib.util.find_spec("cuda") is not None:
-        try:
-            from cuda.bindings import runtime  # type: ignore[import-not-found]
-
-            err, v = runtime.cudaRuntimeGetVersion()
-            if int(err) == 0:
-                return f"{v // 1000}.{(v % 1000) // 10}", None
-        except Exception:  # no driver / old cuda-python: fall through to the files
-            pass
+def cuda_toolkit_version(root: Path = ROOT) -> tuple[str | None, str | None]:
+    """The system's CUDA toolkit: ``usr/local/cuda/version.json`` (or ``version.txt``)."""
     info = read_text(root / "usr/local/cuda/version.json")
     if info:
         try:
@@ -162,7 +127,43 @@ def cuda_version(root: Path = ROOT, torch_module: Any = None) -> tuple[str | Non
         m = re.search(r"CUDA Version\s+([\d.]+)", text)
         if m:
             return m.group(1), None
-    return None, "no CUDA runtime found (no torch CUDA build, cuda-python or usr/local/cuda)"
+    return None, "no usr/local/cuda/version.json or version.txt"
+
+
+def cuda_version(root: Path = ROOT, torch_module: Any = None) -> tuple[str | None, str | None]:
+    """The CUDA the benched code was built against: torch's CUDA build, else the system
+    toolkit. cuda-python's bundled runtime is not it (see :func:`cuda_python_versions`)."""
+    if torch_module is not None and getattr(torch_module.version, "cuda", None):
+        return str(torch_module.version.cuda), None
+    version, _why = cuda_toolkit_version(root)
+    if version:
+        return version, None
+    return None, ("no torch CUDA build and no toolkit in usr/local/cuda (see cuda_driver and "
+                  "cuda_python_runtime)")
+
+
+def _import_cudart() -> Any:
+    if importlib.util.find_spec("cuda") is None:
+        return None
+    try:
+        from facedistill.runtime.engine import require_cudart
+
+        return require_cudart()
+    except Exception:  # a broken cuda-python must not break the bench
+        return None
+
+
+def cuda_python_versions(cudart: Any = None) -> dict[str, tuple[str | None, str | None]]:
+    """``{"cuda_driver": ..., "cuda_python_runtime": ...}`` as (``major.minor``, reason):
+    the CUDA version the driver supports (``cudaDriverGetVersion``) and the runtime bundled
+    with cuda-python (``cudaRuntimeGetVersion``), which is not the system's toolkit."""
+    from facedistill.runtime.engine import cuda_api_version
+
+    cudart = cudart if cudart is not None else _import_cudart()
+    calls = {"cuda_driver": "cudaDriverGetVersion", "cuda_python_runtime": "cudaRuntimeGetVersion"}
+    if cudart is None:
+        return {key: (None, "cuda-python not installed") for key in calls}
+    return {key: cuda_api_version(cudart, fn) for key, fn in calls.items()}
 
 
 def environment(
@@ -194,6 +195,8 @@ def environment(
     bf16, bf16_why = cpu_has_bf16(root)
     env["cpu_bf16"] = bf16
     env["cpu_bf16_reason"] = bf16_why
+    # ONNX Runtime's INT8 kernels differ by class (x86 without VNNI saturates 8-bit weights)
+    env["cpu_int8_class"] = int8_class(cpu_flags(root), env["cpu_arch"])
     env["os"] = platform.platform()
     env["python"] = platform.python_version()
     env["numpy"] = dist_version("numpy")
@@ -215,6 +218,9 @@ def environment(
     if torch_module is not None:
         env["threads_used"]["torch"] = int(torch_module.get_num_threads())
     env["cuda"] = put("cuda", *cuda_version(root, torch_module))
+    env["cuda_toolkit"] = put("cuda_toolkit", *cuda_toolkit_version(root))
+    for key, (value, why) in cuda_python_versions().items():
+        env[key] = put(key, value, why)
 
     gpu_name, gpu_why = None, "not queried"
     driver = None

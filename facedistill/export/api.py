@@ -5,18 +5,29 @@ Files written to ``out_dir`` (``<arch>`` is the checkpoint's architecture, e.g. 
 
 * ``<arch>.fp32.onnx`` - always (it is the source of the other variants and the reference
   of their accuracy deltas); parity with PyTorch checked at batch 1 and the largest batch;
-* ``<arch>.fp16.onnx``, ``<arch>.int8.onnx`` - when asked for;
-* ``<arch>.<precision>.engine`` + ``<arch>.<precision>.engine.json`` - with ``trt=True``,
-  plus the shared ``trt_timing.cache``;
+* ``<arch>.fp16.onnx`` - when asked for;
+* ``<arch>.int8.onnx`` - INT8 by a CPU recipe (``cpu``, the default, or ``cpu-vnni``) and
+  ``<arch>.int8-trt.onnx`` - INT8 by the ``tensorrt`` recipe (the default with ``trt=True``),
+  see :data:`facedistill.export.quantize.INT8_RECIPES`;
+* ``<arch>.<precision>.engine`` + ``<arch>.<precision>.engine.json`` - with ``trt=True``
+  (the int8 engine from ``<arch>.int8-trt.onnx``), plus the shared ``trt_timing.cache``;
 * ``export_report.json`` - per variant: path, size, sha256, checker, parity (fp32),
   accuracy ``{split, mean_balanced, delta_to_fp32, n_images}`` (fractions, as in
-  ``facedistill eval``), largest probability difference to fp32, seconds per step.
+  ``facedistill eval``), largest probability difference to fp32, for INT8 the recipe, the
+  gate's record and the largest difference between ONNX Runtime's integer kernels and its
+  float emulation of the Q/DQ graph on this CPU; seconds per step; the machine's CPU class.
 
-The INT8 gate: INT8 is kept only if its mean balanced accuracy is at most ``max_drop``
-percentage points below FP32's on ``eval_split`` (``gate=False`` keeps it anyway). A failing
-INT8 file is not left behind (a previous good one is not touched), the report marks it
-``failed`` and :class:`~facedistill.export.onnx.ExportError` is raised after everything else
-is written.
+The INT8 gate: an INT8 file is kept only if its mean balanced accuracy is at most
+``max_drop`` percentage points below FP32's on ``eval_split`` (``gate=False`` keeps it
+anyway), measured on the machine that exports, with the kernels its target runs: ONNX
+Runtime's integer kernels for a CPU recipe this CPU can run without saturating, the float
+emulation otherwise (TensorRT; ``cpu-vnni`` exported on a CPU without VNNI). A rejected file is
+not left behind (a previous good one is not touched).
+
+One failing precision never loses the others: each step (FP16, calibration, each INT8
+recipe, the gate, each engine) records its error on its variant (``status: failed``), the
+report is written in every case, and :class:`~facedistill.export.onnx.ExportError` naming
+every failure is raised at the end (the CLI exits 2).
 
 Only the FP32 export itself needs torch: ``checkpoint`` may also be an FP32 ``.onnx`` export,
 then nothing here imports torch (data must then be given: the ONNX does not record it).

@@ -14,6 +14,16 @@ Precision by TensorRT version (:func:`precision_plan`, a pure function):
   FP16 / Q/DQ graph.
 * older versions are refused (facedistill needs the name-based API of TensorRT >= 10).
 
+TensorRT lets FP32 layers use TF32 by default (``BuilderFlag.TF32``, set in 10.x and 11.x, and
+allowed in strongly typed networks: it is a math mode of FP32 tensors, not a precision flag),
+so an "fp32" engine would compute in TF32 on Ampere and newer. FP32 builds clear the flag;
+the sidecar's ``build`` says ``tf32`` (allowed or not) and ``compute_precision``.
+
+The workspace limit defaults to TensorRT's own (the device memory) except on a Jetson
+(``/etc/nv_tegra_release``, a "NVIDIA Jetson" device-tree model, or an integrated GPU), where
+the GPU shares the board's memory with the CPU: there it defaults to
+:data:`JETSON_WORKSPACE_MB`. The sidecar records the limit and where it came from.
+
 ``tensorrt`` and ``cuda-python`` are imported only when a build starts.
 """
 
@@ -33,16 +43,17 @@ from facedistill.runtime.engine import (
     SIDECAR_FORMAT,
     TensorRTMissingError,
     cuda_check,
-    gpu_identity,
     parse_profile,
+    probe_gpu,
     require_cudart,
     require_tensorrt,
     sidecar_path,
     version_tuple,
 )
-from facedistill.runtime.metadata import INPUT_NAME, PRECISIONS
+from facedistill.runtime.metadata import PRECISIONS
 
 TIMING_CACHE = "trt_timing.cache"
+JETSON_WORKSPACE_MB = 256
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class PrecisionPlan:
     strongly_typed: bool
     flags: tuple[str, ...]  # names of trt.BuilderFlag members to set
     reason: str
+    clear_tf32: bool = False  # FP32 builds: no TF32 math in FP32 layers
 
 
 def precision_plan(trt_version: str, precision: str, has_strongly_typed: bool = True
@@ -71,14 +83,16 @@ def precision_plan(trt_version: str, precision: str, has_strongly_typed: bool = 
     if major < MIN_TRT_MAJOR:
         raise TensorRTMissingError(f"TensorRT {trt_version} is too old: facedistill needs "
                                    f"TensorRT >= {MIN_TRT_MAJOR} (JetPack 6 or newer on Jetson)")
+    fp32 = precision == "fp32"
     if major >= 11:
         return PrecisionPlan(True, (), "TensorRT >= 11 is strongly typed: the ONNX carries the "
-                                       "precision")
+                                       "precision", fp32)
     if has_strongly_typed:
         return PrecisionPlan(True, (), "TensorRT 10.x, STRONGLY_TYPED network: the ONNX "
-                                       "carries the precision")
+                                       "carries the precision", fp32)
     flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
-    return PrecisionPlan(False, flags, "TensorRT 10.x without STRONGLY_TYPED: builder flags")
+    return PrecisionPlan(False, flags, "TensorRT 10.x without STRONGLY_TYPED: builder flags",
+                         fp32)
 
 
 def workspace_bytes(workspace_mb: int | None) -> int | None:
@@ -91,11 +105,42 @@ def workspace_bytes(workspace_mb: int | None) -> int | None:
     return int(workspace_mb) << 20
 
 
+def default_workspace(workspace_mb: int | None, jetson: bool) -> tuple[int | None, str]:
+    """The workspace limit in MiB (None: TensorRT's default) and where it came from: the user,
+    the Jetson default (:data:`JETSON_WORKSPACE_MB`), or TensorRT."""
+    if workspace_mb is not None:
+        workspace_bytes(workspace_mb)  # validates
+        return workspace_mb, "user"
+    if jetson:
+        return JETSON_WORKSPACE_MB, "jetson default"
+    return None, "tensorrt default (device memory)"
+
+
+def apply_tf32(trt: Any, config: Any, plan: PrecisionPlan) -> bool | None:
+    """Clear ``BuilderFlag.TF32`` when ``plan`` asks; whether TF32 stays allowed (None: this
+    TensorRT has no such flag, so nothing is known)."""
+    flag = getattr(trt.BuilderFlag, "TF32", None)
+    if flag is None:
+        return None
+    if plan.clear_tf32:
+        config.clear_flag(flag)
+    return bool(config.get_flag(flag))
+
+
+def compute_precision(precision: str, tf32: bool | None) -> str:
+    """What FP32 layers compute in: ``tf32`` unless TF32 is known to be off."""
+    if precision == "fp32" and tf32 is not False:
+        return "tf32"
+    return precision
+
+
 def build_sidecar(*, engine: Path, onnx_path: Path, trt_version: str, gpu_name: str,
                   compute_capability: str, precision: str, profile: tuple[int, int, int],
                   metadata: dict[str, str], build: dict[str, Any],
+                  device: dict[str, Any] | None = None,
                   built_at: str | None = None) -> dict[str, Any]:
-    """The sidecar record of a freshly built engine (pure, given the hashes' files)."""
+    """The sidecar record of a freshly built engine (pure, given the hashes' files);
+    ``device`` is :meth:`~facedistill.runtime.engine.GpuInfo.record` of the GPU."""
     lo, opt, hi = profile
     return {
         "format": SIDECAR_FORMAT,
@@ -104,6 +149,7 @@ def build_sidecar(*, engine: Path, onnx_path: Path, trt_version: str, gpu_name: 
         "trt_version": str(trt_version),
         "gpu_name": gpu_name,
         "compute_capability": compute_capability,
+        "device": dict(device) if device is not None else None,
         "precision": precision,
         "profile": {"min": lo, "opt": opt, "max": hi},
         "onnx": onnx_path.name,
@@ -112,6 +158,42 @@ def build_sidecar(*, engine: Path, onnx_path: Path, trt_version: str, gpu_name: 
         "build": build,
         "metadata": dict(metadata),
     }
+
+
+def network_input(network: Any, expected: str | None, onnx_path: Path) -> str:
+    """The network's single input tensor name; the ONNX metadata's ``input_name`` must agree."""
+    if network.num_inputs != 1:
+        raise UserError(f"expected one input tensor, the network has {network.num_inputs}",
+                        path=onnx_path)
+    name = str(network.get_input(0).name)
+    if expected and expected != name:
+        raise UserError(f"the network's input is {name!r}, the metadata says {expected!r}",
+                        path=onnx_path, field="input_name")
+    return name
+
+
+def _parse_onnx(trt: Any, logger: Any, onnx_path: Path, strongly_typed: bool
+                ) -> tuple[Any, Any, Any]:
+    """``(builder, network, parser)`` with ``onnx_path`` parsed; a parse error is one line."""
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        first = errors[0].splitlines()[0] if errors else "unknown error"
+        raise UserError(f"TensorRT cannot parse this ONNX ({len(errors)} errors): {first}",
+                        path=onnx_path)
+    return builder, network, parser
+
+
+def _use_timing_cache(config: Any, cache_path: Path) -> None:
+    """Read ``cache_path`` into ``config``; a missing or foreign cache starts a fresh one."""
+    blob = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(blob) if blob else None
+    if cache is None or not config.set_timing_cache(cache, False):
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
 
 
 def build_engine(
@@ -125,9 +207,10 @@ def build_engine(
 ) -> dict[str, Any]:
     """Build ``engine_path`` (+ sidecar) from a facedistill ONNX export; returns the sidecar.
 
-    The precision is the ONNX's (its metadata); the profile covers ``batches`` (min, opt,
-    max); ``timing_cache`` (default ``trt_timing.cache`` next to the engine) is read when
-    present and written back after the build.
+    The precision is the ONNX's (its metadata), FP32 without TF32; the profile covers
+    ``batches`` (min, opt, max) of the network's input; ``workspace_mb`` defaults to
+    TensorRT's own, or :data:`JETSON_WORKSPACE_MB` on a Jetson; ``timing_cache`` (default
+    ``trt_timing.cache`` next to the engine) is read when present and written back.
     """
     from facedistill.export.onnx import get_metadata, load_onnx
     from facedistill.runtime.metadata import parse_metadata
@@ -136,43 +219,33 @@ def build_engine(
     cudart = require_cudart()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     profile = parse_profile(batches)
-    pool = workspace_bytes(workspace_mb)
+    workspace_bytes(workspace_mb)  # a bad --workspace-mb fails before any GPU work
     meta = get_metadata(load_onnx(onnx_path))
     info = parse_metadata(meta, source=str(onnx_path))
-    gpu_name, cc = gpu_identity(device, cudart)
+    gpu = probe_gpu(device, cudart)
+    cuda_check(cudart.cudaSetDevice(device), "cudaSetDevice", cudart)
+    workspace, workspace_source = default_workspace(workspace_mb, gpu.jetson)
     has_st = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
     plan = precision_plan(trt.__version__, info.precision, has_st)
     cache_path = Path(timing_cache) if timing_cache else engine_path.parent / TIMING_CACHE
 
     t0 = time.perf_counter()
-    cuda_check(cudart.cudaSetDevice(device), "cudaSetDevice")
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if (
-        plan.strongly_typed and has_st) else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = errors[0].splitlines()[0] if errors else "unknown error"
-        raise UserError(f"TensorRT cannot parse this ONNX ({len(errors)} errors): {first}",
-                        path=onnx_path)
+    builder, network, _parser = _parse_onnx(trt, logger, onnx_path,
+                                            plan.strongly_typed and has_st)
+    input_name = network_input(network, info.input_name, onnx_path)
     config = builder.create_builder_config()
     for name in plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
-    if pool is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, pool)
+    tf32 = apply_tf32(trt, config, plan)
+    if workspace is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes(workspace))
     h, w = info.preprocess.size
     opt_profile = builder.create_optimization_profile()
     lo, opt, hi = profile
-    opt_profile.set_shape(INPUT_NAME, (lo, 3, h, w), (opt, 3, h, w), (hi, 3, h, w))
+    opt_profile.set_shape(input_name, (lo, 3, h, w), (opt, 3, h, w), (hi, 3, h, w))
     config.add_optimization_profile(opt_profile)
-    cache_blob = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache = config.create_timing_cache(cache_blob) if cache_blob else None
-    if cache is None or not config.set_timing_cache(cache, False):
-        # no cache yet, or one from another TensorRT/GPU: start a fresh one
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
+    _use_timing_cache(config, cache_path)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -181,13 +254,15 @@ def build_engine(
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
     atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    seconds = time.perf_counter() - t0
     sidecar = build_sidecar(
         engine=engine_path, onnx_path=onnx_path, trt_version=trt.__version__,
-        gpu_name=gpu_name, compute_capability=cc, precision=info.precision, profile=profile,
-        metadata=meta,
+        gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+        precision=info.precision, profile=profile, metadata=meta, device=gpu.record(),
         build={"strongly_typed": plan.strongly_typed, "flags": list(plan.flags),
-               "reason": plan.reason, "workspace_mb": workspace_mb,
-               "timing_cache": cache_path.name, "seconds": seconds, "device": device})
+               "reason": plan.reason, "tf32": tf32,
+               "compute_precision": compute_precision(info.precision, tf32),
+               "input": input_name, "workspace_mb": workspace,
+               "workspace_source": workspace_source, "timing_cache": cache_path.name,
+               "seconds": time.perf_counter() - t0, "device": device})
     atomic_write_json(sidecar_path(engine_path), sidecar)
     return sidecar

@@ -335,7 +335,7 @@ def test_missing_tensorrt_says_what_to_install(exported: dict[str, Path], broken
         pytest.skip("tensorrt is installed here")
     line = _cli_error(capsys, str(exported["fp32"]), "--backend", "trt")
     assert "--backend trt needs TensorRT, which is not installed: pip install " \
-           "'facedistill[trt]'" in line
+           "'facedistill[trt-cu13]'" in line
     line = _cli_error(capsys, str(broken / "x.engine"))
     assert "a TensorRT engine needs TensorRT" in line and "JetPack" in line
 

@@ -49,7 +49,7 @@ def test_bad_options_exit_2(tiny_teacher: Path, tmp_path: Path) -> None:
 def test_trt_without_tensorrt(tiny_teacher: Path, tmp_path: Path) -> None:
     line = _one_line_error(_cli(tiny_teacher, "--trt", "--out", tmp_path / "o"))
     assert "TensorRT is not installed" in line
-    assert "pip install 'facedistill[trt]'" in line and "JetPack" in line
+    assert "'facedistill[trt-cu13]'" in line and "'facedistill[trt-jetson]'" in line
     assert not (tmp_path / "o").exists()  # refused before any work
 
 

@@ -299,7 +299,7 @@ def test_engine_errors_without_tensorrt(tiny_onnx: Path, tmp_path: Path) -> None
         import tensorrt  # noqa: F401
     except ImportError:
         (tmp_path / "snet3.fp32.engine.json").write_text(json.dumps(_sidecar(tiny_onnx, engine)))
-        with pytest.raises(UserError, match="TensorRT is not installed.*facedistill\\[trt\\]"):
+        with pytest.raises(UserError, match=r"TensorRT is not installed.*facedistill\[trt-cu13\]"):
             Predictor(engine)
 
 
