@@ -220,8 +220,17 @@ def build_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     profile = parse_profile(batches)
     workspace_bytes(workspace_mb)  # a bad --workspace-mb fails before any GPU work
-    meta = get_metadata(load_onnx(onnx_path))
+    model = load_onnx(onnx_path)
+    meta = get_metadata(model)
     info = parse_metadata(meta, source=str(onnx_path))
+    if info.precision == "int8":  # one clear line before TensorRT's parser says less
+        from facedistill.export.qdq_check import check_tensorrt_qdq
+
+        problems = check_tensorrt_qdq(model)
+        if problems:
+            raise UserError(f"breaks TensorRT's Q/DQ rules ({len(problems)} problems, e.g. "
+                            f"{problems[0]}); export it with --int8-recipe tensorrt",
+                            path=onnx_path)
     gpu = probe_gpu(device, cudart)
     cuda_check(cudart.cudaSetDevice(device), "cudaSetDevice", cudart)
     workspace, workspace_source = default_workspace(workspace_mb, gpu.jetson)

@@ -282,7 +282,8 @@ def fake_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_export: tup
         folder = tmp_path / f"build-{precision}-{len(list(tmp_path.iterdir()))}"
         folder.mkdir()
         onnx = folder / f"snet3.{precision}.onnx"
-        shutil.copyfile(out / f"snet3.{precision}.onnx", onnx)
+        source = "int8-trt" if precision == "int8" else precision  # TensorRT's INT8 recipe
+        shutil.copyfile(out / f"snet3.{kwargs.pop('source', source)}.onnx", onnx)
         side = build_engine(onnx, folder / f"snet3.{precision}.engine", batches=(1, 4, 8),
                             **kwargs)
         assert read_sidecar(folder / f"snet3.{precision}.engine") == side
@@ -301,6 +302,17 @@ def test_fp32_builds_clear_tf32(fake_build: Any) -> None:
     assert ("clear_flag", "TF32") not in trt.configs[-1].calls
     assert side["build"]["tf32"] is True and side["build"]["compute_precision"] == "fp16"
     assert trt.networks[-1].flags == 1 << 1  # STRONGLY_TYPED on TensorRT 10.3
+
+
+def test_the_cpu_int8_recipe_is_refused_before_parsing(fake_build: Any) -> None:
+    """The CPU recipe's int32 biases would fail in TensorRT's parser: refused in one line
+    naming the rule and the fix, before any TensorRT network is made."""
+    trt = FakeTrt()
+    with pytest.raises(UserError) as err:
+        fake_build("int8", trt=trt, source="int8")
+    msg = err.value.format()
+    assert "\n" not in msg and "breaks TensorRT's Q/DQ rules" in msg and "INT32" in msg
+    assert "--int8-recipe tensorrt" in msg and not trt.networks
 
 
 def test_the_profile_is_set_on_the_network_input(fake_build: Any) -> None:
@@ -378,7 +390,7 @@ def test_engine_builds_runs_and_matches_ort(tiny_export: tuple[dict[str, Any], P
     from facedistill.runtime.metadata import parse_metadata
 
     report, out = tiny_export
-    onnx_path = out / f"snet3.{precision}.onnx"
+    onnx_path = out / f"snet3.{'int8-trt' if precision == 'int8' else precision}.onnx"
     engine = tmp_path / f"snet3.{precision}.engine"
     side = build_engine(onnx_path, engine, batches=(1, 4, 8), workspace_mb=256)
     assert side["precision"] == precision and side["profile"] == {"min": 1, "opt": 4, "max": 8}
@@ -387,7 +399,9 @@ def test_engine_builds_runs_and_matches_ort(tiny_export: tuple[dict[str, Any], P
     data = Path(report["data"]["eval"]["root"])
     paths, _, _ = split_images(data, "val")
     x = load_batch(parse_metadata(side["metadata"]).preprocess, list(paths[:11]))
-    ref = ort_session(onnx_path).run(["probabilities"], {"input": x})[0]
+    # INT8: TensorRT sums int8 products in 32 bits, as ONNX Runtime's Q/DQ emulation does
+    ref = ort_session(onnx_path, emulate_qdq=precision == "int8").run(
+        ["probabilities"], {"input": x})[0]
     tol = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}[precision]
     assert side["build"]["tf32"] is (precision != "fp32")
     assert side["device"]["sm_count"] > 0 and side["device"]["total_memory_mib"] > 0
