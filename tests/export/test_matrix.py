@@ -186,7 +186,9 @@ def test_cpu_int8_integer_kernels_equal_their_emulation(matrix: dict[str, Any],
     emulated = ort_session(path, emulate_qdq=True).run(["logits"], {"input": x})[0]
     scale = float(np.abs(emulated).max())
     assert scale > 1.0  # the head was spread: the logits are not all ~0
-    assert np.abs(integer - emulated).max() <= 1e-4 * scale
+    # rounding ties may flip a value by one step (~1% of the scale); saturation moves it by
+    # 7-39% here (the tensorrt recipe on AVX2: test_int8_kernel_probe in the docs)
+    assert np.abs(integer - emulated).max() <= 0.02 * scale
 
 
 @pytest.mark.parametrize("arch", [a for a, _ in MATRIX_ARCHS])
