@@ -19,7 +19,8 @@
   8-bit weights and float biases (TensorRT's ONNX parser rejects an INT32 ``DequantizeLinear``)
   and must pass :func:`facedistill.export.qdq_check.check_tensorrt_qdq`.
 
-Both keep the FP32 file's metadata with ``precision`` changed; INT8 adds ``int8_recipe``.
+Both keep the FP32 file's metadata with ``precision`` changed; INT8 adds ``int8_recipe`` and
+``int8_weight_bits`` (files exported before recipes have neither: 8-bit weights, int32 biases).
 """
 
 from __future__ import annotations
@@ -81,8 +82,6 @@ INT8_RECIPES = {
                            "per-channel weights on axis 0, float biases"),
 }
 DEFAULT_INT8_RECIPE = "cpu"
-LEGACY_INT8_RECIPE = "cpu-vnni"
-"""What an INT8 file exported before recipes existed is: 8-bit weights, int32 biases."""
 
 
 def int8_recipe(name: str) -> Int8Recipe:
