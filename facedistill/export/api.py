@@ -200,7 +200,8 @@ def _evaluate(paths: dict[str, Path], info: ModelInfo, images: Any, labels: np.n
     return results, spent, diffs
 
 
-def _first_line(exc: BaseException) -> str:
+def _error_line(exc: BaseException) -> str:
+    """One line for the report: a UserError as the CLI prints it, anything else with its type."""
     if isinstance(exc, UserError):
         return exc.format()
     text = str(exc).strip().splitlines()
@@ -217,7 +218,7 @@ class _Steps:
 
     def fail(self, table: str, name: str, exc: BaseException) -> None:
         entry = self.report[table].setdefault(name, {})
-        entry.update(status="failed", error=_first_line(exc))
+        entry.update(status="failed", error=_error_line(exc))
         for key in ("size_bytes", "sha256"):
             entry.pop(key, None)
         self.errors.append((f"{name}{' engine' if table == 'engines' else ''}", exc))
@@ -236,7 +237,7 @@ class _Steps:
             exc = self.errors[0][1]
             raise ExportError(f"{exc.message} (report: {report_path})", path=exc.path,
                               line=exc.line, field=exc.field)
-        what = "; ".join(f"{name}: {_first_line(exc)}" for name, exc in self.errors)
+        what = "; ".join(f"{name}: {_error_line(exc)}" for name, exc in self.errors)
         raise ExportError(f"{len(self.errors)} export steps failed - {what} (the others were "
                           f"written; report: {report_path})")
 
