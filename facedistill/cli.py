@@ -387,13 +387,23 @@ def _print_eval(report: dict[str, Any]) -> None:
               help="CelebA-format folder [default: the first teacher's training data].")
 @click.option("--k", "k", type=int, default=512, show_default=True, help="Neurons to keep.")
 @click.option("--solver", type=click.Choice(["fast", "exact"]), default="fast", show_default=True,
-              help="fast: piecewise-linear messages, O(N) per iteration; exact: dense, O(N^2).")
+              help="fast: hashed (response) or piecewise-linear (profile) messages, O(N) per "
+                   "iteration; exact: dense, O(N^2).")
 @click.option("--split", type=click.Choice(["val", "train", "test"]), default="val",
               show_default=True, help="Images whose responses are scored.")
-@click.option("--lam", type=float, default=1.0, show_default=True,
-              help="Weight of redundancy against informativeness.")
+@click.option("--redundancy", type=click.Choice(["response", "profile"]), default="response",
+              show_default=True,
+              help="response: correlation of the neurons' responses (sharpened by --bits); "
+                   "profile: Gaussian kernel on their attribute-accuracy rows (--sigma).")
+@click.option("--lam", type=float, default=None,
+              help="Weight of redundancy against informativeness [default: 128 for response, "
+                   "1 for profile].")
+@click.option("--bits", type=int, default=24, show_default=True,
+              help="Sharpness of the response kernel: (1-t)^bits + t^bits, t = angle / pi.")
+@click.option("--tables", type=int, default=32, show_default=True,
+              help="Hash tables the fast solver estimates response messages with.")
 @click.option("--sigma", type=float, default=0.1, show_default=True,
-              help="Width of the redundancy kernel on normalised accuracies.")
+              help="Width of the profile kernel on normalised accuracies.")
 @click.option("--polarity", type=click.Choice(["positive", "both"]), default="positive",
               show_default=True, help="both: a neuron may also signal an attribute by falling.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -405,14 +415,16 @@ def _print_eval(report: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the selection record as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def select_cmd(teachers: tuple[Path, ...], data: Path | None, k: int, solver: str, split: str,
-               lam: float, sigma: float, polarity: str, out: Path | None, batch_size: int,
-               workers: int, device: str, as_json: bool, quiet: bool) -> None:
+               redundancy: str, lam: float | None, bits: int, tables: int, sigma: float,
+               polarity: str, out: Path | None, batch_size: int, workers: int, device: str,
+               as_json: bool, quiet: bool) -> None:
     """Pick the teacher's K most informative, least redundant top-layer neurons (mean field)."""
     from facedistill.pipeline.selection import run_selection
 
     with progress_bar("responses", enabled=not quiet and not as_json) as update:
         record = run_selection(list(teachers), k, data=data, out=out, split=split,
                                solver=solver, lam=lam, sigma=sigma, polarity=polarity,
+                               redundancy=redundancy, bits=bits, tables=tables,
                                batch_size=batch_size, workers=workers, device=device,
                                progress=update)
     if as_json:
@@ -446,6 +458,12 @@ def _print_selection(rec: dict[str, Any]) -> None:
                   f"all {100 * rec['mean_x_all']:.2f}%; {rec['iterations']} iterations, {state}; "
                   f"responses {secs['collect']:.1f}s, X {secs['accuracy']:.1f}s, "
                   f"solve {secs['solve']:.2f}s")
+    red = rec.get("redundancy")
+    if red:
+        console.print(f"mean |corr| of responses: selected {red['mean_abs_corr_selected']:.3f}, "
+                      f"random {red['mean_abs_corr_random']:.3f}, "
+                      f"top-{rec['k']} by u {red['mean_abs_corr_top_u']:.3f} "
+                      f"({rec['config'].get('redundancy', 'profile')} kernel)")
     console.print(f"wrote {rec['path']}")
 
 

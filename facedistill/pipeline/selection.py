@@ -58,12 +58,16 @@ __all__ = [
     "free_energy",
     "informativeness",
     "kernel_matrix",
+    "mean_abs_corr",
     "mean_field_select",
     "messages",
+    "redundancy_summary",
+    "response_kernel",
     "normalise",
     "plot_selection",
     "read_selection",
     "run_selection",
+    "standardise",
 ]
 
 FORMAT = "facedistill.selection/v1"
@@ -232,33 +236,246 @@ class _GridMessages:
         return (smooth.reshape(idx.shape[0], -1) @ spread.T) / np.float32(n_attrs)
 
 
+# --------------------------------------------------------------------------- response kernel
+
+Redundancy = Literal["response", "profile"]
+DEFAULT_BITS = 24
+DEFAULT_TABLES = 32
+
+
+def standardise(responses: ArrayLike) -> np.ndarray:
+    """Each neuron's responses ``[M, N]`` centred and scaled to unit length (float32), so that
+    ``Z[:, i] @ Z[:, j]`` is the Pearson correlation; a constant neuron becomes a zero column."""
+    r = np.asarray(responses)
+    if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] == 0:
+        raise UserError(f"responses must be [M, N] with M >= 2 images, got shape {r.shape}")
+    z = r.astype(np.float32, copy=True)
+    bad = ~np.isfinite(z)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise UserError(f"responses[{i}, {j}] is {r[i, j]}: responses must be finite")
+    z -= r.mean(axis=0, dtype=np.float64).astype(np.float32)
+    norm = np.sqrt(np.einsum("mn,mn->n", z, z, dtype=np.float64))
+    live = norm > 1e-6 * np.sqrt(r.shape[0]) * np.maximum(1.0, np.abs(r).max(axis=0))
+    z[:, live] /= norm[live].astype(np.float32)
+    z[:, ~live] = 0.0
+    return z
+
+
+def mean_abs_corr(z: np.ndarray, idx: ArrayLike) -> float:
+    """Mean ``|corr|`` of the responses over the distinct pairs of the neurons ``idx`` of a
+    :func:`standardise`-d ``Z`` (dead neurons count as uncorrelated)."""
+    sel = np.asarray(idx, dtype=np.int64)
+    if sel.shape[0] < 2:
+        return 0.0
+    c = np.abs(z[:, sel].T @ z[:, sel])
+    np.fill_diagonal(c, 0.0)
+    return float(c.sum() / (sel.shape[0] * (sel.shape[0] - 1)))
+
+
+def redundancy_summary(responses: ArrayLike, indices: ArrayLike, u: np.ndarray,
+                       seed: int = 0) -> dict[str, float]:
+    """How redundant a selection is, next to the two obvious alternatives of the same size:
+    mean ``|corr|`` of its responses, of a random set (mean of 5 draws) and of the top-K by
+    informativeness ``u``; and the mean ``u`` of each."""
+    z = standardise(responses)
+    idx = np.asarray(indices, dtype=np.int64)
+    k, n = idx.shape[0], z.shape[1]
+    rng = np.random.default_rng(seed)
+    draws = [rng.choice(n, k, replace=False) for _ in range(5)]
+    top = _rank(np.zeros_like(u), u)[:k]
+    return {
+        "mean_abs_corr_selected": mean_abs_corr(z, idx),
+        "mean_abs_corr_random": float(np.mean([mean_abs_corr(z, d) for d in draws])),
+        "mean_abs_corr_top_u": mean_abs_corr(z, top),
+        "mean_u_selected": float(u[idx].mean()),
+        "mean_u_random": float(np.mean([u[d].mean() for d in draws])),
+        "mean_u_top_u": float(u[top].mean()),
+    }
+
+
+def _collision(c: np.ndarray, bits: int) -> np.ndarray:
+    """``(1 - t)^bits + t^bits`` with ``t = arccos(c) / pi``: the chance that ``bits`` random
+    hyperplanes put two directions at correlation ``c`` - or one and the other's negative - on
+    the same sides. 1 at ``c = +-1``, ``2^(1 - bits)`` at ``c = 0``."""
+    t = np.arccos(np.clip(c, -1.0, 1.0, out=c), out=c)
+    t *= np.float32(1.0 / math.pi)
+    out = np.power(1.0 - t, bits, dtype=np.float32)
+    out += np.power(t, bits, dtype=np.float32)
+    return out
+
+
+def response_kernel(z: np.ndarray, bits: int, rows: np.ndarray | slice | None = None,
+                    cols: np.ndarray | slice | None = None) -> np.ndarray:
+    """The response-correlation kernel between the columns ``rows`` and ``cols`` of a
+    :func:`standardise`-d ``Z``: float32 ``[n_rows, n_cols]``. A dead (zero) column is redundant
+    with nothing (0), itself included."""
+    a = z if rows is None else z[:, rows]
+    c = z if cols is None else z[:, cols]
+    k = _collision(a.T @ c, bits)
+    dead_a = ~a.any(axis=0)
+    dead_c = ~c.any(axis=0)
+    k[dead_a, :] = 0.0
+    k[:, dead_c] = 0.0
+    return k
+
+
+class _ExactResponseMessages:
+    """``m = sum_{j != i} q_j k_ij`` (unscaled) with the dense response kernel."""
+
+    def __init__(self, z: np.ndarray, bits: int, max_bytes: int) -> None:
+        self.z, self.bits = z, bits
+        n = z.shape[1]
+        self.kernel = response_kernel(z, bits) if n * n * 4 <= max_bytes else None
+        self.rows = max(1, _ROW_BLOCK_ELEMENTS // max(n, 1))
+        self.diag = z.any(axis=0).astype(np.float64)  # k_ii: 1, 0 for a dead neuron
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        q32 = q.astype(np.float32)
+        if self.kernel is not None:
+            full = self.kernel @ q32
+        else:
+            n = self.z.shape[1]
+            full = np.empty(n, np.float32)
+            for a in range(0, n, self.rows):
+                s = slice(a, min(a + self.rows, n))
+                full[s] = response_kernel(self.z, self.bits, s) @ q32
+        return full.astype(np.float64) - q * self.diag
+
+    def row(self, i: int) -> np.ndarray:
+        if self.kernel is not None:
+            return self.kernel[i]
+        return response_kernel(self.z, self.bits, slice(i, i + 1))[0]
+
+    def among(self, idx: np.ndarray) -> np.ndarray:
+        if self.kernel is not None:
+            return self.kernel[np.ix_(idx, idx)]
+        return response_kernel(self.z, self.bits, idx, idx)
+
+
+class _HashMessages:
+    """The response kernel's messages by random hyperplanes (SimHash), linear in ``N``.
+
+    ``tables`` independent codes of ``bits`` hyperplanes each; a neuron's code and its bitwise
+    complement (the code of the negated response) are one bucket, so two neurons share a bucket
+    of a table with probability exactly :func:`_collision` of their correlation. An iteration
+    sums ``q`` per bucket (one bincount over all tables) and reads each neuron's buckets back:
+    ``m_i = mean_t sum_{j in bucket_t(i), j != i} q_j``, an unbiased estimate of the exact
+    message. The hyperplanes act on the images' axis, so the projection costs ``O(M N bits
+    tables)`` once. The decode's pairwise kernel among its candidates is the exact one.
+    """
+
+    def __init__(self, z: np.ndarray, bits: int, tables: int, seed: int = 0) -> None:
+        if tables < 1:
+            raise UserError(f"tables must be at least 1, got {tables}")
+        self.z, self.bits, self.tables = z, bits, tables
+        n = z.shape[1]
+        rng = np.random.default_rng(seed)
+        live = z.any(axis=0)
+        full = (1 << bits) - 1
+        ids = np.empty((tables, n), np.int64)
+        offset = 0
+        chunk = max(1, _ROW_BLOCK_ELEMENTS // (bits * n))  # tables projected at a time
+        for t0 in range(0, tables, chunk):
+            nt = min(chunk, tables - t0)
+            planes = rng.standard_normal((nt * bits, z.shape[0]), dtype=np.float32)
+            signs = (planes @ z > 0).reshape(nt, bits, n)
+            codes = np.zeros((nt, n), np.int64)
+            for bit in range(bits):
+                codes[signs[:, bit]] += 1 << bit
+            codes = np.minimum(codes, full - codes)  # a code and its complement: one bucket
+            for t in range(nt):
+                _, inverse = np.unique(codes[t], return_inverse=True)
+                ids[t0 + t] = inverse + offset
+                offset += int(inverse.max()) + 1
+        # a dead neuron gets a bucket of its own in every table: redundant with nothing
+        dead = np.flatnonzero(~live)
+        if dead.size:
+            ids[:, dead] = offset + np.arange(dead.size)[None, :] * tables + \
+                np.arange(tables)[:, None]
+            offset += dead.size * tables
+        self.ids = ids.ravel()
+        self.buckets = offset
+        self.live = live.astype(np.float64)
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        sums = np.bincount(self.ids, np.tile(q, self.tables), self.buckets)
+        read = sums[self.ids].reshape(self.tables, -1).mean(axis=0)
+        return read - q  # each neuron is in its own bucket in every table
+
+    def among(self, idx: np.ndarray) -> np.ndarray:
+        return response_kernel(self.z, self.bits, idx, idx)
+
+
 def messages(
     x: ArrayLike,
     q: ArrayLike,
     *,
     k: int,
-    lam: float = 1.0,
+    lam: float | None = None,
     sigma: float = 0.1,
     solver: Solver = "exact",
     levels: int = 41,
+    responses: ArrayLike | None = None,
+    redundancy: Redundancy | Literal["auto"] = "auto",
+    bits: int = DEFAULT_BITS,
+    tables: int = DEFAULT_TABLES,
+    seed: int = 0,
 ) -> np.ndarray:
     """The redundancy messages ``m_i = sum_{j != i} q_j Psi_ij`` for an accuracy matrix ``X``
-    (``[N, A]``, raw, normalised here) at ``q`` (``[N]``): exactly or by the grid."""
+    (``[N, A]``, raw, normalised here) at ``q`` (``[N]``), exactly or by the fast solver's
+    approximation (the grid for ``profile``, hashing for ``response``)."""
     xh = normalise(_check_x(x))
     qa = np.asarray(q, dtype=np.float64)
     if qa.shape != (xh.shape[0],):
         raise UserError(f"q must have {xh.shape[0]} entries, got shape {qa.shape}")
-    fn = _message_fn(xh, solver, sigma, levels, MAX_KERNEL_BYTES)
-    return (lam / k) * fn(qa)
+    kind = _redundancy(redundancy, responses)
+    z = _responses_for(responses, xh.shape[0]) if kind == "response" else None
+    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, tables=tables,
+                     seed=seed, max_bytes=MAX_KERNEL_BYTES)
+    return (_lam(lam, kind) / k) * fn(qa)
 
 
-def _message_fn(xh: np.ndarray, solver: str, sigma: float, levels: int, max_bytes: int
-                ) -> Callable[[np.ndarray], np.ndarray]:
+DEFAULT_LAM = {"profile": 1.0, "response": 128.0}
+# the profile kernel is wide (random rows of X are ~0.2 alike), so it needs the mean field's
+# prior to tell a duplicate from the crowd; the sharp response kernel does better without it
+DEFAULT_DECODE = {"profile": "greedy-mf", "response": "greedy"}
+
+
+def _redundancy(kind: str, responses: ArrayLike | None) -> Redundancy:
+    if kind == "auto":
+        return "response" if responses is not None else "profile"
+    if kind not in ("response", "profile"):
+        raise UserError(f"redundancy must be 'response', 'profile' or 'auto', got {kind!r}")
+    if kind == "response" and responses is None:
+        raise UserError("redundancy='response' needs the neurons' responses")
+    return kind  # type: ignore[return-value]
+
+
+def _lam(lam: float | None, kind: Redundancy) -> float:
+    return DEFAULT_LAM[kind] if lam is None else float(lam)
+
+
+def _responses_for(responses: ArrayLike | None, n: int) -> np.ndarray:
+    z = standardise(responses)
+    if z.shape[1] != n:
+        raise UserError(f"responses have {z.shape[1]} neurons but X has {n} rows")
+    return z
+
+
+def _message_fn(xh: np.ndarray, z: np.ndarray | None, solver: str, *, sigma: float,
+                levels: int, bits: int, tables: int, seed: int, max_bytes: int) -> Any:
+    if solver not in ("exact", "fast"):
+        raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
+    if z is not None:
+        if not 1 <= bits <= 62:
+            raise UserError(f"bits must be between 1 and 62, got {bits}")
+        if solver == "exact":
+            return _ExactResponseMessages(z, bits, max_bytes)
+        return _HashMessages(z, bits, tables, seed)
     if solver == "exact":
         return _ExactMessages(xh, sigma, max_bytes)
-    if solver == "fast":
-        return _GridMessages(xh, sigma, levels)
-    raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
+    return _GridMessages(xh, sigma, levels)
 
 
 # --------------------------------------------------------------------------- mean field
@@ -384,7 +601,7 @@ def _iterate(
 
 
 def _sweep(
-    fn: _ExactMessages,
+    fn: _ExactMessages | _ExactResponseMessages,
     q: np.ndarray,
     u: np.ndarray,
     k: int,
@@ -422,24 +639,37 @@ def _decode(
     k: int,
     scale: float,
     among: Callable[[np.ndarray], np.ndarray],
+    prior: bool = False,
 ) -> np.ndarray | None:
     """Greedy conditioning ("decimation"): turn the soft ``q`` into ``k`` hard choices.
 
+    ``prior=False`` (decode ``"greedy"``, the response kernel's default) conditions on the accepted neurons
+    only: a candidate's field is ``u_i - scale * sum_{j accepted} k_ij``, the energy's change
+    when ``i`` joins the accepted set. ``prior=True`` (``"greedy-mf"``) starts from the
+    mean-field field ``u_i - m_i`` instead, i.e. every undecided neuron still counts with its
+    ``q_j``; measured on a trained teacher's responses, those phantom penalties bury whole
+    clusters of informative neurons and leave more planted duplicates in
+    (``benchmarks/selection_redundancy.py``).
+
     Mean field gives identical neurons identical ``q`` (the update is symmetric in them), so
     "the k largest q" keeps both or neither of a duplicated pair. Here neurons are taken one at
-    a time by their field ``h_i = u_i - m_i`` (``q_i`` is increasing in it); accepting ``j``
-    fixes ``y_j = 1`` in place of ``q_j``, which raises every other message by
-    ``scale * (1 - q_j) * k_ij`` - a duplicate of an accepted neuron pays the most. Candidates
-    are the ``2k`` best by :func:`_rank` (a neuron further down would need more than ``k`` of
-    them to fall behind it); their pairwise kernel is computed once (``among``), so each step is
-    ``O(k)``. Ties: larger u, then lower index. Informative neurons come before dead ones
+    a time by their field; accepting ``j`` fixes ``y_j = 1``, which lowers every other field by
+    ``scale * k_ij`` (with the prior: ``scale * (1 - q_j) * k_ij``, its ``q_j`` share being
+    counted already) - a duplicate of an accepted neuron pays the most. Candidates are the
+    ``k`` best by the mean field's ``q`` and the ``k`` most informative (with the prior: the
+    ``2k`` best by :func:`_rank`); their pairwise kernel is computed once (``among``), so each
+    step is ``O(k)``. Ties: larger u, then lower index. Informative neurons come before dead ones
     (``u = 0``), as in :func:`_rank`. Returns None where the pool would be too big to hold.
     """
-    pool = _rank(q, u)[: min(q.shape[0], _POOL_FACTOR * k)]
+    if prior:
+        pool = _rank(q, u)[: min(q.shape[0], _POOL_FACTOR * k)]
+    else:  # the k the mean field favours and the k most informative
+        by_u = _rank(np.zeros_like(u), u)[:k]
+        pool = np.union1d(_rank(q, u)[:k], by_u)
     if pool.shape[0] > _MAX_POOL:
         return None
     kern = among(pool).astype(np.float64)
-    field = (u - m)[pool]
+    field = (u - m)[pool] if prior else u[pool].copy()
     dead = u[pool] <= 0
     # one sort key per candidate, larger is better: dead last, then field, then u, then index
     taken = np.zeros(pool.shape[0], bool)
@@ -457,7 +687,7 @@ def _decode(
             j = int(best[np.argmax(tie_rank[best])])
         taken[j] = True
         chosen[step] = pool[j]
-        field -= scale * (1.0 - q[pool[j]]) * kern[j]
+        field -= scale * ((1.0 - q[pool[j]]) if prior else 1.0) * kern[j]
     return chosen[_rank(q[chosen], u[chosen], chosen)]
 
 
@@ -466,7 +696,7 @@ def mean_field_select(
     k: int,
     *,
     solver: Solver = "fast",
-    lam: float = 1.0,
+    lam: float | None = None,
     sigma: float = 0.1,
     weights: ArrayLike | None = None,
     eta: float = 0.5,
@@ -475,8 +705,13 @@ def mean_field_select(
     levels: int = 41,
     b: float | None = None,
     schedule: Literal["parallel", "sequential"] = "parallel",
-    decode: Literal["greedy", "topk"] = "greedy",
+    decode: Literal["greedy", "greedy-mf", "topk"] | None = None,
     max_kernel_bytes: int = MAX_KERNEL_BYTES,
+    responses: ArrayLike | None = None,
+    redundancy: Redundancy | Literal["auto"] = "auto",
+    bits: int = DEFAULT_BITS,
+    tables: int = DEFAULT_TABLES,
+    seed: int = 0,
 ) -> Selection:
     """Select ``k`` of the ``N`` neurons of an attribute-accuracy matrix ``X`` ``[N, A]``.
 
@@ -486,6 +721,13 @@ def mean_field_select(
     attribute, e.g. a dead one - ranks after every informative neuron whatever its q).
     ``schedule="sequential"`` (exact solver only) updates one neuron at a time; slow, used to
     check that F decreases.
+
+    Redundancy: ``"response"`` (the default when ``responses`` ``[M, N]`` are given) is the
+    kernel :func:`response_kernel` on the neurons' response correlations, sharpened by
+    ``bits``; the fast solver estimates its messages with ``tables`` random hash tables
+    (``seed``). ``"profile"`` is the spec's Gaussian kernel on the rows of ``X`` (``sigma``;
+    the fast solver's grid has ``levels`` points). ``lam`` (default per kernel,
+    :data:`DEFAULT_LAM`) weighs redundancy: ``Psi_ij = lam / k * kernel_ij``.
     """
     start = time.perf_counter()
     xa = _check_x(x)
@@ -497,6 +739,10 @@ def mean_field_select(
         raise UserError(f"k must be at least 1, got {k}")
     if k > n:
         raise UserError(f"k={k} is more than the {n} candidate neurons")
+    kind = _redundancy(redundancy, responses)
+    z = _responses_for(responses, n) if kind == "response" else None
+    lam = _lam(lam, kind)
+    decode = decode or DEFAULT_DECODE[kind]
     for name, value, ok in (("lam", lam, lam >= 0), ("sigma", sigma, sigma > 0),
                             ("eta", eta, 0 < eta <= 1), ("tol", tol, tol > 0),
                             ("max_iter", max_iter, max_iter >= 1)):
@@ -506,12 +752,14 @@ def mean_field_select(
         raise UserError(f"schedule must be 'parallel' or 'sequential', got {schedule!r}")
     if schedule == "sequential" and solver != "exact":
         raise UserError("the sequential schedule needs solver='exact'")
-    if decode not in ("greedy", "topk"):
-        raise UserError(f"decode must be 'greedy' or 'topk', got {decode!r}")
+    if decode not in ("greedy", "greedy-mf", "topk"):
+        raise UserError(f"decode must be 'greedy', 'greedy-mf' or 'topk', got {decode!r}")
     xh = normalise(xa)
     u = informativeness(xh, weights)
-    config = {"lam": lam, "sigma": sigma, "eta": eta, "tol": tol, "max_iter": max_iter,
-              "levels": levels, "schedule": schedule, "decode": decode,
+    config = {"redundancy": kind, "lam": lam, "eta": eta, "tol": tol, "max_iter": max_iter,
+              "schedule": schedule, "decode": decode,
+              **({"bits": bits, "tables": tables, "seed": seed} if kind == "response"
+                 else {"sigma": sigma, "levels": levels}),
               "weights": None if weights is None else np.asarray(weights, float).tolist()}
     energies: list[tuple[float, float]] = []
     scale = lam / k
@@ -523,25 +771,23 @@ def mean_field_select(
     b0 = b if b is not None else _solve_bias(u, k)
     q = _sigmoid(u - b0)
     kw = {"tol": tol, "max_iter": max_iter, "fixed_b": b, "energies": energies}
-    if solver == "exact":
-        fn = _ExactMessages(xh, sigma, max_kernel_bytes)
-        if schedule == "sequential":
-            q, b_out, iters, done = _sweep(fn, q, u, k, scale, **kw)
-        else:
-            q, b_out, iters, done = _iterate(fn, q, u, k, scale, eta=eta, **kw)
-    elif solver == "fast":
+    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, tables=tables,
+                     seed=seed, max_bytes=max_kernel_bytes)
+    if solver == "exact" and schedule == "sequential":
+        q, b_out, iters, done = _sweep(fn, q, u, k, scale, **kw)
+    elif solver == "fast" and z is None:
         iters = 0
         if levels > COARSE_LEVELS:  # coarse to fine
             coarse = _GridMessages(xh, sigma, COARSE_LEVELS)
             q, _, iters, _ = _iterate(coarse, q, u, k, scale, eta=eta, **kw)
-        fn = _GridMessages(xh, sigma, levels)
         q, b_out, more, done = _iterate(fn, q, u, k, scale, eta=eta, **kw)
         iters += more
     else:
-        raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
+        q, b_out, iters, done = _iterate(fn, q, u, k, scale, eta=eta, **kw)
     m = scale * fn(q)
     energies.append(_energy_parts(q, u, m))  # ... and at the end
-    order = _decode(q, u, m, k, scale, fn.among) if decode == "greedy" else None
+    order = (_decode(q, u, m, k, scale, fn.among, prior=decode == "greedy-mf")
+             if decode != "topk" else None)
     if order is None:
         order = _rank(q, u)[:k]
         config["decode"] = "topk"
@@ -666,9 +912,12 @@ def run_selection(
     out: str | os.PathLike[str] | None = None,
     split: str = "val",
     solver: Solver = "fast",
-    lam: float = 1.0,
+    lam: float | None = None,
     sigma: float = 0.1,
     polarity: metrics.Polarity = "positive",
+    redundancy: Redundancy = "response",
+    bits: int = DEFAULT_BITS,
+    tables: int = DEFAULT_TABLES,
     batch_size: int = 256,
     workers: int = 1,
     device: str = "auto",
@@ -698,7 +947,8 @@ def run_selection(
     t0 = time.perf_counter()
     x, thresholds = attribute_accuracy(resp.features, resp.labels, polarity)
     times["accuracy"] = time.perf_counter() - t0
-    sel = mean_field_select(x, k, solver=solver, lam=lam, sigma=sigma)
+    sel = mean_field_select(x, k, solver=solver, lam=lam, sigma=sigma, responses=resp.features,
+                            redundancy=redundancy, bits=bits, tables=tables)
     times["solve"] = sel.seconds
 
     selected = []
@@ -727,6 +977,7 @@ def run_selection(
         "converged": sel.converged,
         "mean_x_selected": float(x[sel.indices].mean()),
         "mean_x_all": float(x.mean()),
+        "redundancy": redundancy_summary(resp.features, sel.indices, sel.u),
         "seconds": times,
         "files": {"X": "X.npy", "plot": "selection.png" if plot else None},
     }

@@ -50,7 +50,8 @@ _SECTIONS: dict[str, dict[str, Any]] = {
                  "out": "runs/demo", "data": None},
     "data.synth": {**asdict(SynthConfig()), "workers": None},  # the generator's own defaults
     "train": {},
-    "select": {"k": 512, "solver": "fast", "split": "val", "lam": 1.0, "sigma": 0.1,
+    "select": {"k": 512, "solver": "fast", "split": "val", "lam": None, "sigma": 0.1,
+               "redundancy": "response", "bits": 24, "tables": 32,
                "polarity": "positive", "batch_size": 256, "device": None, "workers": None},
     "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0, "weight": [],
                  "split": "test"},
@@ -454,7 +455,8 @@ def _run_select(ctx: StageContext) -> dict[str, Any]:
     target = ctx.out / "selection" / "selection.json"
     rec = run_selection([ctx.upstream["teacher"]["run"]], p["k"], data=ctx.pipeline.cfg.data,
                         out=target, split=p["split"], solver=p["solver"], lam=p["lam"],
-                        sigma=p["sigma"], polarity=p["polarity"], batch_size=sel["batch_size"],
+                        sigma=p["sigma"], polarity=p["polarity"], redundancy=p["redundancy"],
+                        bits=p["bits"], tables=p["tables"], batch_size=sel["batch_size"],
                         workers=sel["workers"] or teacher.workers,
                         device=sel["device"] or teacher.device)
     plot = target.parent / "selection.png"

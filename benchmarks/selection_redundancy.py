@@ -1,0 +1,148 @@
+"""Does the selection remove redundancy? The response kernel on a trained teacher's responses.
+
+On the validation split (where the selection's defaults are chosen), for every ``(bits, lam)``
+of a grid and both solvers:
+
+* mean ``|corr|`` of the selected neurons' responses, against a random set of the same size and
+  the top-K by informativeness alone, and the mean informativeness ``u`` of each;
+* planted duplicates: copies (1% noise) of the strongest neuron of ``--dups`` different
+  response clusters are added, and the share of those pairs that the selection splits (keeps
+  one, not both), among the pairs it keeps anything of;
+* speed at ``N = --tiles x 1280`` (an ensemble of similar teachers: the responses tiled with
+  30% noise): fast vs exact, seconds and top-K overlap.
+
+Prints one JSON line, then Markdown tables; ``--json-out`` / ``--md-out`` save them.
+
+    python benchmarks/selection_redundancy.py [--teacher runs/demo/teacher] [--data data/synth]
+        [--k 512] [--bits 16,24,32] [--lams 32,64,128,256] [--tiles 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facedistill.io import command_line, write_results
+from facedistill.pipeline import selection as S
+
+
+def planted(r: np.ndarray, u: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, list]:
+    """``r`` with ``count`` near-copies appended: of the strongest neuron of ``count`` different
+    groups of correlated neurons (a neuron is skipped when it is > 0.9 correlated with one
+    already copied). Returns the responses and the (original, copy) column pairs."""
+    z = S.standardise(r)
+    picked: list[int] = []
+    for i in np.argsort(-u):
+        if all(abs(float(z[:, i] @ z[:, j])) < 0.9 for j in picked):
+            picked.append(int(i))
+        if len(picked) == count:
+            break
+    rng = np.random.default_rng(seed)
+    src = r[:, picked]
+    copies = src + 0.01 * src.std(0) * rng.standard_normal(src.shape).astype(np.float32)
+    n0 = r.shape[1]
+    return np.concatenate([r, copies], 1), [(p, n0 + i) for i, p in enumerate(picked)]
+
+
+def split_share(indices: np.ndarray, pairs: list) -> tuple[float, int]:
+    chosen = set(indices.tolist())
+    kept = [p for p in pairs if p[0] in chosen or p[1] in chosen]
+    both = sum(p[0] in chosen and p[1] in chosen for p in kept)
+    return (1.0 - both / len(kept) if kept else float("nan")), len(kept)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teacher", type=Path, default=Path("runs/demo/teacher"))
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--k", type=int, default=512)
+    ap.add_argument("--bits", default="16,24,32")
+    ap.add_argument("--lams", default="32,64,128,256")
+    ap.add_argument("--dups", type=int, default=32)
+    ap.add_argument("--tiles", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--md-out", type=Path)
+    args = ap.parse_args()
+
+    resp = S.collect_responses([args.teacher], args.data, args.split,
+                               cache_dir=args.teacher / "selection" / "cache")
+    r, y = resp.features, resp.labels
+    x, _ = S.attribute_accuracy(r, y)
+    rd, pairs = planted(r, S.informativeness(S.normalise(x)), args.dups, args.seed)
+    xd, _ = S.attribute_accuracy(rd, y)
+    rows = []
+    for bits in [int(b) for b in args.bits.split(",")]:
+        for lam in [0.0] + [float(v) for v in args.lams.split(",")]:
+            for solver in ("exact", "fast"):
+                sel = S.mean_field_select(x, args.k, solver=solver, responses=r, bits=bits,
+                                          lam=lam)
+                red = S.redundancy_summary(r, sel.indices, sel.u)
+                dup = S.mean_field_select(xd, args.k, solver=solver, responses=rd, bits=bits,
+                                          lam=lam)
+                share, kept = split_share(dup.indices, pairs)
+                rows.append({"bits": bits, "lam": lam, "solver": solver, **red,
+                             "dup_split": share, "dup_pairs_kept": kept,
+                             "seconds": sel.seconds})
+                print(json.dumps(rows[-1]), flush=True)
+
+    rng = np.random.default_rng(args.seed)
+    big = np.concatenate([r + 0.3 * r.std(0) * rng.standard_normal(r.shape).astype(np.float32)
+                          for _ in range(args.tiles)], 1)
+    xb, _ = S.attribute_accuracy(big, y)
+    kb = 1280
+    speed = {}
+    for solver in ("fast", "exact"):
+        t0 = time.perf_counter()
+        sel = S.mean_field_select(xb, kb, solver=solver, responses=big)
+        speed[solver] = {"seconds": time.perf_counter() - t0, "iterations": sel.iterations,
+                         "indices": sel.indices}
+    overlap = len(set(speed["fast"]["indices"].tolist())
+                  & set(speed["exact"]["indices"].tolist())) / kb
+    speed_rec = {"n": int(big.shape[1]), "k": kb,
+                 "fast_seconds": speed["fast"]["seconds"],
+                 "exact_seconds": speed["exact"]["seconds"],
+                 "speedup": speed["exact"]["seconds"] / speed["fast"]["seconds"],
+                 "overlap": overlap, "bits": S.DEFAULT_BITS, "tables": S.DEFAULT_TABLES}
+
+    default = next(row for row in rows if row["bits"] == S.DEFAULT_BITS
+                   and row["lam"] == S.DEFAULT_LAM["response"] and row["solver"] == "fast")
+    result = {"benchmark": "selection_redundancy", "teacher": str(args.teacher),
+              "split": args.split, "images": int(r.shape[0]), "neurons": int(r.shape[1]),
+              "k": args.k, "planted_pairs": len(pairs), "rows": rows, "speed": speed_rec,
+              "defaults": {"bits": S.DEFAULT_BITS, "lam": S.DEFAULT_LAM["response"],
+                           "tables": S.DEFAULT_TABLES},
+              "default_row": default, "cpu": platform.processor() or platform.machine(),
+              "command": command_line()}
+    md = [f"Neuron selection on `{args.teacher}` ({args.split} split, {r.shape[0]} images): "
+          f"K = {args.k} of {r.shape[1]}; {len(pairs)} planted near-copies of strong neurons. "
+          f"Defaults: bits = {S.DEFAULT_BITS}, lam = {S.DEFAULT_LAM['response']:g}, "
+          f"{S.DEFAULT_TABLES} hash tables.", "",
+          "| bits | lam | solver | mean abs corr: selected | random | top-K by u "
+          "| mean u: selected | random | top-K | duplicates split | s |",
+          "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        md.append(f"| {row['bits']} | {row['lam']:g} | {row['solver']} "
+                  f"| {row['mean_abs_corr_selected']:.3f} | {row['mean_abs_corr_random']:.3f} "
+                  f"| {row['mean_abs_corr_top_u']:.3f} | {row['mean_u_selected']:.4f} "
+                  f"| {row['mean_u_random']:.4f} | {row['mean_u_top_u']:.4f} "
+                  f"| {100 * row['dup_split']:.0f}% of {row['dup_pairs_kept']} "
+                  f"| {row['seconds']:.2f} |")
+    md += ["", f"Speed at N = {speed_rec['n']} (K = {kb}, responses tiled {args.tiles}x with "
+               f"noise): fast {speed_rec['fast_seconds']:.2f} s, exact "
+               f"{speed_rec['exact_seconds']:.2f} s, **{speed_rec['speedup']:.1f}x**; top-K "
+               f"overlap {speed_rec['overlap']:.3f}.", "", f"Made by: `{result['command']}`"]
+    print(json.dumps(result))
+    print()
+    print("\n".join(md))
+    write_results(result, "\n".join(md) + "\n", args.json_out, args.md_out)
+
+
+if __name__ == "__main__":
+    main()

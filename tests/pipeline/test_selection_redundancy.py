@@ -1,0 +1,140 @@
+"""The response-correlation redundancy kernel: its formula, the hashing solver, and what the
+selection does with it (planted duplicates split, a less correlated set than top-K or random)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from facedistill.errors import UserError
+from facedistill.pipeline import selection as S
+
+
+def teacher_like(seed: int, m: int = 900, clusters: int = 12, per: int = 20, noise: int = 60
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Responses ``[m, clusters * per + noise]`` and labels ``[m, clusters]``: each cluster of
+    neurons reads one attribute's signal (strong clusters first) plus a shared nuisance
+    direction, so a cluster's neurons are highly correlated with each other; the last ``noise``
+    neurons are uninformative."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((m, clusters)) < 0.4).astype(np.uint8)
+    nuisance = rng.standard_normal(m)
+    cols = []
+    for c in range(clusters):
+        strength = 2.0 * (0.85 ** c)
+        signal = strength * (y[:, c] - 0.4) + 0.3 * nuisance
+        for _ in range(per):
+            cols.append(signal + rng.normal(0.0, 0.35 + 0.1 * rng.random(), m))
+    for _ in range(noise):
+        cols.append(rng.standard_normal(m) + 0.3 * nuisance)
+    return np.stack(cols, axis=1).astype(np.float32), y
+
+
+def test_kernel_is_the_hyperplane_collision_chance_of_the_correlation() -> None:
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal((500, 6))
+    r[:, 1] = r[:, 0] * 3.0 + 7.0  # the same neuron, rescaled and shifted
+    r[:, 2] = -r[:, 0]  # the same neuron, negated
+    r[:, 5] = 4.0  # dead
+    z = S.standardise(r)
+    k = S.response_kernel(z, bits=8)
+    corr = np.corrcoef(r[:, :5], rowvar=False)
+    t = np.arccos(np.clip(corr, -1, 1)) / math.pi
+    want = (1 - t) ** 8 + t ** 8
+    np.testing.assert_allclose(k[:5, :5], want, atol=2e-5)
+    assert k[0, 1] == pytest.approx(1.0, abs=1e-5) and k[0, 2] == pytest.approx(1.0, abs=1e-5)
+    assert k[0, 3] < 0.05  # independent: 2 * 0.5^8 plus sampling noise
+    assert not k[5].any() and not k[:, 5].any()  # a dead neuron is redundant with nothing
+
+
+def test_hash_tables_estimate_the_kernel_without_bias() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(400)
+    cols = [base] + [base + rng.normal(0, s, 400) for s in (0.2, 0.5, 1.0)]
+    z = S.standardise(np.stack(cols, 1))
+    want = S.response_kernel(z, bits=6)[0, 1:]
+    hashed = S._HashMessages(z, bits=6, tables=4000, seed=3)
+    q = np.array([0.0, 1.0, 0.0, 0.0])
+    for j in (1, 2, 3):
+        q = np.zeros(4)
+        q[j] = 1.0
+        got = hashed(q)[0]
+        sd = math.sqrt(want[j - 1] * (1 - want[j - 1]) / 4000)
+        assert abs(got - want[j - 1]) <= 4 * sd + 1e-9, (j, got, want[j - 1])
+
+
+def test_fast_messages_follow_the_exact_ones_and_agree_on_the_choice() -> None:
+    r, y = teacher_like(2)
+    x, _ = S.attribute_accuracy(r, y)
+    exact = S.mean_field_select(x, 80, solver="exact", responses=r)
+    fast = S.mean_field_select(x, 80, solver="fast", responses=r)
+    m_exact = S.messages(x, exact.q, k=80, solver="exact", responses=r)
+    m_fast = S.messages(x, exact.q, k=80, solver="fast", responses=r)
+    # the hash estimate is unbiased but noisy (a sharp kernel: few collisions per table); what
+    # it feeds is the candidate pool, the decode itself uses the exact kernel among candidates
+    def rms(m: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((m - m_exact) ** 2) / np.mean(m_exact ** 2)))
+
+    many = S.messages(x, exact.q, k=80, solver="fast", responses=r, tables=1024)
+    assert rms(many) <= 0.15 and rms(many) <= 0.35 * rms(m_fast)
+    overlap = len(set(exact.indices.tolist()) & set(fast.indices.tolist())) / 80
+    assert overlap >= 0.8
+    assert exact.config["redundancy"] == "response" and fast.config["bits"] == S.DEFAULT_BITS
+
+
+@pytest.mark.parametrize("solver", ["exact", "fast"])
+def test_planted_duplicates_of_strong_neurons_are_split_at_the_defaults(solver: str) -> None:
+    r, y = teacher_like(3)
+    x0, _ = S.attribute_accuracy(r, y)
+    u = S.informativeness(S.normalise(x0))
+    strong = np.array([20 * c + int(np.argmax(u[20 * c:20 * c + 20])) for c in range(12)])
+    rng = np.random.default_rng(4)
+    copies = r[:, strong] + 0.01 * r[:, strong].std(0) * rng.standard_normal((r.shape[0], 12))
+    rd = np.concatenate([r, copies.astype(np.float32)], axis=1)
+    xd, _ = S.attribute_accuracy(rd, y)
+    n0 = r.shape[1]
+    chosen = set(S.mean_field_select(xd, 80, solver=solver, responses=rd).indices.tolist())
+    kept = [(int(s), n0 + i) for i, s in enumerate(strong) if s in chosen or n0 + i in chosen]
+    both = [p for p in kept if p[0] in chosen and p[1] in chosen]
+    assert len(kept) >= 5
+    assert 1 - len(both) / len(kept) >= 0.9
+    # without the redundancy term the copies ride along with their originals
+    plain = set(S.mean_field_select(xd, 80, solver=solver, responses=rd, lam=0.0)
+                .indices.tolist())
+    assert sum(s in plain and n0 + i in plain for i, s in enumerate(strong)) >= 4
+
+
+def test_selected_set_is_less_correlated_than_top_k_and_covers_more_attributes() -> None:
+    # (against a random set, on a real teacher's responses: benchmarks/selection_redundancy.py)
+    r, y = teacher_like(5)
+    x, _ = S.attribute_accuracy(r, y)
+    z = S.standardise(r)
+    k = 80
+    sel = S.mean_field_select(x, k, responses=r)
+    top = S.mean_field_select(x, k, responses=r, lam=0.0)
+
+    def clusters(idx: np.ndarray) -> int:
+        return len(set((idx[idx < 240] // 20).tolist()))
+
+    assert S.mean_abs_corr(z, sel.indices) < S.mean_abs_corr(z, top.indices) - 0.02
+    assert clusters(top.indices) <= 5 and clusters(sel.indices) >= 8
+    assert sel.u[sel.indices].mean() > sel.u.mean() + 0.01  # still informative
+
+
+def test_response_redundancy_needs_matching_responses() -> None:
+    r, y = teacher_like(6, m=200, clusters=3, per=4, noise=4)
+    x, _ = S.attribute_accuracy(r, y)
+    with pytest.raises(UserError, match="neurons but X has"):
+        S.mean_field_select(x, 5, responses=r[:, :-1])
+    with pytest.raises(UserError, match="needs the neurons' responses"):
+        S.mean_field_select(x, 5, redundancy="response")
+    with pytest.raises(UserError, match="bits"):
+        S.mean_field_select(x, 5, responses=r, bits=0)
+    bad = r.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(UserError, match=r"responses\[3, 2\]"):
+        S.mean_field_select(x, 5, responses=bad)
+    legacy = S.mean_field_select(x, 5)  # no responses: the profile kernel on X
+    assert legacy.config["redundancy"] == "profile" and legacy.config["decode"] == "greedy-mf"
