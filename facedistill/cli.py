@@ -78,18 +78,23 @@ _SYNTH = _synth_defaults()
 @click.option("--images-per-identity", type=float, default=_SYNTH.images_per_identity,
               show_default=True, help="Mean number of photos per identity.")
 @click.option("--workers", type=int, default=None, help="Processes [default: all cores].")
+@click.option("--unlabeled", is_flag=True,
+              help="Write the images only, labels withheld: a pool for 'compress --unlabeled' "
+                   "(use another --seed than the labelled set's, for other people).")
 @click.option("--force", is_flag=True, help="Replace an existing, different dataset at --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def data_synth(out: Path, n: int, size: int, seed: int, wild: bool, images_per_identity: float,
-               workers: int | None, force: bool, as_json: bool, quiet: bool) -> None:
+               workers: int | None, unlabeled: bool, force: bool, as_json: bool,
+               quiet: bool) -> None:
     """Generate the embedded synthetic face-attribute dataset (CelebA's file format)."""
     from facedistill.pipeline.data.synth import SynthConfig, generate
 
     cfg = SynthConfig(n=n, size=size, seed=seed, wild=wild,
                       images_per_identity=images_per_identity)
     with progress_bar("synth", enabled=not quiet and not as_json) as update:
-        result = generate(out, cfg, workers=workers, force=force, progress=update)
+        result = generate(out, cfg, workers=workers, force=force, progress=update,
+                          withhold_labels=unlabeled)
     if as_json:
         _print_json({"out": str(out), **result})
         return
@@ -498,12 +503,18 @@ def _term_weights(ctx: click.Context, param: click.Parameter, values: tuple[str,
                    "e.g. --weight selected=0.3.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="Split of the student-vs-teacher comparison.")
+@click.option("--unlabeled", type=click.Path(path_type=Path), default=None,
+              help="Folder of face crops without labels: the teacher also supervises the "
+                   "student on them (any folder of images, or 'data synth --unlabeled' output).")
+@click.option("--unlabeled-n", type=int, default=None,
+              help="Use only the first N images of --unlabeled [default: all].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/STUDENT-METHOD].")
 @_train_options
 def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
                  selection: Path | None, temperature: float, two_stage: int,
-                 weights: dict[str, float] | None, split: str,
+                 weights: dict[str, float] | None, split: str, unlabeled: Path | None,
+                 unlabeled_n: int | None,
                  out: Path | None, data: Path, resume: bool, force: bool, as_json: bool,
                  quiet: bool, **kw: Any) -> None:
     """Distil a teacher into a student through selected neurons, then compare the two."""
@@ -519,8 +530,8 @@ def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
     reporter = _RichReporter(enabled=not quiet and not as_json)
     result = compress(cfg, list(teachers), data, out, method=method, k=k, selection=selection,
                       temperature=temperature, two_stage=two_stage, weights=weights,
-                      split=split, resume=resume,
-                      force=force, reporter=reporter)
+                      split=split, unlabeled=unlabeled, unlabeled_n=unlabeled_n,
+                      resume=resume, force=force, reporter=reporter)
     if _rank() != 0:
         return
     if as_json:

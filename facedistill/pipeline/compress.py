@@ -124,6 +124,8 @@ def compress(
     two_stage: int = 0,
     weights: Mapping[str, float] | None = None,
     split: str = "test",
+    unlabeled: str | os.PathLike[str] | None = None,
+    unlabeled_n: int | None = None,
     resume: bool = False,
     force: bool = False,
     reporter: Any = None,
@@ -132,7 +134,9 @@ def compress(
     """Distil ``teachers`` into ``cfg.arch``; returns the comparison record.
 
     ``weights`` overrides the method's default term weights term by term (e.g.
-    ``{"selected": 0.3}``); the weights used are recorded in the checkpoint.
+    ``{"selected": 0.3}``); the weights used are recorded in the checkpoint. ``unlabeled``: a
+    folder of face crops without labels (the first ``unlabeled_n``) that the teacher terms
+    also train on, next to the labelled split.
     """
     from facedistill.io import atomic_write_json, atomic_write_text
     from facedistill.pipeline.checkpoint import model_from_checkpoint
@@ -158,9 +162,21 @@ def compress(
     objective = build_objective(method, models, selected=sel["indices"] if sel else None,
                                 temperature=temperature, pos_weight=pos_weight,
                                 teacher_sizes=sizes, two_stage=two_stage, weights=weights)
+    if unlabeled is not None and not any(objective.weights.get(t, 0) > 0
+                                         for t in ("soft", "hint", "selected")):
+        raise UserError("--unlabeled needs a teacher term to learn from the unlabeled images; "
+                        f"method {method!r} only uses labels", field="unlabeled")
+    pool = None
+    if unlabeled is not None:
+        from facedistill.pipeline.data.unlabeled import list_images
+
+        found = len(list_images(unlabeled))
+        pool = {"root": str(unlabeled),
+                "images": found if unlabeled_n is None else min(found, unlabeled_n)}
     record = {
         "method": method,
         "weights": dict(objective.weights),
+        "unlabeled": pool,
         "teachers": [_teacher_record(c) for c in ckpts],
         "temperature": temperature,
         "two_stage": two_stage,
@@ -169,7 +185,7 @@ def compress(
             "solver": sel.get("solver")},
     }
     train(cfg, data, out, resume=resume, force=force, reporter=reporter, objective=objective,
-          extra={"distill": record}, index=index)
+          extra={"distill": record}, index=index, unlabeled=unlabeled, unlabeled_n=unlabeled_n)
     del models, objective
     student_eval = evaluate_checkpoint(out, data=data, split=split, workers=cfg.workers,
                                        device=cfg.device)

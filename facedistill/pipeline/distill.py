@@ -8,7 +8,8 @@ images. The loss is a weighted sum of named terms; each term's unweighted value 
 
 ``labels``
     Binary cross-entropy of the student's logits against the 0/1 attribute labels (optionally
-    with a weight on each attribute's positives). This is the plain supervised baseline.
+    with a weight on each attribute's positives). This is the plain supervised baseline. Images
+    of an unlabeled pool (labels -1) are left out of it; the teacher terms still see them.
 ``soft``
     Soft targets. The teacher's logits ``t`` (the mean of the teachers' logits for an ensemble)
     are turned into probabilities ``sigmoid(t / T)`` and the student's ``sigmoid(s / T)`` is
@@ -303,8 +304,7 @@ class DistillObjective(nn.Module):
                 raise ValueError(f"student features have {f.shape[-1]} dims, expected "
                                  f"{self.student_dim}")
             if "labels" in active:
-                values["labels"] = F.binary_cross_entropy_with_logits(
-                    s, labels.float(), pos_weight=self.pos_weight)
+                values["labels"] = _labelled_bce(s, labels.float(), self.pos_weight)
             if "soft" in active:
                 t = torch.stack(t_logits).mean(0)
                 if t.shape != s.shape:
@@ -329,6 +329,19 @@ class DistillObjective(nn.Module):
         w = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
         return (f"weights=({w}), temperature={self.temperature:g}, "
                 f"teachers={len(self._teachers)}, two_stage={self.two_stage}")
+
+
+def _labelled_bce(s: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """BCE over the rows that have labels: an unlabeled image (labels < 0, see
+    :mod:`facedistill.pipeline.data.unlabeled`) is supervised by the teacher terms only. A batch
+    without any labelled image gives 0 (connected to the graph)."""
+    known = y[:, 0] >= 0
+    if bool(known.all()):
+        return F.binary_cross_entropy_with_logits(s, y, pos_weight=pos_weight)
+    if not bool(known.any()):
+        return s.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(s[known], y[known], pos_weight=pos_weight)
 
 
 def build_objective(

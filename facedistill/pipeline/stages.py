@@ -54,6 +54,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
                "redundancy": "response", "bits": 24, "tables": 32,
                "polarity": "positive", "batch_size": 256, "device": None, "workers": None},
     "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0, "weight": [],
+                 "unlabeled": None, "unlabeled_n": None,
                  "split": "test"},
     "export": {"precision": "fp32,fp16,int8", "opset": 18, "calib_n": 512,
                "calib_method": "entropy", "max_drop": 1.0, "no_gate": False, "batches": "1,8,32",
@@ -267,7 +268,8 @@ class Pipeline:
             deps = ("data", "teacher", "select") if method == "selected" else ("data", "teacher")
             params = {"train": self.cfg.student_config(student).to_record(),
                       **{k: s["compress"][k] for k in ("method", "k", "temperature",
-                                                       "two_stage", "split")},
+                                                       "two_stage", "split", "unlabeled",
+                                                       "unlabeled_n")},
                       "weights": self.cfg.term_weights()}
             stages.append(Stage(f"student:{student}", "students", deps, params, _run_student))
         export = {k: v for k, v in s["export"].items() if k != "precision"}
@@ -475,8 +477,8 @@ def _run_student(ctx: StageContext) -> dict[str, Any]:
                       [ctx.upstream["teacher"]["run"]], ctx.pipeline.cfg.data, out,
                       method=p["method"], k=p["k"], selection=selection,
                       temperature=p["temperature"], two_stage=p["two_stage"],
-                      weights=p["weights"], split=p["split"],
-                      resume=ctx.resume, force=ctx.force,
+                      weights=p["weights"], split=p["split"], unlabeled=p["unlabeled"],
+                      unlabeled_n=p["unlabeled_n"], resume=ctx.resume, force=ctx.force,
                       reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
     row = result["rows"][0]
     return {"run": str(out), "checkpoint": str(out / "best.pt"),

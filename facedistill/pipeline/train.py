@@ -617,8 +617,14 @@ def train(
     model: nn.Module | None = None,
     extra: dict[str, Any] | None = None,
     index: Any = None,
+    unlabeled: str | os.PathLike[str] | None = None,
+    unlabeled_n: int | None = None,
 ) -> TrainResult:
-    """Train ``cfg.arch`` (or ``model``) on the CelebA-format folder ``data`` into ``out``."""
+    """Train ``cfg.arch`` (or ``model``) on the CelebA-format folder ``data`` into ``out``.
+
+    ``unlabeled``: a folder of face crops without labels (the first ``unlabeled_n`` of them)
+    that joins the training split, seen through the same training transform; only an
+    ``objective`` with teacher terms learns anything from it."""
     from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
     from facedistill.pipeline.models import build_model
 
@@ -634,6 +640,15 @@ def train(
                        margin=cfg.margin)
     val_set = CelebA(index, "val", variant=cfg.variant, size=cfg.size, train=False,
                      margin=cfg.margin)
+    if unlabeled is not None:
+        from facedistill.pipeline.data.unlabeled import MixedTrainSet, UnlabeledImages
+
+        if objective is None:
+            raise ConfigError("unlabeled images need a distillation objective (a teacher)",
+                              field="unlabeled")
+        pool = UnlabeledImages(unlabeled, train_set.transform, index.attrs.shape[1],
+                               limit=unlabeled_n)
+        train_set = MixedTrainSet(train_set, pool)
     if model is None:
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
         model = build_model(cfg.arch, width=cfg.width)
@@ -644,4 +659,5 @@ def train(
     trainer = Trainer(cfg, model, train_set, val_set, out, objective=objective,
                       data_record=data_record(index), extra=extra, reporter=reporter)
     return trainer.fit(resume=resume)
+
 

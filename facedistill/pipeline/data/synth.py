@@ -207,11 +207,14 @@ def read_manifest(out: str | os.PathLike[str]) -> dict | None:
         raise UserError(f"unreadable manifest ({exc})", path=path) from None
 
 
-def is_current(out: str | os.PathLike[str], cfg: SynthConfig) -> bool:
-    """True when ``out`` already holds the dataset ``cfg`` describes (same generator version)."""
+def is_current(out: str | os.PathLike[str], cfg: SynthConfig,
+               withhold_labels: bool = False) -> bool:
+    """True when ``out`` already holds the dataset ``cfg`` describes (same generator version,
+    labels written or withheld alike)."""
     man = read_manifest(out)
     return bool(man and man.get("generator_version") == GENERATOR_VERSION
-                and man.get("config") == asdict(cfg))
+                and man.get("config") == asdict(cfg)
+                and bool(man.get("labels_withheld", False)) == withhold_labels)
 
 
 def default_workers() -> int:
@@ -228,15 +231,19 @@ def generate(
     workers: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    withhold_labels: bool = False,
 ) -> dict:
     """Write the dataset to ``out`` and return its manifest (plus ``seconds`` and
     ``reused``). An ``out`` that already holds this exact config is reused as is; any other
     existing ``out`` is only replaced with ``force`` - except the same config made by another
-    generator version, which is regenerated (it is our own reproducible output)."""
+    generator version, which is regenerated (it is our own reproducible output).
+
+    ``withhold_labels``: only the images (and the manifest, marked ``labels_withheld``) are
+    written - an unlabeled pool for distillation; per-image labels exist nowhere on disk."""
     cfg.validate()
     out = Path(out)
     if out.exists():
-        if is_current(out, cfg):
+        if is_current(out, cfg, withhold_labels):
             return {**(read_manifest(out) or {}), "seconds": 0.0, "reused": True}
         man = read_manifest(out)
         outdated = bool(man and man.get("config") == asdict(cfg)
@@ -286,9 +293,12 @@ def generate(
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        write_label_files(tmp, cfg, names, partition, identity, rows)
         summary = summarize(np.stack([r["labels"] for r in rows]), partition, identity)
         manifest = _manifest(cfg, summary)
+        if withhold_labels:
+            manifest = {**manifest, "labels_withheld": True}
+        else:
+            write_label_files(tmp, cfg, names, partition, identity, rows)
         atomic_write_json(tmp / MANIFEST, manifest)
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
