@@ -198,6 +198,7 @@ def compress(
     teacher = rows[1]
     for r in rows:
         r["compression"] = teacher["params"] / r["params"]
+        r["live_compression"] = teacher["live_params"] / r["live_params"]
         r["delta"] = r["mean_balanced"] - teacher["mean_balanced"]
     result = {"student": str(out / "best.pt"), "split": split, "method": method,
               "rows": rows, "distill": record}
@@ -208,23 +209,31 @@ def compress(
 
 def _row(role: str, path: Any, report: dict[str, Any]) -> dict[str, Any]:
     from facedistill.pipeline.checkpoint import load_checkpoint
-    from facedistill.pipeline.models import build_model, count_macs, count_params
+    from facedistill.pipeline.models import build_model, count_live_params, count_macs, \
+        count_params
 
     ckpt = load_checkpoint(path)
     model = build_model(**ckpt["arch"])
+    size = _input_size(ckpt)
     return {"role": role, "path": str(ckpt["path"]), "arch": ckpt["arch"]["arch"],
             "width": ckpt["arch"]["width"], "params": count_params(model),
-            "macs": count_macs(model, _input_size(ckpt)),
+            "live_params": count_live_params(model, size), "input_size": size,
+            "macs": count_macs(model, size),
             "mean_balanced": report["mean_balanced"],
             "per_attribute": {a["name"]: a["balanced"] for a in report["attributes"]}}
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
     lines = [f"{result['method']} distillation, {result['split']} split (thresholds from val)",
-             "", "| model | arch | params | MACs | compression | mean bal. acc. | delta |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "", "| model | arch | input | params | live params | MACs | compression "
+             "| live compression | mean bal. acc. | delta |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['role']} | {r['arch']} x{r['width']:g} | {r['params']:,} | "
+        lines.append(f"| {r['role']} | {r['arch']} x{r['width']:g} | {r['input_size']}px "
+                     f"| {r['params']:,} | {r['live_params']:,} | "
                      f"{r['macs'] / 1e6:.1f}M | {r['compression']:.1f}x | "
+                     f"{r['live_compression']:.1f}x | "
                      f"{100 * r['mean_balanced']:.2f}% | {100 * r['delta']:+.2f} |")
+    lines += ["", "Live params: those that can get a gradient at the trained input size (a 3x3 "
+              "kernel on a 1x1 map counts as 1x1)."]
     return "\n".join(lines) + "\n"

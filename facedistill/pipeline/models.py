@@ -73,6 +73,7 @@ __all__ = [
     "CascadeNet",
     "ConvBNReLU",
     "build_model",
+    "count_live_params",
     "count_macs",
     "count_params",
     "list_models",
@@ -353,13 +354,38 @@ def count_params(model: nn.Module, include_head: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-def count_macs(model: nn.Module, size: int = DEFAULT_SIZE) -> int:
-    """Multiply-accumulates of one ``3 x size x size`` image.
+def _live_taps(kernel: int, stride: int, pad: int, dilation: int, n_in: int, n_out: int
+               ) -> int:
+    """How many of a kernel's taps along one axis ever read a real (not padding) input."""
+    return sum(any(0 <= o * stride - pad + t * dilation < n_in for o in range(n_out))
+               for t in range(kernel))
 
-    Counted on a real forward pass of a zeros tensor (eval mode, no grad) with forward hooks:
-    a convolution costs ``Cout * Cin / groups * prod(kernel) * Hout * Wout``, a linear layer
-    ``in * out``; BatchNorm, ReLU, pooling and the bias adds are not counted.
-    """
+
+def count_live_params(model: nn.Module, size: int = DEFAULT_SIZE) -> int:
+    """Parameters that can receive a gradient at ``size x size`` inputs: a convolution tap that
+    only ever meets zero padding (a 3x3 kernel on a 1x1 map keeps its centre tap alone) is left
+    out, everything else counts as in :func:`count_params`. The honest size of a network
+    trained at a small input size: e.g. TNet's and SNet1's 3x3 conv6 at 32x32 inputs."""
+    _check_size(model, size)
+    dead = 0
+
+    def conv_hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+        nonlocal dead
+        assert isinstance(m, nn.Conv2d)
+        if isinstance(m.padding, str):  # "same"/"valid": count the whole kernel
+            return
+        live = 1
+        for axis in (0, 1):
+            live *= _live_taps(m.kernel_size[axis], m.stride[axis], m.padding[axis],
+                               m.dilation[axis], inp[0].shape[2 + axis], out.shape[2 + axis])
+        per_tap = m.out_channels * (m.in_channels // m.groups)
+        dead += per_tap * (math.prod(m.kernel_size) - live)
+
+    _run_hooked(model, size, {nn.Conv2d: conv_hook})
+    return count_params(model) - dead
+
+
+def _check_size(model: nn.Module, size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserError(f"size must be a positive integer, got {size!r}", field="size")
     min_size = getattr(model, "min_input_size", 1)
@@ -368,6 +394,37 @@ def count_macs(model: nn.Module, size: int = DEFAULT_SIZE) -> int:
             f"input size {size} is too small for this model (minimum {min_size})", field="size"
         )
 
+
+def _run_hooked(model: nn.Module, size: int, hooks: dict[type, Callable[..., None]]) -> None:
+    """One eval-mode, no-grad forward pass of a zeros image with forward ``hooks`` per
+    module type; the hooks are removed and the training mode restored afterwards."""
+    handles = []
+    for m in model.modules():
+        for kind, hook in hooks.items():
+            if isinstance(m, kind):
+                handles.append(m.register_forward_hook(hook))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def count_macs(model: nn.Module, size: int = DEFAULT_SIZE) -> int:
+    """Multiply-accumulates of one ``3 x size x size`` image.
+
+    Counted on a real forward pass of a zeros tensor (eval mode, no grad) with forward hooks:
+    a convolution costs ``Cout * Cin / groups * prod(kernel) * Hout * Wout``, a linear layer
+    ``in * out``; BatchNorm, ReLU, pooling and the bias adds are not counted.
+    """
+    _check_size(model, size)
     total = 0
 
     def conv_hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
@@ -381,33 +438,16 @@ def count_macs(model: nn.Module, size: int = DEFAULT_SIZE) -> int:
         assert isinstance(m, nn.Linear)
         total += (out.numel() // out.shape[0]) * m.in_features
 
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _run_hooked(model, size, {nn.Conv1d | nn.Conv2d | nn.Conv3d: conv_hook,
+                              nn.Linear: linear_hook})
     return total
 
 
 def model_info(name: str, width: float = 1.0, size: int = DEFAULT_SIZE) -> dict[str, Any]:
     """Size and cost of a registered model (40 attributes) beside the paper's figures.
 
-    Keys: ``arch``, ``width``, ``params``, ``params_no_head``, ``macs`` (one image at
-    ``size x size``), ``input_size``, ``paper_params``, ``paper_acc`` (``None`` for a model the
+    Keys: ``arch``, ``width``, ``params``, ``params_no_head``, ``live_params``
+    (:func:`count_live_params` at ``size``), ``macs`` (one image at ``size x size``), ``input_size``, ``paper_params``, ``paper_acc`` (``None`` for a model the
     paper does not have), ``feature_dim``.
     """
     model = build_model(name, width=width)
@@ -417,6 +457,7 @@ def model_info(name: str, width: float = 1.0, size: int = DEFAULT_SIZE) -> dict[
         "width": float(width),
         "params": count_params(model),
         "params_no_head": count_params(model, include_head=False),
+        "live_params": count_live_params(model, size),
         "macs": count_macs(model, size),
         "input_size": size,
         "paper_params": paper.get("params"),

@@ -50,7 +50,8 @@ def _batches(bench: Mapping[str, Any] | None) -> list[int]:
 def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per model (teacher first) with every number of the report's main table."""
     from facedistill.pipeline.checkpoint import load_checkpoint
-    from facedistill.pipeline.models import build_model, count_macs, count_params
+    from facedistill.pipeline.models import build_model, count_live_params, count_macs, \
+        count_params
 
     bench = _read_json(upstream.get("bench", {}).get("json"))
     rows_b = _bench_rows(bench)
@@ -66,7 +67,8 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
         variants = export.get("variants", {})
         row: dict[str, Any] = {
             "model": model, "arch": ckpt["arch"]["arch"], "width": ckpt["arch"]["width"],
-            "params": count_params(net), "macs": count_macs(net, size), "input_size": size,
+            "params": count_params(net), "live_params": count_live_params(net, size),
+            "macs": count_macs(net, size), "input_size": size,
             "mean_balanced": src["mean_balanced"], "checkpoint": src["checkpoint"],
         }
         for prec in EXPORT_PRECISIONS:
@@ -81,6 +83,7 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
     teacher = rows[0]
     for r in rows:
         r["compression"] = teacher["params"] / r["params"]
+        r["live_compression"] = teacher["live_params"] / r["live_params"]
         r["delta"] = r["mean_balanced"] - teacher["mean_balanced"]
     return rows
 
@@ -147,10 +150,12 @@ def _mb(v: int | None) -> str:
 
 def main_table(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> list[list[str]]:
     lat = [(p, b) for b in batches for p in ("fp32", "int8")]
-    head = ["model", "params", "MACs", "compression", "mean bal. acc (test)", "delta",
+    head = ["model", "params", "live params", "MACs", "compression", "live compression",
+            "mean bal. acc (test)", "delta",
             *(f"{p} ms (b{b})" for p, b in lat), "fp32 MB", "int8 MB"]
     body = [[f"{r['model']} ({r['arch']} x{r['width']:g})", f"{r['params']:,}",
-             f"{r['macs'] / 1e6:.1f}M", f"{r['compression']:.1f}x", _pct(r["mean_balanced"]),
+             f"{r['live_params']:,}", f"{r['macs'] / 1e6:.1f}M", f"{r['compression']:.1f}x",
+             f"{r['live_compression']:.1f}x", _pct(r["mean_balanced"]),
              f"{100 * r['delta']:+.2f}", *(_ms(r.get(f"{p}_ms_b{b}")) for p, b in lat),
              _mb(r["fp32_bytes"]), _mb(r["int8_bytes"])] for r in rows]
     return [head, *body]

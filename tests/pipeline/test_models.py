@@ -186,6 +186,7 @@ def test_model_info() -> None:
         "width": 1.0,
         "params": 315_320,
         "params_no_head": 264_080,
+        "live_params": 315_320,
         "macs": 4_687_872,
         "input_size": 32,
         "paper_params": 270_000,
@@ -254,3 +255,25 @@ def test_init() -> None:
     assert model.head.weight.std().item() == pytest.approx(0.01, rel=0.1)
     conv = model.get_submodule("trunk.block5.conv1.conv")  # fan_out = 1280
     assert conv.weight.std().item() == pytest.approx((2 / 1280) ** 0.5, rel=0.1)
+
+
+def test_live_params_drop_kernel_taps_that_only_meet_padding() -> None:
+    from facedistill.pipeline.models import count_live_params
+
+    tnet, snet1, snet2, snet3 = (build_model(n) for n in ("tnet", "snet1", "snet2", "snet3"))
+    # at 64 px every tap of every kernel sees real pixels
+    for m in (tnet, snet1, snet2, snet3):
+        assert count_live_params(m, 64) == count_params(m)
+    # at 32 px conv6 (3x3) sees a 1x1 map: only its centre tap is live
+    conv6 = [c for c in tnet.modules() if isinstance(c, torch.nn.Conv2d)][-1]
+    assert conv6.kernel_size == (3, 3)
+    assert count_params(tnet) - count_live_params(tnet, 32) == \
+        8 * conv6.out_channels * conv6.in_channels
+    # SNet1 is then no bigger than SNet2 (which has a 1x1 conv6), as the review measured
+    assert count_live_params(snet1, 32) == count_live_params(snet2, 32) == count_params(snet2)
+    assert 26 < count_live_params(tnet, 32) / count_params(snet3) < 28
+    # by hand, per axis: 3 taps, pad 1 on a 2-pixel row keeps all 3; on 1 pixel, the centre
+    from facedistill.pipeline.models import _live_taps
+
+    assert _live_taps(3, 1, 1, 1, 2, 2) == 3 and _live_taps(3, 1, 1, 1, 1, 1) == 1
+    assert _live_taps(3, 2, 1, 1, 2, 1) == 2  # stride 2, one output on 2 pixels: taps 1 and 2
