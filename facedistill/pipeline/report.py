@@ -136,6 +136,22 @@ def _per_attribute(upstream: Mapping[str, Mapping[str, Any]], students: Sequence
     return name, out
 
 
+def twin_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """Per student with a label-only twin: both test scores and the gain of distillation."""
+    rows = []
+    for name in getattr(pipeline, "twins", []):
+        twin = upstream.get(f"twin:{name}")
+        if not twin:
+            continue
+        student = upstream[f"student:{name}"]
+        compare = _read_json(student.get("compare")) or {}
+        rows.append({"student": name, "method": compare.get("method"),
+                     "distilled": student["mean_balanced"], "labels": twin["mean_balanced"],
+                     "gain": student["mean_balanced"] - twin["mean_balanced"]})
+    return rows
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
@@ -233,6 +249,13 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
         figures.append((f"Bench: {Path(plot).stem}", plot))
 
     table = main_table(rows, _batches(bench))
+    twins = twin_rows(pipeline, upstream)
+    twin_table = [["student", "distilled (method)", "label-only twin", "gain"]] + [
+        [t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
+         f"{100 * t['gain']:+.2f}"] for t in twins]
+    twin_note = ("The same student, budget and seed trained on the labels alone: what "
+                 "distillation from the teacher adds on this run (one seed; "
+                 "benchmarks/distill_gain.py measures it over seeds).")
     attr_table = [["attribute", "teacher", student or "student", "delta"]] + [
         [a["attribute"], _pct(a["teacher"]), _pct(a["student"]),
          "n/a" if a["delta"] is None else f"{100 * a['delta']:+.2f}"] for a in per_attr]
@@ -244,6 +267,9 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     env_text = json.dumps(env, indent=2)
 
     md = ["# facedistill pipeline report", "", intro, "", "## Models", "", _md_table(table), ""]
+    if twins:
+        md += ["## Distillation against a label-only twin", "", twin_note, "",
+               _md_table(twin_table), ""]
     fastest = _fastest_lines(rows, _batches(bench))
     if fastest:
         md += ["## Fastest exported variant on this machine", "",
@@ -258,6 +284,9 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
 
     body = [f"<h1>facedistill pipeline report</h1><p>{html.escape(intro)}</p>",
             "<h2>Models</h2>", _html_table(table)]
+    if twins:
+        body += ["<h2>Distillation against a label-only twin</h2>",
+                 f"<p>{html.escape(twin_note)}</p>", _html_table(twin_table)]
     if fastest:
         items = "".join(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in fastest)
         body += ["<h2>Fastest exported variant on this machine</h2>", f"<ul>{items}</ul>"]
@@ -274,7 +303,7 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
              "json": out / "report.json"}
     atomic_write_text(paths["markdown"], "\n".join(md))
     atomic_write_text(paths["html"], page)
-    atomic_write_json(paths["json"], {"models": rows, "per_attribute": per_attr,
+    atomic_write_json(paths["json"], {"models": rows, "twins": twins, "per_attribute": per_attr,
                                       "student": student, "environment": env,
                                       "figures": [p for _, p in figures]})
     return paths

@@ -46,7 +46,7 @@ _TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 _IGNORED = {"out", "data", "resume", "force", "json", "quiet", "as_json", "teachers", "teacher",
             "student", "selection", "root", "run", "artifacts", "model", "plot", "md"}
 _SECTIONS: dict[str, dict[str, Any]] = {
-    "pipeline": {"students": list(STUDENTS), "bench_precisions": ["fp32", "int8"],
+    "pipeline": {"students": list(STUDENTS), "twins": [], "bench_precisions": ["fp32", "int8"],
                  "out": "runs/demo", "data": None},
     "data.synth": {**asdict(SynthConfig()), "workers": None},  # the generator's own defaults
     "train": {},
@@ -139,6 +139,12 @@ class PipelineConfig:
             raise ConfigError(f"students must be some of {', '.join(STUDENTS)}, not {students}",
                               path=self.source, field="pipeline.students")
         self.sections["pipeline"]["students"] = students
+        twins = _str_list(self.sections["pipeline"]["twins"]) \
+            if self.sections["pipeline"]["twins"] else []
+        if any(t not in students for t in twins):
+            raise ConfigError(f"twins must be some of the students ({', '.join(students)}), "
+                              f"not {twins}", path=self.source, field="pipeline.twins")
+        self.sections["pipeline"]["twins"] = twins
         self.teacher_config()
         for s in students:
             self.student_config(s)
@@ -244,6 +250,12 @@ class Pipeline:
         return list(self.cfg.sections["pipeline"]["students"])
 
     @property
+    def twins(self) -> list[str]:
+        """Students that also get a label-only twin with the same budget (the report's
+        distillation-gain table)."""
+        return list(self.cfg.sections["pipeline"]["twins"])
+
+    @property
     def models(self) -> list[str]:
         """The teacher, then the students: what export and bench cover."""
         return ["teacher", *self.students]
@@ -272,6 +284,11 @@ class Pipeline:
                                                        "unlabeled_n")},
                       "weights": self.cfg.term_weights()}
             stages.append(Stage(f"student:{student}", "students", deps, params, _run_student))
+            if student in self.twins:
+                twin = {**params, "method": "labels", "weights": None, "unlabeled": None,
+                        "unlabeled_n": None}
+                stages.append(Stage(f"twin:{student}", "students", ("data", "teacher"), twin,
+                                    _run_student))
         export = {k: v for k, v in s["export"].items() if k != "precision"}
         export["precisions"] = self.cfg.precisions()
         for model in self.models:
@@ -281,6 +298,7 @@ class Pipeline:
         stages.append(Stage("bench", "bench", ("data", *(f"export:{m}" for m in self.models)),
                             bench, _run_bench))
         report_deps = ("teacher", *(f"student:{m}" for m in self.students),
+                       *(f"twin:{m}" for m in self.twins),
                        *(("select",) if method == "selected" else ()), "bench")
         stages.append(Stage("report", "report", report_deps, {"version": 1}, _run_report))
         return stages
@@ -469,10 +487,11 @@ def _run_select(ctx: StageContext) -> dict[str, Any]:
 def _run_student(ctx: StageContext) -> dict[str, Any]:
     from facedistill.pipeline.compress import compress
 
-    student = ctx.stage.name.split(":", 1)[1]
+    kind, student = ctx.stage.name.split(":", 1)
     p = ctx.stage.params
-    out = ctx.out / "students" / student
-    selection = ctx.upstream.get("select", {}).get("selection")
+    out = ctx.out / "students" / (student if kind == "student" else f"{student}-labels")
+    selection = ctx.upstream.get("select", {}).get("selection") if p["method"] == "selected" \
+        else None
     result = compress(ctx.pipeline.cfg.student_config(student),
                       [ctx.upstream["teacher"]["run"]], ctx.pipeline.cfg.data, out,
                       method=p["method"], k=p["k"], selection=selection,
