@@ -18,8 +18,11 @@ images. The loss is a weighted sum of named terms; each term's unweighted value 
     ``T`` grows. ``T = 1`` is the baseline of the paper.
 ``hint``
     Mean squared error between the student's 1280-d top hidden layer (the GAP vector) and the
-    teacher's (for an ensemble, the mean of the teachers' vectors), averaged over batch and
-    dimensions. Every neuron is imitated, informative or not.
+    teacher's, averaged over batch and dimensions. Every neuron is imitated, informative or
+    not. Independently trained teachers' neurons are not aligned (neuron ``j`` of one has
+    nothing to do with neuron ``j`` of another), so for an ensemble the target is all their
+    neurons side by side, reached through a training-only ``Linear(1280, T * 1280)`` (like
+    ``selected``'s regressor), never their element-wise mean.
 ``selected``
     Mean squared error on the teacher neurons picked by neuron selection only. The targets are
     columns of the teachers' features concatenated side by side (teacher ``t``'s neuron ``j`` is
@@ -180,12 +183,15 @@ class DistillObjective(nn.Module):
         else:
             self.teacher_sizes = None
 
+        self.hint_regressor: nn.Linear | None = None
         if "hint" in used:
             for i, d in enumerate(dims):
                 if d != self.student_dim:
                     raise ConfigError(f"the hint term needs teachers with {self.student_dim}-d "
                                       f"features like the student; teacher {i} has {d}",
                                       field="weights")
+            if len(teachers) > 1:  # unaligned neurons: one map to all of them, not their mean
+                self.hint_regressor = nn.Linear(self.student_dim, self.total_teacher_dim)
 
         self.register_buffer("pos_weight",
                              None if pos_weight is None
@@ -315,7 +321,10 @@ class DistillObjective(nn.Module):
                 values["soft"] = F.binary_cross_entropy_with_logits(
                     s / temp, torch.sigmoid(t / temp)) * (temp * temp)
             if "hint" in active:
-                values["hint"] = F.mse_loss(f, torch.stack(t_feats).mean(0))
+                if self.hint_regressor is None:
+                    values["hint"] = F.mse_loss(f, t_feats[0])
+                else:
+                    values["hint"] = F.mse_loss(self.hint_regressor(f), torch.cat(t_feats, 1))
             if "selected" in active:
                 assert self.selected_index is not None
                 target = torch.cat(t_feats, dim=1).index_select(1, self.selected_index)

@@ -46,6 +46,46 @@ def checkpoint_data(ckpt: dict[str, Any], data: str | os.PathLike[str] | None = 
     return index, transform, Path(data)
 
 
+def _scores(
+    ckpt: dict[str, Any],
+    data: str | os.PathLike[str] | None,
+    split: str,
+    thresholds: str,
+    kw: dict[str, Any],
+    progress: Progress | None,
+) -> tuple[Any, Any, Any, Any, Any, Path]:
+    """One checkpoint's logits on the threshold split (val, or ``split`` itself with the stored
+    thresholds) and on ``split``, through its own eval preprocessing:
+    ``(val_scores, val_labels, logits, labels, given_thresholds, data_root)``."""
+    from facedistill.pipeline.data.celeba import CelebA
+
+    index, transform, root = checkpoint_data(ckpt, data)
+    variant = index.variant
+    model = model_from_checkpoint(ckpt)
+    model.to(kw["device"])
+    evaluated = CelebA(index, split, variant=variant, transform=transform)
+    if len(evaluated) == 0:
+        raise UserError(f"the {split} split is empty", path=index.files.get("partition"))
+    val = None
+    if thresholds == "val":
+        val = CelebA(index, "val", variant=variant, transform=transform)
+        if len(val) == 0:
+            raise UserError("the val split is empty; use --thresholds checkpoint",
+                            path=index.files.get("partition"))
+    elif thresholds != "checkpoint":
+        raise UserError(f"thresholds must be 'val' or 'checkpoint', not {thresholds!r}")
+    total = len(evaluated) + (len(val) if val is not None else 0)
+    offset = 0
+    if val is not None:
+        v = collect(model, val, progress=_stage(progress, 0, total), **kw)
+        val_scores, val_labels, given = v.logits, v.labels, None
+        offset = len(val)
+    t = collect(model, evaluated, progress=_stage(progress, offset, total), **kw)
+    if val is None:
+        val_scores, val_labels, given = t.logits, t.labels, ckpt["thresholds"]
+    return val_scores, val_labels, t.logits, t.labels, given, root
+
+
 def evaluate_checkpoint(
     run: str | os.PathLike[str],
     *,
@@ -64,44 +104,51 @@ def evaluate_checkpoint(
     The images go through the checkpoint's own eval preprocessing (size, margin,
     normalisation), so the numbers are those the exported model will reproduce.
     """
-    from facedistill.pipeline.data.celeba import CelebA
     from facedistill.pipeline.train import resolve_device
 
     ckpt = load_checkpoint(run)
-    index, transform, data = checkpoint_data(ckpt, data)
-    variant, names = index.variant, list(ckpt["attributes"])
-    model = model_from_checkpoint(ckpt)
-    dev = resolve_device(device)
-    model.to(dev)
-    evaluated = CelebA(index, split, variant=variant, transform=transform)
-    if len(evaluated) == 0:
-        raise UserError(f"the {split} split is empty", path=index.files.get("partition"))
-    val = None
-    if thresholds == "val":
-        val = CelebA(index, "val", variant=variant, transform=transform)
-        if len(val) == 0:
-            raise UserError("the val split is empty; use --thresholds checkpoint",
-                            path=index.files.get("partition"))
-    elif thresholds != "checkpoint":
-        raise UserError(f"thresholds must be 'val' or 'checkpoint', not {thresholds!r}")
-    total = len(evaluated) + (len(val) if val is not None else 0)
-    kw = {"batch_size": batch_size, "workers": workers, "device": dev}
-    offset = 0
-    if val is not None:
-        v = collect(model, val, progress=_stage(progress, 0, total), **kw)
-        val_scores, val_labels, given = v.logits, v.labels, None
-        offset = len(val)
-    t = collect(model, evaluated, progress=_stage(progress, offset, total), **kw)
-    if val is None:
-        val_scores, val_labels, given = t.logits, t.labels, ckpt["thresholds"]
-    report = metrics.evaluate(val_scores, val_labels, t.logits, t.labels, names,
+    kw = {"batch_size": batch_size, "workers": workers, "device": resolve_device(device)}
+    val_scores, val_labels, logits, labels, given, root = _scores(ckpt, data, split, thresholds,
+                                                                 kw, progress)
+    report = metrics.evaluate(val_scores, val_labels, logits, labels, list(ckpt["attributes"]),
                               thresholds=given)
-    report["thresholds_from"] = "val" if val is not None else "checkpoint"
+    report["thresholds_from"] = "val" if given is None else "checkpoint"
     return {
         "checkpoint": ckpt["path"],
         "arch": ckpt["arch"],
         "epoch": ckpt.get("epoch"),
-        "data": str(Path(data).resolve()),
+        "data": str(Path(root).resolve()),
         "split": split,
         **report,
     }
+
+
+def evaluate_ensemble(
+    runs: list[str | os.PathLike[str]],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    batch_size: int = 128,
+    workers: int = 1,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """An ensemble scored as one model: the mean of its members' logits (each member through
+    its own preprocessing), thresholds searched on val for that mean."""
+    import numpy as np
+
+    from facedistill.pipeline.train import resolve_device
+
+    if not runs:
+        raise UserError("an ensemble needs at least one member")
+    kw = {"batch_size": batch_size, "workers": workers, "device": resolve_device(device)}
+    parts = [_scores(load_checkpoint(r), data, split, "val", kw, None) for r in runs]
+    for p in parts[1:]:
+        if not (np.array_equal(p[1], parts[0][1]) and np.array_equal(p[3], parts[0][3])):
+            raise UserError("the ensemble's members see different images or labels; "
+                            "they must share one dataset", path=str(runs[0]))
+    val_scores = np.mean([p[0] for p in parts], axis=0)
+    logits = np.mean([p[2] for p in parts], axis=0)
+    names = list(load_checkpoint(runs[0])["attributes"])
+    report = metrics.evaluate(val_scores, parts[0][1], logits, parts[0][3], names)
+    return {"members": [str(r) for r in runs], "split": split, "combine": "mean logits",
+            **report}

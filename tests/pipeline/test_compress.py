@@ -99,3 +99,22 @@ def test_labels_method_needs_no_teacher_forward(tiny_synth: Path, tiny_teacher: 
                       method="labels")
     assert result["distill"]["selection"] is None
     assert [r["role"] for r in result["rows"]] == ["student", "teacher"]
+
+
+def test_an_ensemble_gets_its_own_row_and_is_the_reference(
+        tiny_synth: Path, tiny_teacher: Path, tmp_path: Path) -> None:
+    import shutil
+
+    twin = tmp_path / "teacher2"
+    shutil.copytree(tiny_teacher, twin)  # the same weights: the mean of two is the one
+    result = compress(TrainConfig(**STUDENT), [tiny_teacher, twin], tiny_synth,
+                      tmp_path / "s", method="hint")
+    student, t0, t1, ens = result["rows"]
+    assert ens["role"] == "ensemble (2)" and result["reference"] == "ensemble (2)"
+    assert ens["params"] == t0["params"] + t1["params"] and ens["macs"] == 2 * t0["macs"]
+    assert ens["mean_balanced"] == pytest.approx(t0["mean_balanced"], abs=1e-9)
+    assert student["compression"] == pytest.approx(ens["params"] / student["params"])
+    assert student["delta"] == pytest.approx(student["mean_balanced"] - ens["mean_balanced"])
+    best = result["best_teacher"]
+    assert best["delta"] == pytest.approx(student["mean_balanced"] - t0["mean_balanced"])
+    assert "best single teacher" in (tmp_path / "s" / "compare.md").read_text()

@@ -136,18 +136,28 @@ def test_soft_term_of_an_ensemble_uses_the_mean_teacher_logit() -> None:
     assert terms["soft"].item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_hint_term_value_and_gradient_against_an_ensemble() -> None:
+def test_hint_term_of_an_ensemble_maps_to_all_teachers_neurons_not_their_mean() -> None:
     g2 = [[2.0, 0.0, -1.0], [3.0, 1.0, 0.0]]
     obj = DistillObjective([FixedTeacher(TL, G3), FixedTeacher(TL, g2)], weights={"hint": 1},
                            student_dim=3)
+    reg = obj.hint_regressor
+    assert reg is not None and (reg.in_features, reg.out_features) == (3, 6)
+    with torch.no_grad():  # a known map: identity onto teacher 0's block, 2x onto teacher 1's
+        reg.weight.copy_(torch.cat([torch.eye(3), 2 * torch.eye(3)]))
+        reg.bias.zero_()
     f = leaf(F3)
     total, terms = obj(torch.tensor(S), f, torch.tensor(Y), images(2))
-    g = [[(G3[b][d] + g2[b][d]) / 2 for d in range(3)] for b in range(2)]
-    expected = sum((F3[b][d] - g[b][d]) ** 2 for b in range(2) for d in range(3)) / 6
+    pred = [[F3[b][d] for d in range(3)] + [2 * F3[b][d] for d in range(3)] for b in range(2)]
+    target = [G3[b] + g2[b] for b in range(2)]
+    expected = sum((pred[b][i] - target[b][i]) ** 2 for b in range(2) for i in range(6)) / 12
     assert terms["hint"].item() == pytest.approx(expected, rel=1e-6)
     total.backward()
-    grad = [[2 * (F3[b][d] - g[b][d]) / 6 for d in range(3)] for b in range(2)]
+    grad = [[2 * (pred[b][d] - target[b][d]) / 12 + 2 * 2 * (pred[b][3 + d] - target[b][3 + d])
+             / 12 for d in range(3)] for b in range(2)]
     np.testing.assert_allclose(f.grad.numpy(), grad, rtol=1e-6)
+    # one teacher: index-aligned, no map
+    single = DistillObjective([FixedTeacher(TL, G3)], weights={"hint": 1}, student_dim=3)
+    assert single.hint_regressor is None and list(single.parameters()) == []
 
 
 G4 = [[0.5, -1.0, 2.0, 4.0], [1.0, 0.0, -2.0, 0.5]]  # a 4-neuron teacher

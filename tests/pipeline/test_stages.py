@@ -49,6 +49,7 @@ iters = 3
 
 [pipeline]
 students = ["snet3"]
+twins = ["snet3"]
 data = "{data}"
 """
 
@@ -68,12 +69,20 @@ def test_full_run_then_skip_then_invalidate_downstream(tiny_synth: Path, tmp_pat
     out = tmp_path / "run"
     cfg_path = tiny_config(tmp_path, tiny_synth)
     first = Pipeline(load(cfg_path), out).run()
-    names = ["data", "teacher", "select", "student:snet3", "export:teacher", "export:snet3",
-             "bench", "report"]
+    names = ["data", "teacher", "select", "student:snet3", "twin:snet3", "export:teacher",
+             "export:snet3", "bench", "report"]
     assert first["ran"] == names and first["skipped"] == []
     report = out / "report.md"
     assert report.exists() and (out / "report.html").exists()
     data = json.loads((out / "report.json").read_text())
+    # the label-only twin: same student and budget, no teacher term, its gain in the report
+    twin = json.loads((out / "students" / "snet3-labels" / "compare.json").read_text())
+    assert twin["method"] == "labels" and twin["distill"]["weights"] == {"labels": 1.0}
+    (row,) = data["twins"]
+    assert row["labels"] == twin["rows"][0]["mean_balanced"]
+    assert row["gain"] == pytest.approx(data["models"][1]["mean_balanced"] - row["labels"])
+    assert "## Distillation against a label-only twin" in report.read_text()
+    assert data["models"][1]["live_params"] <= data["models"][1]["params"]
     assert [m["model"] for m in data["models"]] == ["teacher", "snet3"]
     for m in data["models"]:
         assert 0.4 < m["mean_balanced"] < 1.0
@@ -101,7 +110,7 @@ def test_full_run_then_skip_then_invalidate_downstream(tiny_synth: Path, tmp_pat
     # a student option changed: the student and everything downstream of it are stale
     tiny_config(tmp_path, tiny_synth, student_epochs=2)
     stale = [r["stage"] for r in Pipeline(load(cfg_path), out).status() if not r["valid"]]
-    assert stale == ["student:snet3", "export:snet3", "bench", "report"]
+    assert stale == ["student:snet3", "twin:snet3", "export:snet3", "bench", "report"]
     tiny_config(tmp_path, tiny_synth)
     cfg_path.write_text(cfg_path.read_text().replace("iters = 3", "iters = 4"))
     assert all(r["valid"] for r in Pipeline(load(cfg_path), out).status())
@@ -135,6 +144,10 @@ def test_config_errors_name_the_key(tiny_synth: Path, tmp_path: Path) -> None:
     path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
                     .replace('students = ["snet3"]', 'students = ["resnet"]'))
     with pytest.raises(ConfigError, match="students"):
+        load(path)
+    path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
+                    .replace('twins = ["snet3"]', 'twins = ["snet1"]'))
+    with pytest.raises(ConfigError, match="twins must be some of the students"):
         load(path)
     path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
                     .replace("k = 64\nwidth", 'k = 64\nweight = ["selected"]\nwidth'))
