@@ -23,6 +23,9 @@ from facedistill.clikit import console, err_console, print_json
                    "[data.synth] out].")
 @click.option("--students", multiple=True, help="Students to distil (repeat or comma-separate) "
               "[default: the config's, else snet1, snet2, snet3].")
+@click.option("--twins", multiple=True,
+              help="Students that also train on the labels alone with the same budget, for "
+                   "the report's distillation-gain table [default: the config's, else none].")
 @click.option("--bench-precisions", multiple=True,
               help="ONNX precisions the bench stage times [default: fp32, int8].")
 @click.option("--from", "start", default=None, metavar="STAGE",
@@ -35,12 +38,14 @@ from facedistill.clikit import console, err_console, print_json
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def command(config_path: Path, out: Path | None, data: Path | None, students: tuple[str, ...],
-            bench_precisions: tuple[str, ...], start: str | None, only: str | None,
+            twins: tuple[str, ...], bench_precisions: tuple[str, ...], start: str | None,
+            only: str | None,
             show_status: bool, as_json: bool, quiet: bool) -> None:
     """Run the main job end to end into one run folder, with one report.
 
     \b
-    Stages: data, teacher, select, students (student:snet1 ...), export (export:MODEL ...),
+    Stages: data, teacher, select, students (student:snet1 ..., twin:snet3 ...), export
+    (export:MODEL ...),
     bench, report. A re-run skips the stages whose inputs (config values, upstream files) did
     not change and redoes those that did; an interrupted run resumes at the interrupted stage,
     mid-training included.
@@ -53,6 +58,8 @@ def command(config_path: Path, out: Path | None, data: Path | None, students: tu
     section = dict(tables.get("pipeline", {}))
     if students:
         section["students"] = [s for v in students for s in v.split(",") if s.strip()]
+    if twins:
+        section["twins"] = [s for v in twins for s in v.split(",") if s.strip()]
     if bench_precisions:
         section["bench_precisions"] = [s for v in bench_precisions for s in v.split(",")]
     tables = {**tables, "pipeline": section}
