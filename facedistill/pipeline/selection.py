@@ -9,13 +9,16 @@ binary label ``y_i`` (1 = selected) and ``q_i = p(y_i = 1)`` under a fully facto
 
 * ``u_i``: informativeness, the (weighted) mean over attributes of the neuron's balanced
   accuracy as a one-threshold attribute classifier (Eq 7-9), rescaled so chance is 0, perfect 1;
-* ``Psi_ij = lam / K * k(xh_i, xh_j)``: redundancy, a Gaussian kernel between two neurons'
-  accuracy profiles, paid only when both are selected;
+* ``Psi_ij = lam / K * k_ij``: redundancy, paid only when both are selected. The default
+  kernel (``redundancy="response"``, ours) is the sharpened correlation of the two neurons'
+  responses, :func:`response_kernel`; the spec's Gaussian kernel between accuracy profiles
+  (``"profile"``) is kept, but measured inert on trained teachers (docs/selection.md);
 * ``b``: the cost of selecting a neuron, set by bisection so that ``sum q = K``.
 
 The stationarity condition of ``F`` in ``q_i`` is the update (Eq 6, binary labels)
-``q_i = sigmoid(u_i - b - m_i)`` with the message ``m_i = sum_{j != i} q_j Psi_ij``. Two
-solvers compute the messages:
+``q_i = sigmoid(u_i - b - m_i)`` with the message ``m_i = sum_{j != i} q_j Psi_ij``; a greedy
+decode turns ``q`` into K hard choices (:func:`_decode`). For the response kernel the fast
+solver hashes (:class:`_HashMessages`); for the profile kernel two solvers compute the messages:
 
 * ``exact``: the dense kernel, ``O(N^2 A)`` once (cached as an ``N x N`` float32 matrix when it
   fits in ``max_kernel_bytes``, else recomputed a block of rows at a time every iteration), then
