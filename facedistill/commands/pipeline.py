@@ -23,6 +23,9 @@ from facedistill.clikit import console, err_console, print_json
                    "[data.synth] out].")
 @click.option("--students", multiple=True, help="Students to distil (repeat or comma-separate) "
               "[default: the config's, else snet1, snet2, snet3].")
+@click.option("--teachers", type=int, default=None,
+              help="Train an ensemble of this many teachers (seeds train.seed + i) and distil "
+                   "every student from all of them [default: the config's, else 1].")
 @click.option("--twins", multiple=True,
               help="Students that also train on the labels alone with the same budget, for "
                    "the report's distillation-gain table [default: the config's, else none].")
@@ -38,7 +41,8 @@ from facedistill.clikit import console, err_console, print_json
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def command(config_path: Path, out: Path | None, data: Path | None, students: tuple[str, ...],
-            twins: tuple[str, ...], bench_precisions: tuple[str, ...], start: str | None,
+            teachers: int | None, twins: tuple[str, ...], bench_precisions: tuple[str, ...],
+            start: str | None,
             only: str | None,
             show_status: bool, as_json: bool, quiet: bool) -> None:
     """Run the main job end to end into one run folder, with one report.
@@ -58,6 +62,8 @@ def command(config_path: Path, out: Path | None, data: Path | None, students: tu
     section = dict(tables.get("pipeline", {}))
     if students:
         section["students"] = [s for v in students for s in v.split(",") if s.strip()]
+    if teachers is not None:
+        section["teachers"] = teachers
     if twins:
         section["twins"] = [s for v in twins for s in v.split(",") if s.strip()]
     if bench_precisions:

@@ -156,6 +156,25 @@ def twin_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
     return rows
 
 
+def ensemble_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Per student distilled from an ensemble: the student against the ensemble (mean logits,
+    summed params) and against the best single teacher, from its compare.json."""
+    rows = []
+    for name in pipeline.students:
+        compare = _read_json(upstream[f"student:{name}"].get("compare")) or {}
+        best = compare.get("best_teacher")
+        if not best:
+            continue
+        student, ensemble = compare["rows"][0], compare["rows"][-1]
+        rows.append({"student": name, "accuracy": student["mean_balanced"],
+                     "ensemble": ensemble["mean_balanced"], "members": len(compare["rows"]) - 2,
+                     "ensemble_params": ensemble["params"],
+                     "compression": student["compression"], "delta": student["delta"],
+                     "best_teacher": best})
+    return rows
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
@@ -257,6 +276,14 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     twin_table = [["student", "distilled (method)", "label-only twin", "gain"]] + [
         [t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
          f"{100 * t['gain']:+.2f}"] for t in twins]
+    ensembles = ensemble_rows(pipeline, upstream)
+    ens_table = [["student", "accuracy", "ensemble (mean logits)", "delta", "compression",
+                  "vs best single teacher"]] + [
+        [e["student"], _pct(e["accuracy"]), f"{_pct(e['ensemble'])} ({e['members']} teachers, "
+         f"{e['ensemble_params']:,} params)", f"{100 * e['delta']:+.2f}",
+         f"{e['compression']:.1f}x",
+         f"{100 * e['best_teacher']['delta']:+.2f} at {e['best_teacher']['compression']:.1f}x"]
+        for e in ensembles]
     twin_note = ("The same student, budget and seed trained on the labels alone: what "
                  "distillation from the teacher adds on this run (one seed; "
                  "benchmarks/distill_gain.py measures it over seeds).")
@@ -274,6 +301,8 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     if twins:
         md += ["## Distillation against a label-only twin", "", twin_note, "",
                _md_table(twin_table), ""]
+    if ensembles:
+        md += ["## Students against the teachers' ensemble", "", _md_table(ens_table), ""]
     fastest = _fastest_lines(rows, _batches(bench))
     if fastest:
         md += ["## Fastest exported variant on this machine", "",
@@ -291,6 +320,8 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     if twins:
         body += ["<h2>Distillation against a label-only twin</h2>",
                  f"<p>{html.escape(twin_note)}</p>", _html_table(twin_table)]
+    if ensembles:
+        body += ["<h2>Students against the teachers' ensemble</h2>", _html_table(ens_table)]
     if fastest:
         items = "".join(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in fastest)
         body += ["<h2>Fastest exported variant on this machine</h2>", f"<ul>{items}</ul>"]
@@ -307,7 +338,8 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
              "json": out / "report.json"}
     atomic_write_text(paths["markdown"], "\n".join(md))
     atomic_write_text(paths["html"], page)
-    atomic_write_json(paths["json"], {"models": rows, "twins": twins, "per_attribute": per_attr,
+    atomic_write_json(paths["json"], {"models": rows, "twins": twins, "ensembles": ensembles,
+                                      "per_attribute": per_attr,
                                       "student": student, "environment": env,
                                       "figures": [p for _, p in figures]})
     return paths

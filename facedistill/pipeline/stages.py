@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ _TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 _IGNORED = {"out", "data", "resume", "force", "json", "quiet", "as_json", "teachers", "teacher",
             "student", "selection", "root", "run", "artifacts", "model", "plot", "md"}
 _SECTIONS: dict[str, dict[str, Any]] = {
-    "pipeline": {"students": list(STUDENTS), "twins": [], "bench_precisions": ["fp32", "int8"],
+    "pipeline": {"students": list(STUDENTS), "twins": [], "teachers": 1,
+                 "bench_precisions": ["fp32", "int8"],
                  "out": "runs/demo", "data": None},
     "data.synth": {**asdict(SynthConfig()), "workers": None},  # the generator's own defaults
     "train": {},
@@ -111,7 +112,8 @@ class PipelineConfig:
             for key, value in table.items():
                 k = key.replace("-", "_")
                 known = set(_SECTIONS[name]) | (_TRAIN_KEYS if name in _TRAIN_SECTIONS else set())
-                if k in _IGNORED and not (name == "pipeline" and k in ("out", "data")):
+                pipeline_own = name == "pipeline" and k in ("out", "data", "teachers")
+                if k in _IGNORED and not pipeline_own:
                     continue
                 if k not in known:
                     raise ConfigError(f"unknown option {key!r} (known: {', '.join(sorted(known))})",
@@ -145,6 +147,11 @@ class PipelineConfig:
             raise ConfigError(f"twins must be some of the students ({', '.join(students)}), "
                               f"not {twins}", path=self.source, field="pipeline.twins")
         self.sections["pipeline"]["twins"] = twins
+        count = self.sections["pipeline"]["teachers"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"teachers must be a whole number >= 1 (an ensemble of that many "
+                              f"teachers, seeds train.seed + i), not {count!r}",
+                              path=self.source, field="pipeline.teachers")
         self.teacher_config()
         for s in students:
             self.student_config(s)
@@ -256,6 +263,13 @@ class Pipeline:
         return list(self.cfg.sections["pipeline"]["twins"])
 
     @property
+    def teachers(self) -> list[str]:
+        """The teacher stages: ``teacher`` (seed ``train.seed``) and, for an ensemble,
+        ``teacher:1`` ... (seeds ``train.seed + i``); every student distils from all of them."""
+        count = int(self.cfg.sections["pipeline"]["teachers"])
+        return ["teacher", *(f"teacher:{i}" for i in range(1, count))]
+
+    @property
     def models(self) -> list[str]:
         """The teacher, then the students: what export and bench cover."""
         return ["teacher", *self.students]
@@ -266,18 +280,20 @@ class Pipeline:
         data_params: dict[str, Any] = {"root": str(self.cfg.data), "synth": None}
         if self.cfg.synth:
             data_params["synth"] = {k: v for k, v in s["data.synth"].items() if k != "workers"}
-        stages = [
-            Stage("data", "data", (), data_params, _run_data),
-            Stage("teacher", "teacher", ("data",), {"train": teacher}, _run_teacher),
-        ]
+        stages = [Stage("data", "data", (), data_params, _run_data)]
+        for i, name in enumerate(self.teachers):
+            stages.append(Stage(name, "teacher", ("data",),
+                                {"train": {**teacher, "seed": teacher["seed"] + i}},
+                                _run_teacher))
+        teachers = tuple(self.teachers)
         method = s["compress"]["method"]
         if method == "selected":
-            stages.append(Stage("select", "select", ("data", "teacher"),
+            stages.append(Stage("select", "select", ("data", *teachers),
                                 {k: v for k, v in s["select"].items()
                                  if k not in ("batch_size", "device", "workers")}
                                 | {"k": s["compress"]["k"]}, _run_select))
         for student in self.students:
-            deps = ("data", "teacher", "select") if method == "selected" else ("data", "teacher")
+            deps = ("data", *teachers, *(("select",) if method == "selected" else ()))
             params = {"train": self.cfg.student_config(student).to_record(),
                       **{k: s["compress"][k] for k in ("method", "k", "temperature",
                                                        "two_stage", "split", "unlabeled",
@@ -287,7 +303,7 @@ class Pipeline:
             if student in self.twins:
                 twin = {**params, "method": "labels", "weights": None, "unlabeled": None,
                         "unlabeled_n": None}
-                stages.append(Stage(f"twin:{student}", "students", ("data", "teacher"), twin,
+                stages.append(Stage(f"twin:{student}", "students", ("data", *teachers), twin,
                                     _run_student))
         export = {k: v for k, v in s["export"].items() if k != "precision"}
         export["precisions"] = self.cfg.precisions()
@@ -454,8 +470,8 @@ def _run_teacher(ctx: StageContext) -> dict[str, Any]:
     from facedistill.pipeline.evaluate import evaluate_checkpoint
     from facedistill.pipeline.train import train
 
-    cfg = ctx.pipeline.cfg.teacher_config()
-    out = ctx.out / "teacher"
+    cfg = replace(ctx.pipeline.cfg.teacher_config(), seed=ctx.stage.params["train"]["seed"])
+    out = ctx.out / ctx.stage.name.replace(":", "-")
     train(cfg, ctx.pipeline.cfg.data, out, resume=ctx.resume, force=ctx.force,
           reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
     report = evaluate_checkpoint(out, data=ctx.pipeline.cfg.data, split="test",
@@ -466,6 +482,11 @@ def _run_teacher(ctx: StageContext) -> dict[str, Any]:
             "files": _files(out / "best.pt")}
 
 
+def _teacher_runs(ctx: StageContext) -> list[str]:
+    """The run folders of the pipeline's teacher stages (one, or an ensemble), in order."""
+    return [ctx.upstream[name]["run"] for name in ctx.pipeline.teachers]
+
+
 def _run_select(ctx: StageContext) -> dict[str, Any]:
     from facedistill.pipeline.selection import run_selection
 
@@ -473,7 +494,7 @@ def _run_select(ctx: StageContext) -> dict[str, Any]:
     sel = ctx.pipeline.cfg.sections["select"]
     teacher = ctx.pipeline.cfg.teacher_config()
     target = ctx.out / "selection" / "selection.json"
-    rec = run_selection([ctx.upstream["teacher"]["run"]], p["k"], data=ctx.pipeline.cfg.data,
+    rec = run_selection(_teacher_runs(ctx), p["k"], data=ctx.pipeline.cfg.data,
                         out=target, split=p["split"], solver=p["solver"], lam=p["lam"],
                         sigma=p["sigma"], polarity=p["polarity"], redundancy=p["redundancy"],
                         bits=p["bits"], tables=p["tables"], batch_size=sel["batch_size"],
@@ -493,7 +514,7 @@ def _run_student(ctx: StageContext) -> dict[str, Any]:
     selection = ctx.upstream.get("select", {}).get("selection") if p["method"] == "selected" \
         else None
     result = compress(ctx.pipeline.cfg.student_config(student),
-                      [ctx.upstream["teacher"]["run"]], ctx.pipeline.cfg.data, out,
+                      _teacher_runs(ctx), ctx.pipeline.cfg.data, out,
                       method=p["method"], k=p["k"], selection=selection,
                       temperature=p["temperature"], two_stage=p["two_stage"],
                       weights=p["weights"], split=p["split"], unlabeled=p["unlabeled"],

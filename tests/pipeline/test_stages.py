@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from facedistill.errors import ConfigError, UserError
+from facedistill.pipeline.checkpoint import load_checkpoint
 from facedistill.pipeline.stages import Pipeline, PipelineConfig
 
 TINY = """
@@ -238,3 +239,26 @@ def test_a_new_generator_version_makes_the_synthetic_data_stale(tmp_path: Path) 
     assert Pipeline(load(cfg_path), out).run(only="data")["ran"] == ["data"]
     assert json.loads((data / "synth.json").read_text())["generator_version"] == \
         manifest["generator_version"] + 1
+
+
+def test_an_ensemble_of_teachers_runs_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
+    cfg_path = tiny_config(tmp_path, tiny_synth)
+    cfg_path.write_text(cfg_path.read_text().replace('twins = ["snet3"]', "teachers = 2"))
+    out = tmp_path / "run"
+    result = Pipeline(load(cfg_path), out).run()
+    assert result["ran"][:4] == ["data", "teacher", "teacher:1", "select"]
+    seeds = [load_checkpoint(out / run)["config"]["seed"] for run in ("teacher", "teacher-1")]
+    assert seeds == [1, 2]
+    sel = json.loads((out / "selection" / "selection.json").read_text())
+    assert sel["candidates"] == 2 * 1280 and len(sel["teachers"]) == 2
+    compare = json.loads((out / "students" / "snet3" / "compare.json").read_text())
+    assert [r["role"] for r in compare["rows"]] == ["student", "teacher 0", "teacher 1",
+                                                   "ensemble (2)"]
+    (row,) = json.loads((out / "report.json").read_text())["ensembles"]
+    assert row["ensemble"] == compare["rows"][-1]["mean_balanced"]
+    assert row["ensemble_params"] == compare["rows"][1]["params"] + compare["rows"][2]["params"]
+    assert "## Students against the teachers' ensemble" in (out / "report.md").read_text()
+    bad = tiny_config(tmp_path, tiny_synth)
+    bad.write_text(bad.read_text().replace('twins = ["snet3"]', "teachers = 0"))
+    with pytest.raises(ConfigError, match="teachers must be a whole number"):
+        load(bad)
