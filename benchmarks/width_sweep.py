@@ -5,7 +5,8 @@ stays) the student is trained from one teacher with ``labels`` (BCE only), ``sof
 targets, T=1), ``hint`` (all 1280 teacher neurons) and ``selected`` (the K neurons chosen by
 mean-field selection, one selection shared by all runs), with the same Trainer settings, and
 scored on the test split (mean balanced accuracy, thresholds searched on val). The goal we
-track: ``selected >= soft >= labels`` at the two smallest widths. ``--extra`` adds single
+track: ``selected >= soft >= labels`` at the two smallest widths. Each run also records its
+val score (``val_mean_balanced``): choose settings on it, report test. ``--extra`` adds single
 runs that settle the defaults: ``selected-2stage`` (feature imitation alone for half the
 epochs, then labels) against the joint default, and ``selected:W`` (the selected term weighted
 W instead of 1).
@@ -31,6 +32,7 @@ from typing import Any
 from facedistill.config import TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
 from facedistill.pipeline.compress import compress, prepare_selection
+from facedistill.pipeline.evaluate import evaluate_checkpoint
 
 TWO_STAGE = "-2stage"
 
@@ -65,10 +67,14 @@ def run_one(args: argparse.Namespace, method: str, width: float, selection: str 
                           selection=selection, temperature=1.0, two_stage=two_stage,
                           weights=weights, split="test", resume=True)
         seconds = time.perf_counter() - t0
-        atomic_write_json(done, result | {"seconds": seconds})
+        val = evaluate_checkpoint(out, data=args.data, split="val", workers=args.workers)
+        result |= {"seconds": seconds, "val_mean_balanced": val["mean_balanced"]}
+        atomic_write_json(done, result)
     student, teacher = result["rows"][0], result["rows"][1]
+    # runs finished before val was recorded carry None: their defaults were read off test
     return {"method": method, "width": width, "params": student["params"],
             "macs": student["macs"], "mean_balanced": student["mean_balanced"],
+            "val_mean_balanced": result.get("val_mean_balanced"),
             "teacher_mean_balanced": teacher["mean_balanced"], "seconds": seconds,
             "run": str(out)}
 
