@@ -158,36 +158,52 @@ def kernel_matrix(xh: np.ndarray, sigma: float, rows: slice | None = None) -> np
 
 
 class _ExactMessages:
-    """``m = sum_{j != i} q_j k_ij`` (unscaled) with the dense kernel."""
+    """``m = sum_{j != i} q_j k_ij`` (unscaled) with a dense kernel, kept as an ``N x N``
+    float32 matrix when it fits in ``max_bytes``, else recomputed a block of rows at a time.
 
-    def __init__(self, xh: np.ndarray, sigma: float, max_bytes: int) -> None:
-        self.xh, self.sigma = xh, sigma
-        n = xh.shape[0]
-        self.kernel = kernel_matrix(xh, sigma) if n * n * 4 <= max_bytes else None
-        self.rows = max(1, _ROW_BLOCK_ELEMENTS // max(n, 1))
+    ``rows(s)`` gives the kernel rows ``s`` (a slice) against every neuron, ``among(idx)`` the
+    kernel between the neurons ``idx``; ``diag`` is each ``k_ii`` (1, or 0 for a neuron that is
+    redundant with nothing). :meth:`profile` and :meth:`response` build the two kernels'."""
+
+    def __init__(self, n: int, rows: Callable[[slice | None], np.ndarray],
+                 among: Callable[[np.ndarray], np.ndarray], diag: np.ndarray | float,
+                 max_bytes: int) -> None:
+        self.n, self._rows, self._among, self.diag = n, rows, among, diag
+        self.kernel = rows(None) if n * n * 4 <= max_bytes else None
+        self.block = max(1, _ROW_BLOCK_ELEMENTS // max(n, 1))
+
+    @classmethod
+    def profile(cls, xh: np.ndarray, sigma: float, max_bytes: int) -> _ExactMessages:
+        return cls(xh.shape[0], lambda s: kernel_matrix(xh, sigma, s),
+                   lambda idx: kernel_matrix(xh[idx], sigma), 1.0, max_bytes)
+
+    @classmethod
+    def response(cls, z: np.ndarray, bits: int, max_bytes: int) -> _ExactMessages:
+        return cls(z.shape[1], lambda s: response_kernel(z, bits, s),
+                   lambda idx: response_kernel(z, bits, idx, idx),
+                   z.any(axis=0).astype(np.float64), max_bytes)
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         q32 = q.astype(np.float32)
         if self.kernel is not None:
             full = self.kernel @ q32
         else:  # too big to keep: recompute a block of rows at a time
-            n = self.xh.shape[0]
-            full = np.empty(n, np.float32)
-            for a in range(0, n, self.rows):
-                s = slice(a, min(a + self.rows, n))
-                full[s] = kernel_matrix(self.xh, self.sigma, s) @ q32
-        return full.astype(np.float64) - q  # the diagonal k_ii = 1: no self-message
+            full = np.empty(self.n, np.float32)
+            for a in range(0, self.n, self.block):
+                s = slice(a, min(a + self.block, self.n))
+                full[s] = self._rows(s) @ q32
+        return full.astype(np.float64) - q * self.diag  # no self-message
 
     def row(self, i: int) -> np.ndarray:
         if self.kernel is not None:
             return self.kernel[i]
-        return kernel_matrix(self.xh, self.sigma, slice(i, i + 1))[0]
+        return self._rows(slice(i, i + 1))[0]
 
     def among(self, idx: np.ndarray) -> np.ndarray:
         """The kernel between the neurons ``idx`` ``[P, P]``."""
         if self.kernel is not None:
             return self.kernel[np.ix_(idx, idx)]
-        return kernel_matrix(self.xh[idx], self.sigma)
+        return self._among(idx)
 
 
 class _GridMessages:
@@ -323,39 +339,6 @@ def response_kernel(z: np.ndarray, bits: int, rows: np.ndarray | slice | None = 
     return k
 
 
-class _ExactResponseMessages:
-    """``m = sum_{j != i} q_j k_ij`` (unscaled) with the dense response kernel."""
-
-    def __init__(self, z: np.ndarray, bits: int, max_bytes: int) -> None:
-        self.z, self.bits = z, bits
-        n = z.shape[1]
-        self.kernel = response_kernel(z, bits) if n * n * 4 <= max_bytes else None
-        self.rows = max(1, _ROW_BLOCK_ELEMENTS // max(n, 1))
-        self.diag = z.any(axis=0).astype(np.float64)  # k_ii: 1, 0 for a dead neuron
-
-    def __call__(self, q: np.ndarray) -> np.ndarray:
-        q32 = q.astype(np.float32)
-        if self.kernel is not None:
-            full = self.kernel @ q32
-        else:
-            n = self.z.shape[1]
-            full = np.empty(n, np.float32)
-            for a in range(0, n, self.rows):
-                s = slice(a, min(a + self.rows, n))
-                full[s] = response_kernel(self.z, self.bits, s) @ q32
-        return full.astype(np.float64) - q * self.diag
-
-    def row(self, i: int) -> np.ndarray:
-        if self.kernel is not None:
-            return self.kernel[i]
-        return response_kernel(self.z, self.bits, slice(i, i + 1))[0]
-
-    def among(self, idx: np.ndarray) -> np.ndarray:
-        if self.kernel is not None:
-            return self.kernel[np.ix_(idx, idx)]
-        return response_kernel(self.z, self.bits, idx, idx)
-
-
 class _HashMessages:
     """The response kernel's messages by random hyperplanes (SimHash), linear in ``N``.
 
@@ -474,10 +457,10 @@ def _message_fn(xh: np.ndarray, z: np.ndarray | None, solver: str, *, sigma: flo
         if not 1 <= bits <= 62:
             raise UserError(f"bits must be between 1 and 62, got {bits}")
         if solver == "exact":
-            return _ExactResponseMessages(z, bits, max_bytes)
+            return _ExactMessages.response(z, bits, max_bytes)
         return _HashMessages(z, bits, tables, seed)
     if solver == "exact":
-        return _ExactMessages(xh, sigma, max_bytes)
+        return _ExactMessages.profile(xh, sigma, max_bytes)
     return _GridMessages(xh, sigma, levels)
 
 
@@ -604,7 +587,7 @@ def _iterate(
 
 
 def _sweep(
-    fn: _ExactMessages | _ExactResponseMessages,
+    fn: _ExactMessages,
     q: np.ndarray,
     u: np.ndarray,
     k: int,
