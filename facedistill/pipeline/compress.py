@@ -190,14 +190,19 @@ def compress(
     student_eval = evaluate_checkpoint(out, data=data, split=split, workers=cfg.workers,
                                        device=cfg.device)
     rows = [_row("student", out / "best.pt", student_eval)]
-    for i, c in enumerate(ckpts):
-        t_eval = evaluate_checkpoint(c["path"], data=data, split=split, workers=cfg.workers,
-                                     device=cfg.device)
-        role = f"teacher {i}" if len(ckpts) > 1 else "teacher"
-        rows.append(_row(role, c["path"], t_eval))
-    reference = rows[1]
-    if len(ckpts) > 1:
-        reference = _ensemble_row([c["path"] for c in ckpts], rows[1:], data, split, cfg)
+    if len(ckpts) == 1:
+        t_eval = evaluate_checkpoint(ckpts[0]["path"], data=data, split=split,
+                                     workers=cfg.workers, device=cfg.device)
+        rows.append(_row("teacher", ckpts[0]["path"], t_eval))
+        reference = rows[1]
+    else:  # one inference pass per teacher scores each of them and their mean
+        from facedistill.pipeline.evaluate import evaluate_ensemble
+
+        ens = evaluate_ensemble([c["path"] for c in ckpts], data=data, split=split,
+                                workers=cfg.workers, device=cfg.device)
+        for i, (c, t_eval) in enumerate(zip(ckpts, ens["member_reports"], strict=True)):
+            rows.append(_row(f"teacher {i}", c["path"], t_eval))
+        reference = _ensemble_row(ens, rows[1:])
         rows.append(reference)
     for r in rows:
         r["compression"] = reference["params"] / r["params"]
@@ -215,14 +220,9 @@ def compress(
     return result
 
 
-def _ensemble_row(paths: list[Any], members: list[dict[str, Any]], data: Any, split: str,
-                  cfg: TrainConfig) -> dict[str, Any]:
+def _ensemble_row(report: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
     """The teachers as one model: mean-logit accuracy, summed params and MACs (running it
     means running every member)."""
-    from facedistill.pipeline.evaluate import evaluate_ensemble
-
-    report = evaluate_ensemble(paths, data=data, split=split, workers=cfg.workers,
-                               device=cfg.device)
     return {"role": f"ensemble ({len(members)})", "path": None, "arch": "ensemble",
             "width": 1.0, "params": sum(m["params"] for m in members),
             "live_params": sum(m["live_params"] for m in members),

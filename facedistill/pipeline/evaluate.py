@@ -133,7 +133,8 @@ def evaluate_ensemble(
     device: str = "auto",
 ) -> dict[str, Any]:
     """An ensemble scored as one model: the mean of its members' logits (each member through
-    its own preprocessing), thresholds searched on val for that mean."""
+    its own preprocessing), thresholds searched on val for that mean. ``member_reports`` holds
+    each member's own report from the same inference pass."""
     import numpy as np
 
     from facedistill.pipeline.train import resolve_device
@@ -141,14 +142,17 @@ def evaluate_ensemble(
     if not runs:
         raise UserError("an ensemble needs at least one member")
     kw = {"batch_size": batch_size, "workers": workers, "device": resolve_device(device)}
-    parts = [_scores(load_checkpoint(r), data, split, "val", kw, None) for r in runs]
+    ckpts = [load_checkpoint(r) for r in runs]
+    parts = [_scores(c, data, split, "val", kw, None) for c in ckpts]
     for p in parts[1:]:
         if not (np.array_equal(p[1], parts[0][1]) and np.array_equal(p[3], parts[0][3])):
             raise UserError("the ensemble's members see different images or labels; "
                             "they must share one dataset", path=str(runs[0]))
     val_scores = np.mean([p[0] for p in parts], axis=0)
     logits = np.mean([p[2] for p in parts], axis=0)
-    names = list(load_checkpoint(runs[0])["attributes"])
+    names = list(ckpts[0]["attributes"])
     report = metrics.evaluate(val_scores, parts[0][1], logits, parts[0][3], names)
-    return {"members": [str(r) for r in runs], "split": split, "combine": "mean logits",
-            **report}
+    members = [metrics.evaluate(p[0], p[1], p[2], p[3], list(c["attributes"]))
+               for c, p in zip(ckpts, parts, strict=True)]
+    return {"members": [str(c["path"]) for c in ckpts], "split": split,
+            "combine": "mean logits", "member_reports": members, **report}
