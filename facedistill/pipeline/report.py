@@ -144,7 +144,7 @@ def twin_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
               ) -> list[dict[str, Any]]:
     """Per student with a label-only twin: both test scores and the gain of distillation."""
     rows = []
-    for name in getattr(pipeline, "twins", []):
+    for name in pipeline.twins:
         twin = upstream.get(f"twin:{name}")
         if not twin:
             continue
