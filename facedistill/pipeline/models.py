@@ -61,6 +61,7 @@ from numbers import Real
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facedistill.errors import UserError
@@ -70,6 +71,7 @@ __all__ = [
     "FEATURE_DIM",
     "PAPER",
     "BlockSpec",
+    "TapConv2d",
     "CascadeNet",
     "ConvBNReLU",
     "build_model",
@@ -153,6 +155,52 @@ def scale_width(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+class TapConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, state dict and results) that trains faster where the
+    feature map is tiny, as conv6 of TNet and SNet1 is at the demo's 32 px (1x1) and at 64 px
+    (2x2). oneDNN's backward for a 3x3 kernel on such maps runs at 4-17 GFLOP/s on a 2-core
+    AVX2 CPU against ~50 elsewhere (``benchmarks/small_map_conv.py``), so in a training step:
+
+    - on a 1x1 map only the centre tap of a ``k x k`` kernel (padding ``k // 2``) meets a pixel;
+      the others meet zero padding. The layer runs as the 1x1 convolution it is: the same
+      output, and the same gradients (the off-centre taps get exactly zero either way).
+    - on a map of at most ``gemm_max_pixels`` pixels and a CPU, with at least
+      ``gemm_min_channels`` input channels, the convolution runs as one matrix product over
+      unfolded patches (``F.unfold``), which autograd differentiates through MKL's GEMM.
+
+    Inference (eval mode or no grad) and tracing for export always take the plain kernel, so an
+    exported graph holds the ordinary ``k x k`` Conv. Set ``centre = False`` or
+    ``gemm_min_channels = None`` on an instance (or the class) to switch a path off.
+    """
+
+    centre: bool = True
+    gemm_min_channels: int | None = 256
+    gemm_max_pixels: int = 4
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        if (self.training and torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and self._same_padded()):
+            h, w = input.shape[-2:]
+            if self.centre and h == w == 1:
+                c = self.kernel_size[0] // 2
+                return F.conv2d(input, weight[:, :, c:c + 1, c:c + 1], bias)
+            if (self.gemm_min_channels is not None and input.device.type == "cpu"
+                    and h * w <= self.gemm_max_pixels
+                    and self.in_channels >= self.gemm_min_channels):
+                cols = F.unfold(input, self.kernel_size, padding=self.padding)  # [B, C*k*k, H*W]
+                out = (weight.flatten(1) @ cols).view(input.shape[0], -1, h, w)
+                return out if bias is None else out + bias.view(1, -1, 1, 1)
+        return super()._conv_forward(input, weight, bias)
+
+    def _same_padded(self) -> bool:
+        """Stride 1, no dilation or groups, an odd square kernel with zero padding ``k // 2``."""
+        k = self.kernel_size[0]
+        return (self.kernel_size == (k, k) and k % 2 == 1 and self.padding == (k // 2, k // 2)
+                and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                and self.padding_mode == "zeros")
+
+
 class ConvBNReLU(nn.Sequential):
     """``Conv2d(k, padding=k // 2, bias=False) -> BatchNorm2d -> ReLU``; children ``conv``,
     ``bn``, ``relu``."""
@@ -160,7 +208,8 @@ class ConvBNReLU(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel: int) -> None:
         super().__init__(
             OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+                conv=TapConv2d(in_channels, out_channels, kernel, padding=kernel // 2,
+                               bias=False),
                 bn=nn.BatchNorm2d(out_channels),
                 relu=nn.ReLU(),  # not in place: hooks on `bn` see pre-ReLU values
             )

@@ -3,6 +3,8 @@ loops over every registered model)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -277,3 +279,91 @@ def test_live_params_drop_kernel_taps_that_only_meet_padding() -> None:
 
     assert _live_taps(3, 1, 1, 1, 2, 2) == 3 and _live_taps(3, 1, 1, 1, 1, 1) == 1
     assert _live_taps(3, 2, 1, 1, 2, 1) == 2  # stride 2, one output on 2 pixels: taps 1 and 2
+
+
+# -- TapConv2d: the fast training paths on tiny maps are the same convolution -------------------
+
+def _conv_pair(cin: int, cout: int, k: int) -> tuple[nn.Module, nn.Conv2d]:
+    from facedistill.pipeline.models import TapConv2d
+
+    torch.manual_seed(0)
+    fast = TapConv2d(cin, cout, k, padding=k // 2, bias=True)
+    plain = nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
+    plain.load_state_dict(fast.state_dict())  # same keys, same parameters
+    return fast, plain
+
+
+@pytest.mark.parametrize(("cin", "hw", "path"), [(8, (1, 1), "centre"), (256, (2, 2), "gemm"),
+                                                 (256, (1, 2), "gemm"), (8, (2, 2), "plain"),
+                                                 (256, (3, 3), "plain")])
+def test_tap_conv_matches_conv2d_in_value_and_gradient(cin: int, hw: tuple[int, int],
+                                                       path: str) -> None:
+    fast, plain = _conv_pair(cin, 12, 3)
+    calls: list[str] = []
+    real = torch.nn.functional.conv2d
+    try:  # which kernel ran: the plain path calls F.conv2d with the full 3x3 weight
+        def spy(x: torch.Tensor, w: torch.Tensor, *a: object, **kw: object) -> torch.Tensor:
+            calls.append("centre" if w.shape[-1] == 1 else "plain")
+            return real(x, w, *a, **kw)
+        torch.nn.functional.conv2d = spy
+        import facedistill.pipeline.models as models_mod
+        models_mod.F.conv2d = spy
+        x = torch.randn(4, cin, *hw, requires_grad=True)
+        y_fast = fast(x)
+    finally:
+        torch.nn.functional.conv2d = real
+        models_mod.F.conv2d = real
+    x2 = x.detach().clone().requires_grad_()
+    y_plain = plain(x2)
+    ran = calls[0] if calls else "gemm"
+    assert ran == path
+    torch.testing.assert_close(y_fast, y_plain, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y_plain)
+    y_fast.backward(g)
+    y_plain.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-5, atol=1e-5)
+    if hw == (1, 1):  # the taps that only meet padding get exactly zero, as with nn.Conv2d
+        off = fast.weight.grad.clone()
+        off[:, :, 1, 1] = 0
+        assert off.abs().max().item() == 0.0
+
+
+def test_tap_conv_exports_the_full_kernel(tmp_path: Path) -> None:
+    """Export traces eval mode: the ONNX graph holds conv6 as the ordinary 3x3 Conv."""
+    import onnx
+
+    from facedistill.export.onnx import _torch_export
+
+    model = build_model("snet1", width=0.25).eval()  # conv6 (3x3) sees a 1x1 map at 32 px
+    proto = _torch_export(model, torch.randn(2, 3, 32, 32), 18, tmp_path / "m.onnx")
+    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 6
+    assert shapes[convs[-1].input[1]] == (1280, 128, 3, 3)
+    assert all(len(shapes[c.input[1]]) == 4 and shapes[c.input[1]][2:] == (3, 3) for c in convs)
+    assert not any(n.op_type in ("Slice", "MatMul") for n in proto.graph.node)
+    onnx.checker.check_model(proto)
+    x = torch.randn(2, 8, 1, 1)
+    fast, plain = _conv_pair(8, 4, 3)
+    with torch.no_grad():  # no grad in train mode: the plain kernel too
+        torch.testing.assert_close(fast(x), plain(x))
+
+
+def test_a_whole_training_step_is_the_same_on_every_path() -> None:
+    from facedistill.pipeline.models import TapConv2d
+
+    x = torch.randn(16, 3, 32, 32)
+    target = torch.randn(16, 40)
+    grads = []
+    for centre, gemm in ((False, None), (True, 256)):
+        torch.manual_seed(0)
+        model = build_model("snet1")  # conv6 on a 1x1 map, block5 (256 in) on a 2x2 map
+        for m in model.modules():
+            if isinstance(m, TapConv2d):
+                m.centre, m.gemm_min_channels = centre, gemm
+        ((model(x) - target) ** 2).mean().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):  # float32 sums in another order: equal to ~1e-6 of the gradient
+        assert (a - b).norm() <= 1e-4 * b.norm() + 1e-12
