@@ -21,7 +21,10 @@ thresholds searched on val. Every cell (student, method, pool, seed) lands in
 ``--out/<student>/<method>[+pool]/seed<S>``; a finished cell (its ``cell.json``) is reused and
 an unfinished one resumes from its last epoch, so the run survives any interruption. Prints one
 JSON line per finished cell, then the summary JSON line and a Markdown table (mean +- std over
-seeds); ``--png-out`` draws it.
+seeds); ``--png-out`` draws it. Cells run seed by seed: within one seed every student and
+method trains on byte-identical batches, so the teacher's outputs are computed by the first cell
+and reused from memory by the others (``FACEDISTILL_TEACHER_CACHE_MB``, default 2048, holds ~30
+epochs of 12,855 images).
 
     python benchmarks/distill_gain.py --teacher runs/headroom [--students snet3,snet1]
         [--width 0.125] [--epochs 4] [--seeds 0,1,2] [--unlabeled auto] [--out runs/gain]
@@ -263,11 +266,14 @@ def main() -> None:
                                  workers=args.workers)
         sel_paths = selections(base, args.out, args.k, seed=0)
     cells = []
-    for student in args.students.split(","):
-        for seed in seeds:
-            for method in methods:
-                pools = [None] + ([pool] if pool is not None and method != "labels" else [])
-                for p in pools:
+    # seed, then pool outermost: every cell of one (seed, pool) sees the same batches, so the
+    # teacher runs once per batch for all of them (facedistill.pipeline.distill.TeacherCache)
+    for seed in seeds:
+        for p in [None] + ([pool] if pool is not None else []):
+            for student in args.students.split(","):
+                for method in methods:
+                    if p is not None and method == "labels":
+                        continue
                     cells.append(run_cell(args, student, method, p, seed, sel_paths))
                     print(json.dumps(cells[-1]), flush=True)
     rows = summarize(cells)

@@ -28,10 +28,8 @@ def _input_size(ckpt: dict[str, Any]) -> int:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def _teacher_record(ckpt: dict[str, Any]) -> dict[str, Any]:
-    from facedistill.io import sha256_file
-
-    return {"path": str(ckpt["path"]), "sha256": sha256_file(ckpt["path"]),
+def _teacher_record(ckpt: dict[str, Any], sha256: str) -> dict[str, Any]:
+    return {"path": str(ckpt["path"]), "sha256": sha256,
             "arch": ckpt["arch"]["arch"], "width": ckpt["arch"]["width"],
             "size": _input_size(ckpt)}
 
@@ -138,7 +136,7 @@ def compress(
     folder of face crops without labels (the first ``unlabeled_n``) that the teacher terms
     also train on, next to the labelled split.
     """
-    from facedistill.io import atomic_write_json, atomic_write_text
+    from facedistill.io import atomic_write_json, atomic_write_text, sha256_file
     from facedistill.pipeline.checkpoint import model_from_checkpoint
     from facedistill.pipeline.data.celeba import CelebAIndex
     from facedistill.pipeline.distill import build_objective
@@ -159,9 +157,11 @@ def compress(
     pos_weight = None
     if cfg.pos_weight != "none":
         pos_weight = positive_weights(index.attrs[index.select("train")], cfg.pos_weight)
+    shas = [sha256_file(c["path"]) for c in ckpts]
     objective = build_objective(method, models, selected=sel["indices"] if sel else None,
                                 temperature=temperature, pos_weight=pos_weight,
-                                teacher_sizes=sizes, two_stage=two_stage, weights=weights)
+                                teacher_sizes=sizes, two_stage=two_stage, weights=weights,
+                                teacher_keys=shas)
     if unlabeled is not None and not any(objective.weights.get(t, 0) > 0
                                          for t in ("soft", "hint", "selected")):
         raise UserError("--unlabeled needs a teacher term to learn from the unlabeled images; "
@@ -177,15 +177,20 @@ def compress(
         "method": method,
         "weights": dict(objective.weights),
         "unlabeled": pool,
-        "teachers": [_teacher_record(c) for c in ckpts],
+        "teachers": [_teacher_record(c, sha) for c, sha in zip(ckpts, shas, strict=True)],
         "temperature": temperature,
         "two_stage": two_stage,
         "selection": None if sel is None else {
             "path": sel.get("path"), "k": sel["k"], "indices": sel["indices"],
             "solver": sel.get("solver")},
     }
+    before = (objective.cache.hits, objective.cache.misses) if objective.cache else (0, 0)
     train(cfg, data, out, resume=resume, force=force, reporter=reporter, objective=objective,
           extra={"distill": record}, index=index, unlabeled=unlabeled, unlabeled_n=unlabeled_n)
+    cache = {"hits": 0, "misses": 0}
+    if objective.cache is not None:  # batches whose teacher outputs an earlier student computed
+        cache = {"hits": objective.cache.hits - before[0],
+                 "misses": objective.cache.misses - before[1]}
     del models, objective
     student_eval = evaluate_checkpoint(out, data=data, split=split, workers=cfg.workers,
                                        device=cfg.device)
@@ -209,7 +214,8 @@ def compress(
         r["live_compression"] = reference["live_params"] / r["live_params"]
         r["delta"] = r["mean_balanced"] - reference["mean_balanced"]
     result = {"student": str(out / "best.pt"), "split": split, "method": method,
-              "reference": reference["role"], "rows": rows, "distill": record}
+              "reference": reference["role"], "rows": rows, "distill": record,
+              "teacher_cache": cache}
     if len(ckpts) > 1:
         best = max(rows[1:-1], key=lambda r: r["mean_balanced"])
         result["best_teacher"] = {"role": best["role"],

@@ -40,16 +40,29 @@ neither in the objective's ``state_dict`` nor among its parameters, but moving t
 (``.to(device)``) moves them too. All loss arithmetic runs in float32, whatever autocast does to
 the networks.
 
+Teacher outputs are memoised by a :class:`TeacherCache` when the objective is given
+``teacher_keys`` (``compress`` passes each checkpoint's sha256): the key of a batch is its exact
+bytes (plus shape, dtype, memory layout and autocast state), so students trained one after the
+other on the same data with the same seed - the pipeline's SNet1/2/3, every method of one seed
+in ``benchmarks/distill_gain.py`` - run the teacher once per batch, not once per student. A hit
+returns the outputs the same teacher computed for byte-identical input; anything that changes
+the batch (seed, augmentation, data, an unlabeled pool) misses. Only CPU batches are cached (on
+a GPU the hash would cost a copy the teacher forward does not).
+
 Two-stage training (``two_stage=E``): for epochs ``1..E`` only the feature terms (``hint``,
 ``selected``) are optimised, afterwards only ``labels`` and ``soft``. The default ``0`` optimises
 the weighted sum of every term all the time.
 
-Public API: :class:`DistillObjective`, :data:`TERMS`, :data:`METHODS`, :func:`build_objective`.
+Public API: :class:`DistillObjective`, :data:`TERMS`, :data:`METHODS`, :func:`build_objective`,
+:class:`TeacherCache`, :data:`TEACHER_CACHE`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -60,7 +73,8 @@ from torch import nn
 
 from facedistill.errors import ConfigError, UserError
 
-__all__ = ["FEATURE_TERMS", "METHODS", "TERMS", "DistillObjective", "build_objective"]
+__all__ = ["FEATURE_TERMS", "METHODS", "TEACHER_CACHE", "TERMS", "DistillObjective",
+           "TeacherCache", "build_objective"]
 
 TERMS = ("labels", "soft", "hint", "selected")
 """Names of the loss terms, in the order they are computed."""
@@ -99,6 +113,79 @@ def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+class TeacherCache:
+    """An LRU memo of teacher outputs ``(logits, features)`` keyed by teacher and batch bytes.
+
+    ``max_bytes`` bounds what it holds (0 turns it off). One epoch of 12,855 images costs 68 MB
+    (40 logits + 1280 features per image, float32), whatever the input size. ``hits`` and
+    ``misses`` count lookups.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._store: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def batch_key(images: torch.Tensor) -> bytes | None:
+        """The digest of a CPU batch (None on other devices: not cached)."""
+        if images.device.type != "cpu":
+            return None
+        h = hashlib.blake2b(digest_size=20)
+        layout = images.is_contiguous(memory_format=torch.channels_last)
+        autocast = (torch.is_autocast_enabled("cpu"), str(torch.get_autocast_dtype("cpu")))
+        h.update(repr((tuple(images.shape), str(images.dtype), layout, autocast)).encode())
+        h.update(images.detach().contiguous().numpy().tobytes())
+        return h.digest()
+
+    def get(self, key: bytes) -> tuple[torch.Tensor, torch.Tensor] | None:
+        hit = self._store.get(key)
+        if hit is None:
+            self.misses += 1
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        return hit
+
+    def put(self, key: bytes, logits: torch.Tensor, features: torch.Tensor) -> None:
+        size = logits.nbytes + features.nbytes
+        if size > self.max_bytes:
+            return
+        old = self._store.pop(key, None)
+        if old is not None:
+            self.bytes -= old[0].nbytes + old[1].nbytes
+        self._store[key] = (logits, features)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (lo, fe) = self._store.popitem(last=False)
+            self.bytes -= lo.nbytes + fe.nbytes
+
+    def clear(self) -> None:
+        self._store.clear()
+        self.bytes = self.hits = self.misses = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self._store),
+                "bytes": self.bytes, "max_bytes": self.max_bytes}
+
+
+def _cache_budget() -> int:
+    """``FACEDISTILL_TEACHER_CACHE_MB`` (default 2048; 0 = off), in bytes."""
+    raw = os.environ.get("FACEDISTILL_TEACHER_CACHE_MB", "2048")
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ConfigError(f"FACEDISTILL_TEACHER_CACHE_MB must be a number of MB, not {raw!r}",
+                          field="FACEDISTILL_TEACHER_CACHE_MB") from None
+    return max(0, int(mb * 2**20))
+
+
+TEACHER_CACHE = TeacherCache(_cache_budget())
+"""The process's cache, shared by every objective built with ``teacher_keys``."""
+
+
 def _teacher_dim(teacher: nn.Module, t: int) -> int:
     if not callable(getattr(teacher, "forward_with_features", None)):
         raise TypeError(f"teacher {t} has no forward_with_features(); build it with build_model")
@@ -119,7 +206,9 @@ class DistillObjective(nn.Module):
     the student's feature vector. ``pos_weight``: ``[A]`` weight of each attribute's positives in
     the ``labels`` term. ``teacher_sizes``: the square input size each teacher expects (images
     of another size are resized for it). ``two_stage``: number of feature-only epochs (0 =
-    joint training).
+    joint training). ``teacher_keys``: one string per teacher that names its weights (a
+    checkpoint's sha256); with them teacher outputs are memoised in ``cache`` (default
+    :data:`TEACHER_CACHE`).
 
     ``forward(logits, features, labels, images) -> (total, terms)``: ``terms`` holds the
     unweighted, detached value of each term active in the current stage; ``total`` is their
@@ -141,6 +230,8 @@ class DistillObjective(nn.Module):
         pos_weight: torch.Tensor | None = None,
         teacher_sizes: Sequence[int] | None = None,
         two_stage: int = 0,
+        teacher_keys: Sequence[str] | None = None,
+        cache: TeacherCache | None = None,
     ) -> None:
         super().__init__()
         self.weights = _check_weights(weights)
@@ -166,6 +257,12 @@ class DistillObjective(nn.Module):
             t.requires_grad_(False)
             t.eval()
         self._teachers: tuple[nn.Module, ...] = teachers
+        if teacher_keys is not None and len(teacher_keys) != len(teachers):
+            raise ConfigError(f"teacher_keys has {len(teacher_keys)} entries for "
+                              f"{len(teachers)} teacher(s)", field="teacher_keys")
+        self.teacher_keys = None if teacher_keys is None else tuple(str(k) for k in teacher_keys)
+        self.cache = (cache if cache is not None else TEACHER_CACHE) \
+            if self.teacher_keys is not None else None
         self.teacher_dims = tuple(dims)
         self.teacher_offsets = tuple(sum(dims[:i]) for i in range(len(dims)))
         self.total_teacher_dim = sum(dims)
@@ -268,8 +365,21 @@ class DistillObjective(nn.Module):
     def _run_teachers(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits, feats = [], []
         resized: dict[int, torch.Tensor] = {}
+        cache = self.cache if self.cache is not None and self.cache.max_bytes > 0 else None
+        batch = TeacherCache.batch_key(images) if cache is not None else None
         with torch.no_grad():
             for i, teacher in enumerate(self._teachers):
+                key = None
+                if batch is not None:
+                    assert cache is not None and self.teacher_keys is not None
+                    size = self.teacher_sizes[i] if self.teacher_sizes is not None else 0
+                    key = hashlib.blake2b(f"{self.teacher_keys[i]}|{size}|".encode() + batch,
+                                          digest_size=20).digest()
+                    hit = cache.get(key)
+                    if hit is not None:
+                        logits.append(hit[0])
+                        feats.append(hit[1])
+                        continue
                 x = images
                 size = self.teacher_sizes[i] if self.teacher_sizes is not None else None
                 if size is not None and tuple(images.shape[-2:]) != (size, size):
@@ -281,6 +391,9 @@ class DistillObjective(nn.Module):
                 lo, fe = teacher.forward_with_features(x)
                 logits.append(lo.float())
                 feats.append(fe.float())
+                if key is not None:
+                    assert cache is not None
+                    cache.put(key, logits[-1], feats[-1])
         return logits, feats
 
     # -- stages ---------------------------------------------------------------------------------
@@ -363,6 +476,7 @@ def build_objective(
     teacher_sizes: Sequence[int] | None = None,
     two_stage: int = 0,
     weights: Mapping[str, float] | None = None,
+    teacher_keys: Sequence[str] | None = None,
 ) -> DistillObjective:
     """The objective of a compress ``method`` (a key of :data:`METHODS`).
 
@@ -380,5 +494,6 @@ def build_objective(
         merged.update(weights)  # checked, with the defaults, by DistillObjective
     return DistillObjective(teachers, weights=merged, temperature=temperature,
                             selected=selected, pos_weight=pos_weight,
-                            teacher_sizes=teacher_sizes, two_stage=two_stage)
+                            teacher_sizes=teacher_sizes, two_stage=two_stage,
+                            teacher_keys=teacher_keys)
 

@@ -118,3 +118,22 @@ def test_an_ensemble_gets_its_own_row_and_is_the_reference(
     best = result["best_teacher"]
     assert best["delta"] == pytest.approx(student["mean_balanced"] - t0["mean_balanced"])
     assert "best single teacher" in (tmp_path / "s" / "compare.md").read_text()
+
+
+def test_a_second_student_of_the_same_seed_reuses_the_teachers_outputs(
+        tiny_synth: Path, tiny_teacher: Path, tmp_path: Path) -> None:
+    """The pipeline's SNet1/2/3 see the same batches: the teacher runs for the first only."""
+    from facedistill.pipeline.distill import TEACHER_CACHE
+
+    TEACHER_CACHE.clear()
+    first = compress(TrainConfig(**STUDENT), [tiny_teacher], tiny_synth, tmp_path / "a",
+                     method="soft")
+    second = compress(TrainConfig(**{**STUDENT, "arch": "snet2"}), [tiny_teacher], tiny_synth,
+                      tmp_path / "b", method="hint")
+    other_seed = compress(TrainConfig(**{**STUDENT, "seed": 1}), [tiny_teacher], tiny_synth,
+                          tmp_path / "c", method="soft")
+    steps = first["teacher_cache"]["misses"]
+    assert steps > 0 and first["teacher_cache"]["hits"] == 0
+    assert second["teacher_cache"] == {"hits": steps, "misses": 0}
+    assert other_seed["teacher_cache"] == {"hits": 0, "misses": steps}
+    TEACHER_CACHE.clear()

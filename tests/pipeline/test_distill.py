@@ -493,3 +493,98 @@ def test_the_trainer_runs_the_teachers_in_the_students_memory_layout(tmp_path) -
         convs = [m.weight for m in trainer.objective.teachers[0].modules()
                  if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1]
         assert convs and all(w.is_contiguous(memory_format=expected) for w in convs)
+
+
+# -- the teacher-output cache ----------------------------------------------------------------
+
+class CountingTeacher(nn.Module):
+    """A real (tiny) network that counts its forward passes."""
+
+    def __init__(self, seed: int = 3) -> None:
+        super().__init__()
+        self.net = tiny("snet3", seed=seed).eval()
+        self.feature_dim = self.net.feature_dim
+        self.calls = 0
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        return self.net.forward_with_features(x)
+
+
+def test_cached_teacher_outputs_are_the_computed_ones_and_keyed_by_exact_batch() -> None:
+    from facedistill.pipeline.distill import TeacherCache
+
+    cache = TeacherCache(1 << 30)
+    teacher = CountingTeacher()
+    obj = build_objective("hint", [teacher], teacher_keys=["sha-a"])
+    obj.cache = cache
+    x = images(4)
+    first = obj._run_teachers(x)
+    again = obj._run_teachers(x.clone())  # same bytes, another tensor: a hit
+    assert teacher.calls == 1 and cache.stats()["hits"] == 1 and cache.stats()["misses"] == 1
+    for a, b in zip(first, again, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    nudged = x.clone()
+    nudged[0, 0, 0, 0] += 1e-6  # one value off: a miss, and the teacher's own answer
+    obj._run_teachers(nudged)
+    assert teacher.calls == 2
+    obj._run_teachers(x.contiguous(memory_format=torch.channels_last))  # another layout
+    assert teacher.calls == 3
+    other = build_objective("hint", [teacher], teacher_keys=["sha-b"])  # other weights
+    other.cache = cache
+    other._run_teachers(x)
+    assert teacher.calls == 4
+    uncached = build_objective("hint", [teacher])  # no keys: never cached
+    assert uncached.cache is None
+    uncached._run_teachers(x)
+    assert teacher.calls == 5
+
+
+def test_the_cache_holds_at_most_its_budget_least_recently_used_out_first() -> None:
+    from facedistill.pipeline.distill import TeacherCache
+
+    entry = torch.zeros(10), torch.zeros(15)  # 100 bytes
+    cache = TeacherCache(250)
+    for key in (b"a", b"b"):
+        cache.put(key, *entry)
+    assert cache.get(b"a") is not None  # a is now the most recent
+    cache.put(b"c", *entry)  # 300 > 250: b goes
+    assert cache.get(b"b") is None and cache.get(b"a") is not None
+    assert cache.bytes == 200 and cache.stats()["entries"] == 2
+    off = TeacherCache(0)
+    off.put(b"a", *entry)
+    assert off.get(b"a") is None and off.bytes == 0
+    with pytest.raises(ConfigError, match="teacher_keys has 2 entries"):
+        build_objective("hint", [CountingTeacher()], teacher_keys=["x", "y"])
+
+
+def test_a_student_trained_from_cached_teacher_outputs_is_the_same_student(tmp_path) -> None:
+    """Two runs of one seed see byte-identical batches: the second runs no teacher forward
+    and ends with the same weights as a run without any cache."""
+    from torch.utils.data import TensorDataset
+
+    from facedistill.config import TrainConfig
+    from facedistill.pipeline.distill import TeacherCache
+    from facedistill.pipeline.train import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(16, 3, 32, 32, generator=g),
+                         (torch.rand(16, 40, generator=g) > 0.5).float())
+    cache = TeacherCache(1 << 30)
+    cfg = TrainConfig(arch="snet3", width=0.25, size=32, batch_size=4, workers=0,
+                      precision="fp32", epochs=2, deterministic=True)
+    weights, calls = [], []
+    for run, keys in (("uncached", None), ("fill", ["t"]), ("hit", ["t"])):
+        teacher = CountingTeacher()
+        obj = build_objective("selected", [teacher], selected=list(range(0, 1280, 5)),
+                              teacher_keys=keys)
+        if keys:
+            obj.cache = cache
+        trainer = Trainer(cfg, tiny("snet3", seed=6), data, data, tmp_path / run, objective=obj)
+        trainer.fit()
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        calls.append(teacher.calls)
+    assert calls == [8, 8, 0]  # 2 epochs x 4 batches; the third run computed nothing
+    assert cache.stats()["hits"] == 8
+    for k in weights[0]:
+        torch.testing.assert_close(weights[2][k], weights[0][k], rtol=0, atol=0)
