@@ -196,8 +196,7 @@ def compress(
                                        device=cfg.device)
     rows = [_row("student", out / "best.pt", student_eval)]
     if len(ckpts) == 1:
-        t_eval = evaluate_checkpoint(ckpts[0]["path"], data=data, split=split,
-                                     workers=cfg.workers, device=cfg.device)
+        t_eval = _teacher_eval(ckpts[0]["path"], shas[0], data, index, split, cfg)
         rows.append(_row("teacher", ckpts[0]["path"], t_eval))
         reference = rows[1]
     else:  # one inference pass per teacher scores each of them and their mean
@@ -224,6 +223,29 @@ def compress(
     atomic_write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", compare_markdown(result))
     return result
+
+
+_TEACHER_EVALS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _teacher_eval(path: Any, sha: str, data: Any, index: Any, split: str, cfg: TrainConfig
+                  ) -> dict[str, Any]:
+    """The teacher's evaluation, memoised in this process by checkpoint sha256, data folder,
+    split and the sha256 of every annotation file read: students distilled one after another
+    from one teacher (the pipeline, ``benchmarks/distill_gain.py``) score it once."""
+    import copy
+
+    from facedistill.io import sha256_file
+    from facedistill.pipeline.evaluate import evaluate_checkpoint
+
+    key = (sha, str(Path(data).resolve()), split, index.variant,
+           tuple(sorted((role, sha256_file(f)) for role, f in index.files.items())))
+    if key not in _TEACHER_EVALS:
+        if len(_TEACHER_EVALS) >= 16:
+            _TEACHER_EVALS.pop(next(iter(_TEACHER_EVALS)))
+        _TEACHER_EVALS[key] = evaluate_checkpoint(path, data=data, split=split,
+                                                  workers=cfg.workers, device=cfg.device)
+    return copy.deepcopy(_TEACHER_EVALS[key])
 
 
 def _ensemble_row(report: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:

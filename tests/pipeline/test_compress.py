@@ -137,3 +137,9 @@ def test_a_second_student_of_the_same_seed_reuses_the_teachers_outputs(
     assert second["teacher_cache"] == {"hits": steps, "misses": 0}
     assert other_seed["teacher_cache"] == {"hits": 0, "misses": steps}
     TEACHER_CACHE.clear()
+    # and the teacher was scored once for all three (memoised by sha256, data and split)
+    from facedistill.pipeline.compress import _TEACHER_EVALS
+
+    sha = first["distill"]["teachers"][0]["sha256"]
+    assert len([k for k in _TEACHER_EVALS if k[0] == sha and k[2] == "test"]) == 1
+    assert first["rows"][1] == second["rows"][1] == other_seed["rows"][1]

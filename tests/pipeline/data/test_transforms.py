@@ -65,3 +65,34 @@ def test_box_crops_before_resizing() -> None:
     out = build_transform(8, margin=0.0)(img, box=(40, 40, 20, 20))
     red = (1.0 - 0.485) / 0.229
     np.testing.assert_allclose(out[0].numpy(), red, atol=1e-5)
+
+
+def _reference_augment(aug: Augment, x: torch.Tensor) -> torch.Tensor:
+    """The augmentation written independently with torch ops on a CHW tensor (replicate-padded
+    shift), drawing the same random numbers in the same order."""
+    if torch.rand(()) < aug.hflip:
+        x = torch.flip(x, dims=(-1,))
+    _, h, w = x.shape
+    my, mx = round(aug.translate * h), round(aug.translate * w)
+    dy, dx = int(torch.randint(-my, my + 1, ())), int(torch.randint(-mx, mx + 1, ()))
+    padded = torch.nn.functional.pad(x[None], (mx, mx, my, my), mode="replicate")[0]
+    x = padded[:, my + dy: my + dy + h, mx + dx: mx + dx + w]
+    x = x * (1.0 + (torch.rand(()) * 2 - 1) * aug.brightness)
+    factor = 1.0 + (torch.rand(()) * 2 - 1) * aug.contrast
+    gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).mean()
+    return ((x - gray) * factor + gray).clamp(0.0, 1.0)
+
+
+def test_augmentation_matches_an_independent_torch_version_draw_for_draw() -> None:
+    aug = Augment(hflip=0.5, translate=0.2, brightness=0.4, contrast=0.4)
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        x = torch.from_numpy(rng.random((3, 20, 20), dtype=np.float32))
+        before = x.clone()
+        torch.manual_seed(seed)
+        got = aug(x)
+        torch.manual_seed(seed)
+        want = _reference_augment(aug, x)
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+        assert torch.equal(x, before)  # the input is not written
+        assert got.dtype == torch.float32 and got.shape == x.shape
