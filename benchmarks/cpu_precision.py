@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable
 from statistics import median
 
 import torch
 import torch.nn.functional as F
 
+from facedistill.bench.stats import images_per_s
 from facedistill.io import command_line, write_results
 from facedistill.pipeline.models import build_model, list_models
 from facedistill.pipeline.train import (
@@ -63,18 +63,6 @@ def step_fn(arch: str, mode: str, size: int, batch: int, train: bool) -> Callabl
         loss.backward()
         opt.step()
     return step
-
-
-def images_per_s(fn: Callable[[], None], batch: int, seconds: float) -> float:
-    fn()  # warm-up: oneDNN picks and caches its kernels on the first call
-    fn()
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and n >= 2:
-            return n * batch / elapsed
 
 
 def main() -> None:

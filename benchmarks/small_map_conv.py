@@ -22,15 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable
 from statistics import median
 
 import torch
 import torch.nn.functional as F
 
+from facedistill.bench.stats import images_per_s
 from facedistill.io import command_line, write_results
 from facedistill.pipeline.models import TapConv2d, build_model, list_models
+from facedistill.runtime.cpu import cpu_record
 
 PATHS = {"native": (False, None), "centre": (True, None),
          "centre+gemm": (True, TapConv2d.gemm_min_channels)}
@@ -78,20 +79,8 @@ def agreement(arch: str, size: int, n: int) -> dict[str, dict[str, float]]:
         out[path] = logits.detach(), [p.grad.clone() for p in model.parameters()]
     ref_logits, ref_grads = out["native"]
     return {path: {"logits": float((lg - ref_logits).abs().max()),
-                   "grads": max(float((g - r).abs().max()) for g, r in zip(gs, ref_grads))}
+                   "grads": max(float((g - r).abs().max()) for g, r in zip(gs, ref_grads, strict=True))}
             for path, (lg, gs) in out.items() if path != "native"}
-
-
-def images_per_s(fn: Callable[[], None], n: int, seconds: float) -> float:
-    fn()
-    fn()  # oneDNN picks and caches its kernels on the first calls
-    k, start = 0, time.perf_counter()
-    while True:
-        fn()
-        k += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and k >= 2:
-            return k * n / elapsed
 
 
 def main() -> None:
@@ -126,19 +115,13 @@ def main() -> None:
             print(f"{arch:6s} {size:3d} " + "  ".join(f"{p} {v:6.1f}" for p, v in rate.items()),
                   flush=True)
 
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((ln for ln in fh if ln.startswith("flags")), "")
-    except OSError:
-        pass
+    cpu = cpu_record()
     result = {"benchmark": "small_map_conv", "batch": args.batch, "rounds": args.rounds,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "cpu": platform.processor() or platform.machine(),
-              "avx512f": " avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
+              "cpu": cpu["model"] or platform.machine(), "cpu_class": cpu["int8_class"],
               "rows": rows, "command": command_line()}
-    isa = ("AVX-512" + (" VNNI" if result["avx512_vnni"] else "")) if result["avx512f"] \
-        else "AVX2 only (no AVX-512)"
+    isa = {"x86-avx2": "AVX2 only (no AVX-512)", "x86-avx512": "AVX-512",
+           "x86-vnni": "AVX-512 VNNI"}.get(str(cpu["int8_class"]), str(cpu["int8_class"]))
     lines = [f"Training step images/s (batch {args.batch}, channels_last, "
              f"{result['threads']} threads, {isa}, torch {torch.__version__}; median of "
              f"{args.rounds} interleaved rounds; ratio to native in brackets).", "",

@@ -58,6 +58,21 @@ def summarize(values_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+def images_per_s(fn: Callable[[], object], batch: int, seconds: float,
+                 clock: Clock = time.perf_counter) -> float:
+    """Images/s of ``fn`` (one batch of ``batch`` images per call): two warm-up calls (oneDNN
+    picks and caches its kernels on the first), then calls for at least ``seconds`` and two."""
+    fn()
+    fn()
+    n, start = 0, clock()
+    while True:
+        fn()
+        n += 1
+        elapsed = clock() - start
+        if elapsed >= seconds and n >= 2:
+            return n * batch / elapsed
+
+
 def throughput(mean_ms: float, batch: int) -> float:
     """Images per second at a mean latency of ``mean_ms`` per batch of ``batch`` images."""
     return batch / (mean_ms / 1000.0) if mean_ms > 0 else math.inf

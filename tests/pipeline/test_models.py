@@ -365,5 +365,5 @@ def test_a_whole_training_step_is_the_same_on_every_path() -> None:
                 m.centre, m.gemm_min_channels = centre, gemm
         ((model(x) - target) ** 2).mean().backward()
         grads.append([p.grad for p in model.parameters()])
-    for a, b in zip(*grads):  # float32 sums in another order: equal to ~1e-6 of the gradient
+    for a, b in zip(*grads, strict=True):  # float32 sums in another order: equal to ~1e-6 of the gradient
         assert (a - b).norm() <= 1e-4 * b.norm() + 1e-12
