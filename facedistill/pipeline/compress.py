@@ -231,14 +231,14 @@ _TEACHER_EVALS: dict[tuple[Any, ...], dict[str, Any]] = {}
 def _teacher_eval(path: Any, sha: str, data: Any, index: Any, split: str, cfg: TrainConfig
                   ) -> dict[str, Any]:
     """The teacher's evaluation, memoised in this process by checkpoint sha256, data folder,
-    split and the sha256 of every annotation file read: students distilled one after another
+    split, device and the sha256 of every annotation file read: students distilled one after another
     from one teacher (the pipeline, ``benchmarks/distill_gain.py``) score it once."""
     import copy
 
     from facedistill.io import sha256_file
     from facedistill.pipeline.evaluate import evaluate_checkpoint
 
-    key = (sha, str(Path(data).resolve()), split, index.variant,
+    key = (sha, str(Path(data).resolve()), split, index.variant, cfg.device,
            tuple(sorted((role, sha256_file(f)) for role, f in index.files.items())))
     if key not in _TEACHER_EVALS:
         if len(_TEACHER_EVALS) >= 16:
