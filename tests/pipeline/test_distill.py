@@ -588,3 +588,15 @@ def test_a_student_trained_from_cached_teacher_outputs_is_the_same_student(tmp_p
     assert cache.stats()["hits"] == 8
     for k in weights[0]:
         torch.testing.assert_close(weights[2][k], weights[0][k], rtol=0, atol=0)
+
+
+def test_a_bad_cache_budget_is_a_one_line_error_naming_the_variable(monkeypatch) -> None:
+    from facedistill.pipeline.distill import _cache_budget
+
+    monkeypatch.setenv("FACEDISTILL_TEACHER_CACHE_MB", "lots")
+    with pytest.raises(ConfigError, match="FACEDISTILL_TEACHER_CACHE_MB must be a number"):
+        _cache_budget()
+    monkeypatch.setenv("FACEDISTILL_TEACHER_CACHE_MB", "1.5")
+    assert _cache_budget() == int(1.5 * 2**20)
+    monkeypatch.setenv("FACEDISTILL_TEACHER_CACHE_MB", "-3")
+    assert _cache_budget() == 0
