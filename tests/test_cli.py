@@ -45,6 +45,11 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
                           "field 'n'", "at least 3")
     assert not (tmp_path / "d").exists()
     assert_one_line_error(run("data", "check", str(tmp_path / "missing")), "missing")
+    assert_one_line_error(run("pipeline", "--teacher-widths", "1,wide", "--status",
+                              "--out", str(tmp_path / "run")), "pipeline.teacher_widths", "wide")
+    assert_one_line_error(run("pipeline", "--teacher-widths", "1,0.5", "--teachers", "3",
+                              "--status", "--out", str(tmp_path / "run")),
+                          "pipeline.teacher_widths", "2 teacher widths but teachers = 3")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ from facedistill.clikit import console, err_console, print_json
 @click.option("--teachers", type=int, default=None,
               help="Train an ensemble of this many teachers (seeds train.seed + i) and distil "
                    "every student from all of them [default: the config's, else 1].")
+@click.option("--teacher-widths", default=None, metavar="W1,W2,...",
+              help="An ensemble of teachers of these widths (one per teacher, seeds "
+                   "train.seed + i) [default: the config's, else every teacher at train.width].")
 @click.option("--twins", multiple=True,
               help="Students that also train on the labels alone with the same budget, for "
                    "the report's distillation-gain table [default: the config's, else none].")
@@ -41,7 +44,7 @@ from facedistill.clikit import console, err_console, print_json
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def command(config_path: Path, out: Path | None, data: Path | None, students: tuple[str, ...],
-            teachers: int | None, twins: tuple[str, ...], bench_precisions: tuple[str, ...],
+            teachers: int | None, teacher_widths: str | None, twins: tuple[str, ...], bench_precisions: tuple[str, ...],
             start: str | None,
             only: str | None,
             show_status: bool, as_json: bool, quiet: bool) -> None:
@@ -64,6 +67,8 @@ def command(config_path: Path, out: Path | None, data: Path | None, students: tu
         section["students"] = [s for v in students for s in v.split(",") if s.strip()]
     if teachers is not None:
         section["teachers"] = teachers
+    if teacher_widths is not None:
+        section["teacher_widths"] = teacher_widths
     if twins:
         section["twins"] = [s for v in twins for s in v.split(",") if s.strip()]
     if bench_precisions:

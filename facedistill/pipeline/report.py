@@ -62,7 +62,7 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
     batches = _batches(bench)
     rows = []
     for model in pipeline.models:
-        stage = "teacher" if model == "teacher" else f"student:{model}"
+        stage = model if model.startswith("teacher") else f"student:{model}"
         src = upstream[stage]
         ckpt = load_checkpoint(src["checkpoint"])
         net = build_model(**ckpt["arch"])
@@ -156,10 +156,14 @@ def twin_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
     return rows
 
 
-def ensemble_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
+def ensemble_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]],
+                  models: Sequence[Mapping[str, Any]] = (), batches: Sequence[int] = ()
                   ) -> list[dict[str, Any]]:
     """Per student distilled from an ensemble: the student against the ensemble (mean logits,
-    summed params) and against the best single teacher, from its compare.json."""
+    summed params, and the latency of running every member one after the other, fp32 ONNX) and
+    against the best single teacher, from its compare.json and the main table's ``models``."""
+    by_name = {m["model"]: m for m in models}
+    members = [by_name.get(t) for t in pipeline.teachers]
     rows = []
     for name in pipeline.students:
         compare = _read_json(upstream[f"student:{name}"].get("compare")) or {}
@@ -167,11 +171,19 @@ def ensemble_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
         if not best:
             continue
         student, ensemble = compare["rows"][0], compare["rows"][-1]
-        rows.append({"student": name, "accuracy": student["mean_balanced"],
-                     "ensemble": ensemble["mean_balanced"], "members": len(compare["rows"]) - 2,
-                     "ensemble_params": ensemble["params"],
-                     "compression": student["compression"], "delta": student["delta"],
-                     "best_teacher": best})
+        row = {"student": name, "accuracy": student["mean_balanced"],
+               "ensemble": ensemble["mean_balanced"], "members": len(compare["rows"]) - 2,
+               "ensemble_params": ensemble["params"],
+               "compression": student["compression"], "delta": student["delta"],
+               "best_teacher": best}
+        mine = by_name.get(name, {})
+        for b in batches:
+            key = f"fp32_ms_b{b}"
+            ms = [m.get(key) if m else None for m in members]
+            total = None if None in ms or not ms else sum(ms)
+            row[f"ensemble_{key}"] = total
+            row[f"speedup_b{b}"] = total / mine[key] if total and mine.get(key) else None
+        rows.append(row)
     return rows
 
 
@@ -271,19 +283,27 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     for plot in upstream.get("bench", {}).get("plots", []):
         figures.append((f"Bench: {Path(plot).stem}", plot))
 
-    table = main_table(rows, _batches(bench))
+    batches = _batches(bench)
+    table = main_table(rows, batches)
     twins = twin_rows(pipeline, upstream)
     twin_table = [["student", "distilled (method)", "label-only twin", "gain"]] + [
         [t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
          f"{100 * t['gain']:+.2f}"] for t in twins]
-    ensembles = ensemble_rows(pipeline, upstream)
+    ensembles = ensemble_rows(pipeline, upstream, rows, batches)
     ens_table = [["student", "accuracy", "ensemble (mean logits)", "delta", "compression",
-                  "vs best single teacher"]] + [
+                  *(f"ensemble fp32 ms (b{b})" for b in batches),
+                  *(f"speed-up (b{b})" for b in batches), "vs best single teacher"]] + [
         [e["student"], _pct(e["accuracy"]), f"{_pct(e['ensemble'])} ({e['members']} teachers, "
          f"{e['ensemble_params']:,} params)", f"{100 * e['delta']:+.2f}",
-         f"{e['compression']:.1f}x",
+         f"{e['compression']:.1f}x", *(_ms(e[f"ensemble_fp32_ms_b{b}"]) for b in batches),
+         *("n/a" if e[f"speedup_b{b}"] is None else f"{e[f'speedup_b{b}']:.1f}x"
+           for b in batches),
          f"{100 * e['best_teacher']['delta']:+.2f} at {e['best_teacher']['compression']:.1f}x"]
         for e in ensembles]
+    ens_note = ("The ensemble runs every member in turn: its latency is the sum of the members' "
+                "fp32 median latencies in the bench below; speed-up = that over the student's "
+                "fp32 latency at the same batch size; compression = summed parameters over the "
+                "student's.")
     twin_note = ("The same student, budget and seed trained on the labels alone: what "
                  "distillation from the teacher adds on this run (one seed; "
                  "benchmarks/distill_gain.py measures it over seeds).")
@@ -302,8 +322,9 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
         md += ["## Distillation against a label-only twin", "", twin_note, "",
                _md_table(twin_table), ""]
     if ensembles:
-        md += ["## Students against the teachers' ensemble", "", _md_table(ens_table), ""]
-    fastest = _fastest_lines(rows, _batches(bench))
+        md += ["## Students against the teachers' ensemble", "", ens_note, "",
+               _md_table(ens_table), ""]
+    fastest = _fastest_lines(rows, batches)
     if fastest:
         md += ["## Fastest exported variant on this machine", "",
                "Lowest median latency among the benchmarked ONNX variants that passed the "
@@ -321,7 +342,8 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
         body += ["<h2>Distillation against a label-only twin</h2>",
                  f"<p>{html.escape(twin_note)}</p>", _html_table(twin_table)]
     if ensembles:
-        body += ["<h2>Students against the teachers' ensemble</h2>", _html_table(ens_table)]
+        body += ["<h2>Students against the teachers' ensemble</h2>",
+                 f"<p>{html.escape(ens_note)}</p>", _html_table(ens_table)]
     if fastest:
         items = "".join(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in fastest)
         body += ["<h2>Fastest exported variant on this machine</h2>", f"<ul>{items}</ul>"]

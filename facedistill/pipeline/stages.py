@@ -46,7 +46,7 @@ _TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 _IGNORED = {"out", "data", "resume", "force", "json", "quiet", "as_json", "teachers", "teacher",
             "student", "selection", "root", "run", "artifacts", "model", "plot", "md"}
 _SECTIONS: dict[str, dict[str, Any]] = {
-    "pipeline": {"students": list(STUDENTS), "twins": [], "teachers": 1,
+    "pipeline": {"students": list(STUDENTS), "twins": [], "teachers": 1, "teacher_widths": [],
                  "bench_precisions": ["fp32", "int8"],
                  "out": "runs/demo", "data": None},
     "data.synth": {**asdict(SynthConfig()), "workers": None},  # the generator's own defaults
@@ -152,6 +152,7 @@ class PipelineConfig:
             raise ConfigError(f"teachers must be a whole number >= 1 (an ensemble of that many "
                               f"teachers, seeds train.seed + i), not {count!r}",
                               path=self.source, field="pipeline.teachers")
+        self.sections["pipeline"]["teacher_widths"] = self.teacher_widths()
         self.teacher_config()
         for s in students:
             self.student_config(s)
@@ -159,6 +160,28 @@ class PipelineConfig:
         _int_list(self.sections["export"]["batches"], "export.batches")
         _int_list(self.sections["bench"]["batch"], "bench.batch")
         self.term_weights()
+
+    def teacher_widths(self) -> list[float]:
+        """One width per teacher (``[pipeline] teacher_widths``: an ensemble of widths), or
+        every teacher at ``[train] width`` when empty. A non-empty list sets the number of
+        teachers; ``teachers``, when also given, must agree with it."""
+        field = "pipeline.teacher_widths"
+        raw = self.sections["pipeline"]["teacher_widths"] or []
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        try:
+            widths = [float(w) for w in items if str(w).strip()]
+        except ValueError:
+            raise ConfigError(f"expected a list of widths, not {raw!r}", path=self.source,
+                              field=field) from None
+        if any(not 0 < w <= 4 for w in widths):
+            raise ConfigError(f"widths must be in (0, 4], not {widths}", path=self.source,
+                              field=field)
+        count = self.sections["pipeline"]["teachers"]
+        if widths and count not in (1, len(widths)):
+            raise ConfigError(f"{len(widths)} teacher widths but teachers = {count}; give one "
+                              "width per teacher (or leave teachers out)", path=self.source,
+                              field=field)
+        return widths
 
     def term_weights(self) -> dict[str, float] | None:
         """The students' loss-term weight overrides (``[compress] weight``), or None."""
@@ -265,14 +288,17 @@ class Pipeline:
     @property
     def teachers(self) -> list[str]:
         """The teacher stages: ``teacher`` (seed ``train.seed``) and, for an ensemble,
-        ``teacher:1`` ... (seeds ``train.seed + i``); every student distils from all of them."""
-        count = int(self.cfg.sections["pipeline"]["teachers"])
+        ``teacher:1`` ... (seeds ``train.seed + i``, widths ``teacher_widths[i]`` when given);
+        every student distils from all of them."""
+        p = self.cfg.sections["pipeline"]
+        count = len(p["teacher_widths"]) or int(p["teachers"])
         return ["teacher", *(f"teacher:{i}" for i in range(1, count))]
 
     @property
     def models(self) -> list[str]:
-        """The teacher, then the students: what export and bench cover."""
-        return ["teacher", *self.students]
+        """Every teacher, then the students: what export and bench cover (an ensemble's
+        latency is that of running all its members)."""
+        return [*self.teachers, *self.students]
 
     def _plan(self) -> list[Stage]:
         s = self.cfg.sections
@@ -281,10 +307,12 @@ class Pipeline:
         if self.cfg.synth:
             data_params["synth"] = {k: v for k, v in s["data.synth"].items() if k != "workers"}
         stages = [Stage("data", "data", (), data_params, _run_data)]
+        widths = s["pipeline"]["teacher_widths"]
         for i, name in enumerate(self.teachers):
-            stages.append(Stage(name, "teacher", ("data",),
-                                {"train": {**teacher, "seed": teacher["seed"] + i}},
-                                _run_teacher))
+            member = {**teacher, "seed": teacher["seed"] + i}
+            if widths:
+                member["width"] = widths[i]
+            stages.append(Stage(name, "teacher", ("data",), {"train": member}, _run_teacher))
         teachers = tuple(self.teachers)
         method = s["compress"]["method"]
         if method == "selected":
@@ -308,12 +336,12 @@ class Pipeline:
         export = {k: v for k, v in s["export"].items() if k != "precision"}
         export["precisions"] = self.cfg.precisions()
         for model in self.models:
-            src = "teacher" if model == "teacher" else f"student:{model}"
+            src = model if model.startswith("teacher") else f"student:{model}"
             stages.append(Stage(f"export:{model}", "export", ("data", src), export, _run_export))
         bench = dict(s["bench"]) | {"precisions": _str_list(s["pipeline"]["bench_precisions"])}
         stages.append(Stage("bench", "bench", ("data", *(f"export:{m}" for m in self.models)),
                             bench, _run_bench))
-        report_deps = ("teacher", *(f"student:{m}" for m in self.students),
+        report_deps = (*teachers, *(f"student:{m}" for m in self.students),
                        *(f"twin:{m}" for m in self.twins),
                        *(("select",) if method == "selected" else ()), "bench")
         stages.append(Stage("report", "report", report_deps, {"version": 1}, _run_report))
@@ -470,7 +498,8 @@ def _run_teacher(ctx: StageContext) -> dict[str, Any]:
     from facedistill.pipeline.evaluate import evaluate_checkpoint
     from facedistill.pipeline.train import train
 
-    cfg = replace(ctx.pipeline.cfg.teacher_config(), seed=ctx.stage.params["train"]["seed"])
+    member = ctx.stage.params["train"]
+    cfg = replace(ctx.pipeline.cfg.teacher_config(), seed=member["seed"], width=member["width"])
     out = ctx.out / ctx.stage.name.replace(":", "-")
     train(cfg, ctx.pipeline.cfg.data, out, resume=ctx.resume, force=ctx.force,
           reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
@@ -531,8 +560,8 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
 
     model = ctx.stage.name.split(":", 1)[1]
     p = ctx.stage.params
-    src = ctx.upstream["teacher" if model == "teacher" else f"student:{model}"]
-    out = ctx.out / "export" / model
+    src = ctx.upstream[model if model.startswith("teacher") else f"student:{model}"]
+    out = ctx.out / "export" / model.replace(":", "-")
     try:
         report = export_model(src["checkpoint"], out, precisions=tuple(p["precisions"]),
                               opset=p["opset"], calib_data=ctx.pipeline.cfg.data,

@@ -242,22 +242,42 @@ def test_a_new_generator_version_makes_the_synthetic_data_stale(tmp_path: Path) 
 
 
 def test_an_ensemble_of_teachers_runs_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
+    # two teachers of different widths (and seeds), one student distilled from both
     cfg_path = tiny_config(tmp_path, tiny_synth)
-    cfg_path.write_text(cfg_path.read_text().replace('twins = ["snet3"]', "teachers = 2"))
+    cfg_path.write_text(cfg_path.read_text().replace('twins = ["snet3"]',
+                                                     "teacher_widths = [0.5, 0.25]"))
     out = tmp_path / "run"
     result = Pipeline(load(cfg_path), out).run()
     assert result["ran"][:4] == ["data", "teacher", "teacher:1", "select"]
-    seeds = [load_checkpoint(out / run)["config"]["seed"] for run in ("teacher", "teacher-1")]
-    assert seeds == [1, 2]
+    assert "export:teacher:1" in result["ran"]
+    members = [load_checkpoint(out / run) for run in ("teacher", "teacher-1")]
+    assert [m["config"]["seed"] for m in members] == [1, 2]
+    assert [m["arch"]["width"] for m in members] == [0.5, 0.25]
     sel = json.loads((out / "selection" / "selection.json").read_text())
     assert sel["candidates"] == 2 * 1280 and len(sel["teachers"]) == 2
     compare = json.loads((out / "students" / "snet3" / "compare.json").read_text())
     assert [r["role"] for r in compare["rows"]] == ["student", "teacher 0", "teacher 1",
                                                    "ensemble (2)"]
-    (row,) = json.loads((out / "report.json").read_text())["ensembles"]
+    assert compare["rows"][1]["params"] > compare["rows"][2]["params"]  # the narrower one
+    report = json.loads((out / "report.json").read_text())
+    (row,) = report["ensembles"]
     assert row["ensemble"] == compare["rows"][-1]["mean_balanced"]
     assert row["ensemble_params"] == compare["rows"][1]["params"] + compare["rows"][2]["params"]
-    assert "## Students against the teachers' ensemble" in (out / "report.md").read_text()
+    # every member was exported and benchmarked: the ensemble's latency is theirs summed
+    models = {m["model"]: m for m in report["models"]}
+    assert list(models) == ["teacher", "teacher:1", "snet3"]
+    for b in (1, 4):
+        total = models["teacher"][f"fp32_ms_b{b}"] + models["teacher:1"][f"fp32_ms_b{b}"]
+        assert row[f"ensemble_fp32_ms_b{b}"] == pytest.approx(total)
+        assert row[f"speedup_b{b}"] == pytest.approx(total / models["snet3"][f"fp32_ms_b{b}"])
+    md = (out / "report.md").read_text()
+    assert "## Students against the teachers' ensemble" in md and "speed-up (b4)" in md
+    assert sorted(p.name for p in (out / "export" / "teacher-1").glob("*.onnx")) == \
+        ["snet3.fp32.onnx", "snet3.int8.onnx"]
+    cfg_path.write_text(cfg_path.read_text().replace("teacher_widths",
+                                                     "teachers = 3\nteacher_widths"))
+    with pytest.raises(ConfigError, match="2 teacher widths but teachers = 3"):
+        load(cfg_path)
     bad = tiny_config(tmp_path, tiny_synth)
     bad.write_text(bad.read_text().replace('twins = ["snet3"]', "teachers = 0"))
     with pytest.raises(ConfigError, match="teachers must be a whole number"):
