@@ -260,6 +260,7 @@ class _GridMessages:
 Redundancy = Literal["response", "profile"]
 DEFAULT_BITS = 24
 DEFAULT_TABLES = 32
+PLANES_PER_BIT = 8  # the fast solver's shared pool of hyperplanes: 8 x bits (192 at the defaults)
 
 
 def standardise(responses: ArrayLike) -> np.ndarray:
@@ -269,15 +270,15 @@ def standardise(responses: ArrayLike) -> np.ndarray:
     if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] == 0:
         raise UserError(f"responses must be [M, N] with M >= 2 images, got shape {r.shape}")
     z = r.astype(np.float32, copy=True)
-    bad = ~np.isfinite(z)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
+    finite = np.isfinite(z)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
         raise UserError(f"responses[{i}, {j}] is {r[i, j]}: responses must be finite")
-    z -= r.mean(axis=0, dtype=np.float64).astype(np.float32)
-    norm = np.sqrt(np.einsum("mn,mn->n", z, z, dtype=np.float64))
-    live = norm > 1e-6 * np.sqrt(r.shape[0]) * np.maximum(1.0, np.abs(r).max(axis=0))
-    z[:, live] /= norm[live].astype(np.float32)
-    z[:, ~live] = 0.0
+    peak = np.abs(z).max(axis=0)
+    z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)
+    norm = np.sqrt(np.einsum("mn,mn->n", z, z, dtype=np.float64))  # float64: copies stay 1
+    live = norm > 1e-6 * np.sqrt(r.shape[0]) * np.maximum(1.0, peak)
+    z *= np.where(live, 1.0 / np.where(live, norm, 1.0), 0.0).astype(np.float32)
     return z
 
 
@@ -342,37 +343,62 @@ def response_kernel(z: np.ndarray, bits: int, rows: np.ndarray | slice | None = 
 class _HashMessages:
     """The response kernel's messages by random hyperplanes (SimHash), linear in ``N``.
 
-    ``tables`` independent codes of ``bits`` hyperplanes each; a neuron's code and its bitwise
-    complement (the code of the negated response) are one bucket, so two neurons share a bucket
-    of a table with probability exactly :func:`_collision` of their correlation. An iteration
-    sums ``q`` per bucket (one bincount over all tables) and reads each neuron's buckets back:
-    ``m_i = mean_t sum_{j in bucket_t(i), j != i} q_j``, an unbiased estimate of the exact
-    message. The hyperplanes act on the images' axis, so the projection costs ``O(M N bits
-    tables)`` once. The decode's pairwise kernel among its candidates is the exact one.
+    ``tables`` codes of ``bits`` hyperplanes each; a neuron's code and its bitwise complement
+    (the code of the negated response) are one bucket, so two neurons share a bucket of a table
+    with probability exactly :func:`_collision` of their correlation. Each table reads ``bits``
+    distinct planes of a shared pool of ``planes`` random ones (default ``PLANES_PER_BIT *
+    bits``; ``planes >= bits * tables`` gives every table its own): every table's collision
+    chance stays exact, the tables are no longer independent, and the projection - the one pass
+    over the images, ``O(M N planes)`` - costs ``tables * bits / planes`` times less. An
+    iteration sums ``q`` per bucket (one bincount over all tables) and reads each neuron's
+    buckets back: ``m_i = mean_t sum_{j in bucket_t(i), j != i} q_j``, an unbiased estimate of
+    the exact message. The decode's pairwise kernel among its candidates is estimated from the
+    same tables (:meth:`among`), so nothing after the projection passes over the images.
     """
 
-    def __init__(self, z: np.ndarray, bits: int, tables: int, seed: int = 0) -> None:
+    def __init__(self, z: np.ndarray, bits: int, tables: int, seed: int = 0,
+                 planes: int | None = None) -> None:
+        planes = PLANES_PER_BIT * bits if planes is None else planes
         if tables < 1:
             raise UserError(f"tables must be at least 1, got {tables}")
+        if planes < bits:
+            raise UserError(f"planes must be at least bits ({bits}), got {planes}")
         self.z, self.bits, self.tables = z, bits, tables
         n = z.shape[1]
         rng = np.random.default_rng(seed)
         live = z.any(axis=0)
         full = (1 << bits) - 1
+        codes = np.empty((tables, n), np.int64)
+        weights = 1 << np.arange(0, bits, 8, dtype=np.int64)  # per packed byte
+
+        def pack(signs: np.ndarray) -> np.ndarray:  # [t, bits, n] bool -> [t, n] codes
+            packed = np.packbits(signs, axis=1, bitorder="little")
+            return np.einsum("tbn,b->tn", packed.astype(np.int64), weights)
+
+        if planes >= bits * tables:  # independent hyperplanes for every table
+            chunk = max(1, _ROW_BLOCK_ELEMENTS // (bits * n))  # tables projected at a time
+            for t0 in range(0, tables, chunk):
+                nt = min(chunk, tables - t0)
+                hyper = rng.standard_normal((nt * bits, z.shape[0]), dtype=np.float32)
+                codes[t0:t0 + nt] = pack((hyper @ z > 0).reshape(nt, bits, n))
+        else:  # a shared pool: each table reads ``bits`` distinct planes of it
+            hyper = rng.standard_normal((planes, z.shape[0]), dtype=np.float32)
+            signs = hyper @ z > 0
+            for t in range(tables):
+                pick = rng.choice(planes, bits, replace=False)
+                codes[t] = pack(signs[pick][None])[0]
+        codes = np.minimum(codes, full - codes)  # a code and its complement: one bucket
         ids = np.empty((tables, n), np.int64)
-        offset = 0
-        chunk = max(1, _ROW_BLOCK_ELEMENTS // (bits * n))  # tables projected at a time
-        for t0 in range(0, tables, chunk):
-            nt = min(chunk, tables - t0)
-            planes = rng.standard_normal((nt * bits, z.shape[0]), dtype=np.float32)
-            signs = (planes @ z > 0).reshape(nt, bits, n)
-            codes = np.zeros((nt, n), np.int64)
-            for bit in range(bits):
-                codes[signs[:, bit]] += 1 << bit
-            codes = np.minimum(codes, full - codes)  # a code and its complement: one bucket
-            for t in range(nt):
+        if bits + tables.bit_length() < 62:  # one sort for every table
+            keyed = codes + (np.arange(tables, dtype=np.int64) << bits)[:, None]
+            _, inverse = np.unique(keyed.ravel(), return_inverse=True)
+            ids[:] = inverse.reshape(tables, n)
+            offset = int(inverse.max()) + 1
+        else:
+            offset = 0
+            for t in range(tables):
                 _, inverse = np.unique(codes[t], return_inverse=True)
-                ids[t0 + t] = inverse + offset
+                ids[t] = inverse + offset
                 offset += int(inverse.max()) + 1
         # a dead neuron gets a bucket of its own in every table: redundant with nothing
         dead = np.flatnonzero(~live)
@@ -380,6 +406,7 @@ class _HashMessages:
             ids[:, dead] = offset + np.arange(dead.size)[None, :] * tables + \
                 np.arange(tables)[:, None]
             offset += dead.size * tables
+        self.table_ids = ids
         self.ids = ids.ravel()
         self.buckets = offset
         self.live = live.astype(np.float64)
@@ -390,7 +417,40 @@ class _HashMessages:
         return read - q  # each neuron is in its own bucket in every table
 
     def among(self, idx: np.ndarray) -> np.ndarray:
-        return response_kernel(self.z, self.bits, idx, idx)
+        """The kernel between the neurons ``idx``, estimated from the same tables: the share
+        of tables in which two neurons share a bucket (unbiased). Bucket ids are distinct across
+        tables, so one sort of all ``P * tables`` memberships finds every shared bucket; the
+        cost is that plus the number of sharing pairs - no pass over the images, no ``P^2``
+        comparisons. A dead neuron shares with nothing but itself."""
+        p = idx.shape[0]
+        bucket = self.table_ids[:, idx].ravel()
+        member = np.tile(np.arange(p, dtype=np.int64), self.tables)
+        order = np.argsort(bucket, kind="stable")
+        bucket, member = bucket[order], member[order]
+        start = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        size = np.diff(np.r_[start, bucket.shape[0]])
+        multi = size > 1
+        first, count = start[multi], size[multi]
+        # every ordered pair (a, b) of one shared bucket: row = a, col = each member b
+        elem = np.repeat(first, count) + _ranges(count)  # positions of the shared members
+        reps = np.repeat(count, count)  # each member pairs with its group's count members
+        rows = np.repeat(member[elem], reps)
+        cols = member[np.repeat(np.repeat(first, count), reps) + _ranges(reps)]
+        hits = np.bincount(rows * p + cols, minlength=p * p).reshape(p, p)
+        hits[np.diag_indices(p)] = 0
+        kern = hits.astype(np.float32)
+        kern *= np.float32(1.0 / self.tables)
+        kern[np.diag_indices(p)] = 1.0  # each neuron is in its own buckets in every table
+        return kern
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(c) for c in counts])`` without the loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total, dtype=np.int64) - offsets
 
 
 def messages(
@@ -406,6 +466,7 @@ def messages(
     redundancy: Redundancy | Literal["auto"] = "auto",
     bits: int = DEFAULT_BITS,
     tables: int = DEFAULT_TABLES,
+    planes: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """The redundancy messages ``m_i = sum_{j != i} q_j Psi_ij`` for an accuracy matrix ``X``
@@ -418,7 +479,7 @@ def messages(
     kind = _redundancy(redundancy, responses)
     z = _responses_for(responses, xh.shape[0]) if kind == "response" else None
     fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, tables=tables,
-                     seed=seed, max_bytes=MAX_KERNEL_BYTES)
+                     planes=planes, seed=seed, max_bytes=MAX_KERNEL_BYTES)
     return (_lam(lam, kind) / k) * fn(qa)
 
 
@@ -450,7 +511,8 @@ def _responses_for(responses: ArrayLike | None, n: int) -> np.ndarray:
 
 
 def _message_fn(xh: np.ndarray, z: np.ndarray | None, solver: str, *, sigma: float,
-                levels: int, bits: int, tables: int, seed: int, max_bytes: int) -> Any:
+                levels: int, bits: int, tables: int, seed: int, max_bytes: int,
+                planes: int | None = None) -> Any:
     if solver not in ("exact", "fast"):
         raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
     if z is not None:
@@ -458,7 +520,7 @@ def _message_fn(xh: np.ndarray, z: np.ndarray | None, solver: str, *, sigma: flo
             raise UserError(f"bits must be between 1 and 62, got {bits}")
         if solver == "exact":
             return _ExactMessages.response(z, bits, max_bytes)
-        return _HashMessages(z, bits, tables, seed)
+        return _HashMessages(z, bits, tables, seed, planes)
     if solver == "exact":
         return _ExactMessages.profile(xh, sigma, max_bytes)
     return _GridMessages(xh, sigma, levels)
@@ -697,6 +759,7 @@ def mean_field_select(
     redundancy: Redundancy | Literal["auto"] = "auto",
     bits: int = DEFAULT_BITS,
     tables: int = DEFAULT_TABLES,
+    planes: int | None = None,
     seed: int = 0,
 ) -> Selection:
     """Select ``k`` of the ``N`` neurons of an attribute-accuracy matrix ``X`` ``[N, A]``.
@@ -710,8 +773,8 @@ def mean_field_select(
 
     Redundancy: ``"response"`` (the default when ``responses`` ``[M, N]`` are given) is the
     kernel :func:`response_kernel` on the neurons' response correlations, sharpened by
-    ``bits``; the fast solver estimates its messages with ``tables`` random hash tables
-    (``seed``). ``"profile"`` is the spec's Gaussian kernel on the rows of ``X`` (``sigma``;
+    ``bits``; the fast solver estimates its messages with ``tables`` random hash tables drawn
+    from a pool of ``planes`` hyperplanes (``seed``; :class:`_HashMessages`). ``"profile"`` is the spec's Gaussian kernel on the rows of ``X`` (``sigma``;
     the fast solver's grid has ``levels`` points). ``lam`` (default per kernel,
     :data:`DEFAULT_LAM`) weighs redundancy: ``Psi_ij = lam / k * kernel_ij``.
     """
@@ -744,7 +807,9 @@ def mean_field_select(
     u = informativeness(xh, weights)
     config = {"redundancy": kind, "lam": lam, "eta": eta, "tol": tol, "max_iter": max_iter,
               "schedule": schedule, "decode": decode,
-              **({"bits": bits, "tables": tables, "seed": seed} if kind == "response"
+              **({"bits": bits, "tables": tables, "seed": seed,
+                  "planes": PLANES_PER_BIT * bits if planes is None else planes}
+                 if kind == "response"
                  else {"sigma": sigma, "levels": levels}),
               "weights": None if weights is None else np.asarray(weights, float).tolist()}
     energies: list[tuple[float, float]] = []
@@ -758,7 +823,7 @@ def mean_field_select(
     q = _sigmoid(u - b0)
     kw = {"tol": tol, "max_iter": max_iter, "fixed_b": b, "energies": energies}
     fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, tables=tables,
-                     seed=seed, max_bytes=max_kernel_bytes)
+                     planes=planes, seed=seed, max_bytes=max_kernel_bytes)
     if solver == "exact" and schedule == "sequential":
         q, b_out, iters, done = _sweep(fn, q, u, k, scale, **kw)
     elif solver == "fast" and z is None:

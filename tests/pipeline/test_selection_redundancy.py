@@ -55,14 +55,48 @@ def test_hash_tables_estimate_the_kernel_without_bias() -> None:
     cols = [base] + [base + rng.normal(0, s, 400) for s in (0.2, 0.5, 1.0)]
     z = S.standardise(np.stack(cols, 1))
     want = S.response_kernel(z, bits=6)[0, 1:]
-    hashed = S._HashMessages(z, bits=6, tables=4000, seed=3)
-    q = np.array([0.0, 1.0, 0.0, 0.0])
+    # independent planes for every table: the estimate converges on the kernel
+    hashed = S._HashMessages(z, bits=6, tables=4000, seed=3, planes=6 * 4000)
     for j in (1, 2, 3):
         q = np.zeros(4)
         q[j] = 1.0
         got = hashed(q)[0]
         sd = math.sqrt(want[j - 1] * (1 - want[j - 1]) / 4000)
         assert abs(got - want[j - 1]) <= 4 * sd + 1e-9, (j, got, want[j - 1])
+    # a shared pool (the default, 8 x bits planes): each table's collision chance is still
+    # exact, so the estimate is unbiased over pools - averaged over many seeds it converges too
+    pooled = np.array([[S._HashMessages(z, bits=6, tables=32, seed=s)(np.eye(4)[j])[0]
+                        for j in (1, 2, 3)] for s in range(300)])
+    assert S._HashMessages(z, bits=6, tables=32).table_ids.shape == (32, 4)
+    spread = pooled.std(axis=0) / math.sqrt(pooled.shape[0])
+    assert np.all(np.abs(pooled.mean(axis=0) - want) <= 4 * spread + 1e-3), \
+        (pooled.mean(axis=0), want)
+    with pytest.raises(UserError, match="planes must be at least bits"):
+        S._HashMessages(z, bits=6, tables=4, planes=5)
+
+
+def test_hashed_kernel_among_candidates_is_the_share_of_tables_with_a_common_bucket() -> None:
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((300, 8))
+    r = np.concatenate([base + rng.normal(0, s, base.shape) for s in (0.1, 0.3, 0.6, 1.0)]
+                       + [rng.standard_normal((300, 20))], axis=1)
+    r[:, -1] = 3.0  # dead
+    z = S.standardise(r)
+    hashed = S._HashMessages(z, bits=6, tables=40, seed=1)
+    idx = rng.permutation(z.shape[1])[:45]
+    got = hashed.among(idx)
+    # brute force: compare bucket ids table by table
+    ids = hashed.table_ids[:, idx]
+    want = np.mean([row[:, None] == row[None, :] for row in ids], axis=0)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[0, 0] == 1.0 and 0 < got[np.triu_indices(45, 1)].mean() < 1
+    dead = np.flatnonzero(idx == z.shape[1] - 1)
+    if dead.size:
+        assert got[dead[0]].sum() == 1.0  # shares a bucket with nothing but itself
+    # with enough tables of independent planes the estimate converges on the exact kernel
+    exact = S.response_kernel(z, 6, idx, idx)
+    many = S._HashMessages(z, bits=6, tables=2000, seed=2, planes=6 * 2000).among(idx)
+    assert np.abs(many - exact)[~np.eye(45, dtype=bool)].max() < 0.05
 
 
 def test_fast_messages_follow_the_exact_ones_and_agree_on_the_choice() -> None:
@@ -72,15 +106,21 @@ def test_fast_messages_follow_the_exact_ones_and_agree_on_the_choice() -> None:
     fast = S.mean_field_select(x, 80, solver="fast", responses=r)
     m_exact = S.messages(x, exact.q, k=80, solver="exact", responses=r)
     m_fast = S.messages(x, exact.q, k=80, solver="fast", responses=r)
-    # the hash estimate is unbiased but noisy (a sharp kernel: few collisions per table); what
-    # it feeds is the candidate pool, the decode itself uses the exact kernel among candidates
+    # the hash estimate is unbiased but noisy (a sharp kernel: few collisions per table)
     def rms(m: np.ndarray) -> float:
         return float(np.sqrt(np.mean((m - m_exact) ** 2) / np.mean(m_exact ** 2)))
 
-    many = S.messages(x, exact.q, k=80, solver="fast", responses=r, tables=1024)
+    many = S.messages(x, exact.q, k=80, solver="fast", responses=r, tables=1024,
+                      planes=S.DEFAULT_BITS * 1024)
     assert rms(many) <= 0.15 and rms(many) <= 0.35 * rms(m_fast)
+    # the decode's kernel among candidates is estimated from the same tables too: within a
+    # cluster of near-copies which one is kept is a coin toss, so the choice may differ from the
+    # exact solver's neuron by neuron while being as good a set (as uncorrelated, as informative)
     overlap = len(set(exact.indices.tolist()) & set(fast.indices.tolist())) / 80
-    assert overlap >= 0.8
+    assert overlap >= 0.6
+    z = S.standardise(r)
+    assert S.mean_abs_corr(z, fast.indices) <= S.mean_abs_corr(z, exact.indices) + 0.01
+    assert fast.u[fast.indices].mean() >= exact.u[exact.indices].mean() - 0.005
     assert exact.config["redundancy"] == "response" and fast.config["bits"] == S.DEFAULT_BITS
 
 
