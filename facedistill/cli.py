@@ -43,6 +43,7 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    ctx.obj["config"] = config_path
     if config_path is not None:
         from facedistill.config import load_default_map
 

@@ -13,9 +13,9 @@ from facedistill.clikit import console, err_console, print_json
 
 @click.command("pipeline")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="configs/demo.toml", show_default=True,
+              default=None,
               help="TOML file: [data.synth], [train], [select], [compress], [export], [bench], "
-                   "[pipeline].")
+                   "[pipeline] [default: the global --config, else configs/demo.toml].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: the config's [pipeline] out, else runs/demo].")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -26,7 +26,7 @@ from facedistill.clikit import console, err_console, print_json
 @click.option("--teachers", type=int, default=None,
               help="Train an ensemble of this many teachers (seeds train.seed + i) and distil "
                    "every student from all of them [default: the config's, else 1].")
-@click.option("--teacher-widths", default=None, metavar="W1,W2,...",
+@click.option("--teacher-widths", multiple=True, metavar="W1,W2,...",
               help="An ensemble of teachers of these widths (one per teacher, seeds "
                    "train.seed + i) [default: the config's, else every teacher at train.width].")
 @click.option("--twins", multiple=True,
@@ -44,7 +44,7 @@ from facedistill.clikit import console, err_console, print_json
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def command(config_path: Path, out: Path | None, data: Path | None, students: tuple[str, ...],
-            teachers: int | None, teacher_widths: str | None, twins: tuple[str, ...], bench_precisions: tuple[str, ...],
+            teachers: int | None, teacher_widths: tuple[str, ...], twins: tuple[str, ...], bench_precisions: tuple[str, ...],
             start: str | None,
             only: str | None,
             show_status: bool, as_json: bool, quiet: bool) -> None:
@@ -61,14 +61,19 @@ def command(config_path: Path, out: Path | None, data: Path | None, students: tu
     from facedistill.config import read_toml
     from facedistill.pipeline.stages import Pipeline, PipelineConfig
 
+    # one config file: the verb's --config, else the global one, else the demo's
+    root = click.get_current_context().find_root()
+    config_path = config_path or (root.obj or {}).get("config") or Path("configs/demo.toml")
+
     tables = read_toml(config_path)
     section = dict(tables.get("pipeline", {}))
     if students:
         section["students"] = [s for v in students for s in v.split(",") if s.strip()]
     if teachers is not None:
         section["teachers"] = teachers
-    if teacher_widths is not None:
-        section["teacher_widths"] = teacher_widths
+    if teacher_widths:
+        section["teacher_widths"] = [w for v in teacher_widths for w in str(v).split(",")
+                                     if w.strip()]
     if twins:
         section["twins"] = [s for v in twins for s in v.split(",") if s.strip()]
     if bench_precisions:

@@ -18,6 +18,7 @@ The config is the TOML file the CLI reads (``configs/demo.toml``): its command t
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -64,6 +65,10 @@ _SECTIONS: dict[str, dict[str, Any]] = {
               "limit": None, "split": "val"},
 }
 _TRAIN_SECTIONS = ("train", "compress")
+# every command table a config file may hold (the CLI's commands; tests/pipeline/test_stages.py
+# checks this against the CLI): the pipeline reads some, the others are not an error
+COMMAND_TABLES = ("data.synth", "data.check", "models", "train", "eval", "select", "compress",
+                  "export", "bench", "predict", "pipeline")
 
 
 def _int_list(value: Any, what: str) -> list[int]:
@@ -103,6 +108,11 @@ class PipelineConfig:
                 flat[name] = value
         sections = {name: dict(defaults) for name, defaults in _SECTIONS.items()}
         for name, table in flat.items():
+            if name not in COMMAND_TABLES:
+                near = difflib.get_close_matches(name, COMMAND_TABLES, n=1)
+                hint = f"did you mean [{near[0]}]? " if near else ""
+                raise ConfigError(f"unknown command table [{name}] ({hint}known: "
+                                  f"{', '.join(COMMAND_TABLES)})", path=source, field=name)
             if name not in sections and name not in ("data.check", "eval"):
                 continue  # tables of other commands ([models], ...) do not concern the pipeline
             if not isinstance(table, dict):
@@ -116,7 +126,10 @@ class PipelineConfig:
                 if k in _IGNORED and not pipeline_own:
                     continue
                 if k not in known:
-                    raise ConfigError(f"unknown option {key!r} (known: {', '.join(sorted(known))})",
+                    near = difflib.get_close_matches(k, sorted(known), n=1)
+                    hint = f"did you mean {near[0]!r}? " if near else ""
+                    raise ConfigError(f"unknown option {key!r} ({hint}known: "
+                                      f"{', '.join(sorted(known))})",
                                       path=source, field=f"{name}.{key}")
                 sections[name][k] = value
         synth = "data.synth" in flat

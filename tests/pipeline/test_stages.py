@@ -154,6 +154,16 @@ def test_config_errors_name_the_key(tiny_synth: Path, tmp_path: Path) -> None:
                     .replace("k = 64\nwidth", 'k = 64\nweight = ["selected"]\nwidth'))
     with pytest.raises(ConfigError, match=r"compress\.weight.*TERM=WEIGHT"):
         load(path)
+    path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
+                    .replace("[train]", "[trian]"))
+    with pytest.raises(ConfigError, match=r"unknown command table \[trian\] \(did you mean "
+                                          r"\[train\]\?") as err:
+        load(path)
+    assert err.value.field == "trian"
+    path.write_text(TINY.format(teacher_epochs=1, student_epochs=1, data=tiny_synth)
+                    .replace("iters = 3", "itres = 3"))
+    with pytest.raises(ConfigError, match=r"unknown option 'itres' \(did you mean 'iters'\?"):
+        load(path)
     good = tiny_config(tmp_path, tiny_synth)
     with pytest.raises(UserError, match="unknown stage 'nope'"):
         Pipeline(load(good), tmp_path / "r").run(only="nope")
@@ -214,6 +224,42 @@ def test_shipped_configs_load_for_the_pipeline_and_every_command(name: str) -> N
     default_map = load_default_map(cli, path)  # the same file drives the single commands
     assert default_map["compress"]["method"] == "selected"
     assert "pipeline" in default_map and "export" in default_map
+
+
+def test_the_command_tables_are_the_clis_commands() -> None:
+    import click
+
+    from facedistill.cli import cli
+    from facedistill.pipeline.stages import COMMAND_TABLES
+
+    def leaves(group: click.Group, prefix: str = "") -> list[str]:
+        out = []
+        for name, sub in group.commands.items():
+            out += leaves(sub, f"{prefix}{name}.") if isinstance(sub, click.Group) \
+                else [prefix + name]
+        return out
+
+    assert sorted(COMMAND_TABLES) == sorted(leaves(cli))
+
+
+def test_the_global_config_is_the_pipelines_config(tiny_synth: Path, tmp_path: Path) -> None:
+    # `facedistill --config F pipeline` reads F's stage tables, not the demo's
+    cfg = tiny_config(tmp_path, tiny_synth)
+    cfg.write_text(cfg.read_text() + f'out = "{tmp_path / "run"}"\n')
+    res = subprocess.run([sys.executable, "-m", "facedistill", "--config", str(cfg), "pipeline",
+                          "--status", "--json"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    stages = [r["stage"] for r in json.loads(res.stdout)]
+    # the tiny config's plan: one student with its twin (the demo's has three, no twin of snet1)
+    assert stages == ["data", "teacher", "select", "student:snet3", "twin:snet3",
+                      "export:teacher", "export:snet3", "bench", "report"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace("[bench]", "[bnech]"))
+    res = subprocess.run([sys.executable, "-m", "facedistill", "pipeline", "--config", str(bad),
+                          "--status"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "did you mean [bench]?" in res.stderr and "bad.toml" in res.stderr
 
 
 def test_a_new_generator_version_makes_the_synthetic_data_stale(tmp_path: Path) -> None:
