@@ -193,13 +193,23 @@ class CalibrationReader:
     Supports ``__len__``/``set_range`` so the calibrator can collect a few batches at a time
     (``CalibStridedMinMax``, which every calibration method honours): its memory then holds
     the activations of ``CALIB_CHUNK_IMAGES`` images, not of all of them.
+
+    Every batch has the same size: ONNX Runtime's histogram calibrators (entropy, percentile)
+    stack the batches' activations and fail on a short last batch (onnxruntime issue #18792).
+    Fewer images than ``batch_size`` make one batch; otherwise the last batch is filled up with
+    the first images again (``padded`` of them: at most ``batch_size - 1`` repeats, which min-max
+    does not see and a histogram barely does).
     """
 
     def __init__(self, images: np.ndarray, batch_size: int = CALIB_BATCH) -> None:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"expected [N, 3, H, W] images, got {images.shape}")
+        n = images.shape[0]
+        self.batch_size = min(int(batch_size), n)
+        self.padded = -n % self.batch_size
+        if self.padded:
+            images = np.concatenate([images, images[:self.padded]])
         self.images = np.ascontiguousarray(images, dtype=np.float32)
-        self.batch_size = int(batch_size)
         self.n_batches = -(-len(self.images) // self.batch_size)
         self.start, self.stop = 0, self.n_batches
 
@@ -319,6 +329,7 @@ def quantize_int8(
     return {
         **file_record(dst), "precision": "int8", "checker": True,
         "calibration": {"method": method, "n_images": int(len(images)),
+                        "repeated_to_fill_batches": reader.padded,
                         "per_channel": per_channel, "symmetric": True, "format": "QDQ",
                         "activations": "int8", "weights": "int8"},
         "recipe": asdict(rec), "qdq_conformance": conformance,

@@ -360,3 +360,27 @@ def test_int8_engine_without_the_tensorrt_recipe_is_a_recorded_failure(
     with pytest.raises(ExportError, match="int8 engine not built"):
         steps.raise_if_failed(tmp_path / "export_report.json")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
+def test_int8_calibration_on_a_count_that_is_no_multiple_of_the_batch(
+        tiny_export: tuple[dict[str, Any], Path], tmp_path: Path, method: str) -> None:
+    """ONNX Runtime's histogram calibrators used to fail on a short last batch ("setting an
+    array element with a sequence"), e.g. with the default --calib-n 512 on a train split of
+    fewer images: the reader now fills the last batch up."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from facedistill.export.quantize import quantize_int8
+
+    report, _ = tiny_export
+    src = report["variants"]["fp32"]["path"]
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape][1:]
+    images = np.random.default_rng(0).standard_normal((45, *shape)).astype(np.float32)
+    rec = quantize_int8(src, tmp_path / "q.onnx", images, method=method)
+    assert rec["calibration"]["n_images"] == 45
+    assert rec["calibration"]["repeated_to_fill_batches"] == 19  # 45 -> 2 batches of 32
+    out = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    got = out.run(None, {out.get_inputs()[0].name: images[:4]})[0]
+    assert got.shape[0] == 4 and np.isfinite(got).all()
