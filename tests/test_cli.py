@@ -129,6 +129,12 @@ def test_train_then_eval_on_a_tiny_dataset(tiny_synth: Path, tmp_path: Path) -> 
     assert summary["epochs"] == 1 and summary["params"] > 0
     again = run("train", *args)
     assert_one_line_error(again, "already holds a run", "--resume")
+    # --force validates before it replaces: a bad --data leaves the old run byte-identical
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    bad = [a if a != str(tiny_synth) else str(tmp_path / "nope") for a in args]
+    assert_one_line_error(run("train", *bad, "--force"), "nope")
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+    assert not (out / ".previous-run").exists()
 
     proc = run("eval", str(out), "--json", "--split", "test")
     assert proc.returncode == 0, proc.stderr

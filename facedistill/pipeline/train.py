@@ -28,8 +28,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -584,25 +586,55 @@ def data_record(index: Any) -> dict[str, Any]:
     }
 
 
-def prepare_run(out: Path, *, resume: bool, force: bool) -> bool:
-    """Refuse to overwrite an existing run unless asked; ``force`` starts it over.
+RUN_FILES = (LAST, BEST, METRICS_FILE, RUN_FILE)
+PREVIOUS = ".previous-run"  # where --force parks the run it replaces until the new one is done
 
-    Returns whether there is a run to resume: ``resume`` with no ``last.pt`` yet starts a new
-    run (so ``train --resume`` can be re-run until done, e.g. by ``make demo``).
+
+def prepare_run(out: Path, *, resume: bool, force: bool) -> tuple[bool, bool]:
+    """Refuse to overwrite an existing run unless asked. Returns ``(resume, replace)``: whether
+    there is a run to resume (``resume`` with no ``last.pt`` yet starts a new run, so ``train
+    --resume`` can be re-run until done, e.g. by ``make demo``), and whether ``force`` is to
+    replace an existing run - which :func:`_replacing` does only once everything is validated.
     """
     existing = [p for p in (out / LAST, out / BEST) if p.exists()]
     if resume and (out / LAST).exists():
-        return True
+        return True, False
     if resume and existing:
         raise UserError(f"there is a {BEST} but no {LAST} to resume from; pass --force to "
                         "start over", path=out)
     if existing and not force:
         raise UserError("this folder already holds a run; pass --resume to continue it or "
                         "--force to start over", path=out)
-    if existing:
-        for name in (LAST, BEST, METRICS_FILE, RUN_FILE):
-            (out / name).unlink(missing_ok=True)
-    return False
+    return False, bool(existing)
+
+
+@contextmanager
+def _replacing(out: Path, replace: bool) -> Iterator[None]:
+    """Park the old run's files in ``out/.previous-run`` while the new run trains; put them
+    back if the new run fails before it has a checkpoint of its own, drop them once it is done.
+    A run killed outright leaves them parked: the next ``--force`` replaces them. Under torchrun
+    only rank 0 moves files (it is the one that writes the run)."""
+    if not replace or int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    parked = out / PREVIOUS
+    if parked.exists():
+        shutil.rmtree(parked)
+    parked.mkdir()
+    for name in RUN_FILES:
+        if (out / name).exists():
+            os.replace(out / name, parked / name)
+    try:
+        yield
+    except BaseException:
+        if not (out / BEST).exists() and not (out / LAST).exists():
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+                if (parked / name).exists():
+                    os.replace(parked / name, out / name)
+            shutil.rmtree(parked, ignore_errors=True)
+        raise
+    shutil.rmtree(parked, ignore_errors=True)
 
 
 def train(
@@ -629,7 +661,7 @@ def train(
     from facedistill.pipeline.models import build_model
 
     out = Path(out)
-    resume = prepare_run(out, resume=resume, force=force)
+    resume, replace = prepare_run(out, resume=resume, force=force)
     if index is None:
         index = CelebAIndex.load(data, variant=cfg.variant)
     sizes = index.split_sizes()
@@ -656,8 +688,10 @@ def train(
     if cfg.size < min_size:
         raise UserError(f"{cfg.arch} needs inputs of at least {min_size}x{min_size} pixels, "
                         f"not {cfg.size}", field="size")
-    trainer = Trainer(cfg, model, train_set, val_set, out, objective=objective,
-                      data_record=data_record(index), extra=extra, reporter=reporter)
-    return trainer.fit(resume=resume)
+    # everything is validated: only now does --force move the old run aside
+    with _replacing(out, replace):
+        trainer = Trainer(cfg, model, train_set, val_set, out, objective=objective,
+                          data_record=data_record(index), extra=extra, reporter=reporter)
+        return trainer.fit(resume=resume)
 
 

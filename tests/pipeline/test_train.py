@@ -275,3 +275,24 @@ def test_channels_last_is_on_unless_turned_off(tiny_synth: Path, tmp_path: Path)
         result = train(tiny_cfg(epochs=1, channels_last=layout, precision="fp32"), tiny_synth,
                        tmp_path / layout)
         assert result.summary["channels_last"] is want
+
+
+def test_force_parks_the_old_run_and_puts_it_back_if_the_new_one_fails(tmp_path: Path) -> None:
+    from facedistill.pipeline.train import PREVIOUS, RUN_FILES, _replacing, prepare_run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    old = {name: f"old {name}".encode() for name in RUN_FILES}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    assert prepare_run(out, resume=False, force=True) == (False, True)
+    with pytest.raises(RuntimeError, match="disk full"), _replacing(out, True):
+        assert not any((out / n).exists() for n in RUN_FILES)  # parked while it trains
+        (out / "metrics.jsonl").write_text("half an epoch")  # the new run's partial output
+        raise RuntimeError("disk full")
+    assert {n: (out / n).read_bytes() for n in RUN_FILES} == old
+    assert not (out / PREVIOUS).exists()
+    with _replacing(out, True):  # a new run that finishes replaces the old one
+        (out / "best.pt").write_bytes(b"new")
+    assert (out / "best.pt").read_bytes() == b"new" and not (out / "last.pt").exists()
+    assert not (out / PREVIOUS).exists()
