@@ -335,7 +335,7 @@ def _rank() -> int:
 @click.option("--thresholds", "threshold_source", type=click.Choice(["val", "checkpoint"]),
               default="val", show_default=True,
               help="Search per-attribute thresholds on the val split now, or use the stored ones.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -415,7 +415,7 @@ def _print_eval(report: dict[str, Any]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="selection.json to write (X.npy and selection.png go beside it) "
                    "[default: TEACHER/selection/selection.json].")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the selection record as JSON.")

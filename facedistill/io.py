@@ -23,6 +23,15 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def staging_dir(final: str | os.PathLike[str], tag: str = "tmp") -> Path:
+    """A new empty folder next to ``final`` (``.NAME.TAG-XXXX``) to build it in and then rename
+    into place; made with the umask's mode, not mkdtemp's 0700, since it becomes ``final``."""
+    final = Path(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.

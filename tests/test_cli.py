@@ -155,4 +155,7 @@ def test_train_and_eval_bad_input_is_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert_one_line_error(run("eval", str(junk)), "junk.pt", "corrupt")
+    assert_one_line_error(run("eval", str(junk), "--batch-size", "0"), "'--batch-size'", "0")
+    assert_one_line_error(run("select", "--teacher", str(junk), "--batch-size", "0"),
+                          "'--batch-size'")
     assert_one_line_error(run("train", "--epochs", "0"), "field 'epochs'", "> 0")

@@ -179,6 +179,8 @@ def _read_lines(path: Path) -> list[str]:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    if not text.strip():  # only a byte-order mark, or Unicode blanks (no-break spaces, ...)
+        raise DataError("file is empty", path=path)
     return text.split("\n")
 
 

@@ -42,7 +42,7 @@ from facedistill.attributes import (
     SPLIT_NAMES,
 )
 from facedistill.errors import UserError
-from facedistill.io import atomic_write_json, atomic_write_text
+from facedistill.io import atomic_write_json, atomic_write_text, staging_dir
 from facedistill.pipeline.data.synth_model import Face, Identity, sample_face, sample_identity
 from facedistill.pipeline.data.synth_render import render_aligned, render_wild
 
@@ -71,8 +71,9 @@ class SynthConfig:
             raise UserError(f"--size must be in 16..1024 pixels, got {self.size}", field="size")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}", field="seed")
-        if self.images_per_identity < 1:
-            raise UserError("images_per_identity must be >= 1", field="images_per_identity")
+        if not (math.isfinite(self.images_per_identity) and self.images_per_identity >= 1):
+            raise UserError(f"--images-per-identity must be a number >= 1, got "
+                            f"{self.images_per_identity}", field="images_per_identity")
 
 
 def split_counts(n: int) -> tuple[int, int, int]:
@@ -260,7 +261,7 @@ def generate(
 
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         (tmp / "img_align_celeba").mkdir()
         if cfg.wild:

@@ -537,10 +537,14 @@ def test_missing_image_folder_and_missing_root(tmp_path: Path) -> None:
         CelebAIndex.load(tmp_path, variant="unaligned")
 
 
+@pytest.mark.parametrize("content", [b"  \r\n\n", b"\xef\xbb\xbf", b"\xef\xbb\xbf\n \n",
+                                     "\u00a0".encode(), "\u00a0\n\u2003\n".encode()])
 @pytest.mark.parametrize("key", ["attributes", "partition", "bbox"])
-def test_empty_file(tmp_path: Path, key: str) -> None:
+def test_empty_file(tmp_path: Path, key: str, content: bytes) -> None:
+    # blank lines, only a byte-order mark (what some editors save for an empty file), only
+    # no-break or em spaces
     fx = write_celeba(tmp_path)
-    fx.files[key].write_bytes(b"  \r\n\n")
+    fx.files[key].write_bytes(content)
     with pytest.raises(DataError) as err:
         CelebAIndex.load(tmp_path)
     assert str(err.value) == f"{fx.files[key]}: file is empty"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,10 @@ def test_writes_celeba_layout(small: Path) -> None:
             assert img.width > SMALL.size and img.height > SMALL.size
     manifest = synth.read_manifest(small)
     assert manifest is not None and manifest["config"]["n"] == SMALL.n
+    # the folder gets the umask's mode (it is built in a staging folder and renamed)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert small.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_same_arguments_give_identical_bytes_whatever_the_workers(
@@ -231,7 +236,10 @@ def test_interrupted_generation_leaves_previous_dataset_intact(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("bad, field", [({"n": 2}, "n"), ({"size": 8}, "size"),
-                                        ({"seed": -1}, "seed")])
+                                        ({"seed": -1}, "seed"),
+                                        ({"images_per_identity": float("nan")},
+                                         "images_per_identity"),
+                                        ({"images_per_identity": 0.5}, "images_per_identity")])
 def test_bad_config_is_a_user_error(tmp_path: Path, bad: dict, field: str) -> None:
     with pytest.raises(UserError) as info:
         generate(tmp_path / "x", SynthConfig(**bad))
