@@ -25,6 +25,7 @@ class UserError(Exception):
         line: int | None = None,
         field: str | None = None,
     ) -> None:
+        message = _unwrap_worker_message(message)
         self.message = message
         self.path = os.fspath(path) if path is not None else None
         self.line = line
@@ -45,3 +46,17 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A configuration file or option is invalid."""
+
+
+def _unwrap_worker_message(message: str) -> str:
+    """The original one-line message of an error raised in a DataLoader worker process.
+
+    torch re-raises a worker's exception in the main process as ``type(exc)(text)`` where
+    ``text`` is "Caught DataError in DataLoader worker process 0. Original Traceback ...": the
+    whole worker traceback, whose last line is ``module.DataError: <the original message>``.
+    The original message (with its path and line) is all the user needs."""
+    if not message.startswith("Caught ") or "\nOriginal Traceback" not in message:
+        return message
+    last = next((ln for ln in reversed(message.splitlines()) if ln.strip()), "")
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "Error" in head and " " not in head else message

@@ -159,3 +159,21 @@ def test_train_and_eval_bad_input_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run("select", "--teacher", str(junk), "--batch-size", "0"),
                           "'--batch-size'")
     assert_one_line_error(run("train", "--epochs", "0"), "field 'epochs'", "> 0")
+
+
+def test_a_corrupt_image_read_in_a_worker_process_is_one_line(tiny_synth: Path,
+                                                             tmp_path: Path) -> None:
+    """torch re-raises a DataLoader worker's error with the worker's whole traceback as its
+    message; the user gets the original line, naming the image."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth, data)
+    first = sorted((data / "img_align_celeba").iterdir())[0]  # a train image
+    first.write_bytes(first.read_bytes()[:60])  # truncated JPEG
+    out = tmp_path / "run"
+    line = assert_one_line_error(
+        run("train", "--arch", "snet3", "--width", "0.25", "--size", "32", "--batch-size",
+            "32", "--workers", "1", "--epochs", "1", "--data", str(data), "--out", str(out)),
+        first.name)
+    assert "Caught" not in line and "worker" not in line
