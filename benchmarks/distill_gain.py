@@ -172,9 +172,14 @@ def goal(rows: list[dict[str, Any]], student: str = "snet3") -> dict[str, Any]:
     if "selected" in mine and soft:
         out["selected_minus_best_soft"] = mine["selected"]["test_mean"] - max(
             r["test_mean"] for r in soft)
-    if "selected" in mine and "random-K" in mine:
-        out["selected_minus_random"] = (mine["selected"]["test_mean"]
-                                        - mine["random-K"]["test_mean"])
+    for control, key in (("random-K", "selected_minus_random"), ("top-K", "selected_minus_top"),
+                         ("all-1279", "selected_minus_all_1279")):
+        if "selected" in mine and control in mine:
+            out[key] = mine["selected"]["test_mean"] - mine[control]["test_mean"]
+    pooled = {m[:-len(POOL)]: r for m, r in mine.items() if m.endswith(POOL)}
+    if pooled:  # what the unlabeled pool adds to each method
+        out["pool_gain"] = {m: r["test_mean"] - mine[m]["test_mean"]
+                            for m, r in pooled.items() if m in mine}
     return out
 
 
@@ -196,6 +201,17 @@ def markdown(result: dict[str, Any]) -> str:
                       f"{100 * g['best_minus_labels']:+.2f} points over labels on test "
                       f"(2 std = {100 * g['two_std']:.2f}): "
                       f"**{'met' if g['gain_ok'] else 'not met'}**."]
+        reads = [(k, label) for k, label in (
+            ("selected_minus_best_soft", "selected - best soft"),
+            ("selected_minus_random", "selected - random-K"),
+            ("selected_minus_top", "selected - top-K"),
+            ("selected_minus_all_1279", "selected - all-1279")) if k in g]
+        if reads:
+            lines += ["", "Controls (test, points): " + "; ".join(
+                f"{label} {100 * g[k]:+.2f}" for k, label in reads) + "."]
+        if g.get("pool_gain"):
+            lines += ["", "The unlabeled pool adds (test, points): " + "; ".join(
+                f"{m} {100 * v:+.2f}" for m, v in sorted(g["pool_gain"].items())) + "."]
     lines += ["", f"Made by: `{result['command']}`"]
     return "\n".join(lines) + "\n"
 
