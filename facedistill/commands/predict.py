@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from facedistill.clikit import console, print_json, progress_bar
+from facedistill.clikit import EXIT_USER_ERROR, console, err_console, print_json, progress_bar
 from facedistill.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
@@ -112,27 +112,52 @@ def command(images: tuple[Path, ...], model: Path, backend: str, device: str,
     predictor = Predictor(model, backend=backend, device=device, threads=threads,
                           batch_size=batch_size)
     records: list[dict[str, Any]] = []
+    failed = 0
+
+    def run_one(path: Path) -> Any:
+        if detect:
+            return predictor.predict_faces(path, margin=margin)
+        return predictor.predict_batch([path])[0]
+
     with progress_bar("predict", enabled=not quiet and not as_json and len(paths) > 1) as update:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            if detect:
-                results: list[Any] = [predictor.predict_faces(p, margin=margin) for p in chunk]
-            else:
-                results = predictor.predict_batch(chunk)
-            for offset, (path, result) in enumerate(zip(chunk, results, strict=True)):
-                if targets is not None:
-                    image = draw(load_image(path), result, top=top or 3)
-                    save_image(image, targets[start + offset])
+            outcomes: list[Any]
+            try:
+                outcomes = [run_one(p) for p in chunk] if detect else \
+                    predictor.predict_batch(chunk)
+            except UserError:  # a bad file in the batch: go one by one to name every bad one
+                outcomes = []
+                for p in chunk:
+                    try:
+                        outcomes.append(run_one(p))
+                    except UserError as exc:
+                        outcomes.append(exc)
+            for offset, (path, result) in enumerate(zip(chunk, outcomes, strict=True)):
+                try:
+                    if isinstance(result, UserError):
+                        raise result
+                    if targets is not None:
+                        image = draw(load_image(path), result, top=top or 3)
+                        save_image(image, targets[start + offset])
+                except UserError as exc:
+                    failed += 1
+                    err_console.print(f"error: {exc.format()}", markup=False, soft_wrap=True)
+                    records.append({"source": str(path), "error": exc.format()})
+                    continue
                 records.append(_record(path, result, detect))
                 if not as_json:
                     _print(path, result, detect, top)
             update(min(start + batch_size, len(paths)), len(paths))
     if as_json:
-        print_json({"model": predictor.describe(), "images": records})
-    elif targets is not None:
+        print_json({"model": predictor.describe(), "images": records, "failed": failed})
+    elif targets is not None and failed < len(paths):
         where = targets[0] if len(targets) == 1 else targets[0].parent
-        console.print(f"annotated {len(targets)} image{'s' * (len(targets) != 1)}: {where}",
+        done = len(paths) - failed
+        console.print(f"annotated {done} image{'s' * (done != 1)}: {where}",
                       markup=False, soft_wrap=True)
+    if failed:  # every bad file has its line above; the good ones' results are out
+        click.get_current_context().exit(EXIT_USER_ERROR)
 
 
 def _record(path: Path, result: Any, detect: bool) -> dict[str, Any]:

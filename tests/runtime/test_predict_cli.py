@@ -101,9 +101,28 @@ def test_bad_inputs_exit_2_with_one_line(tiny_onnx: Path, faces_dir: Path,
     good = sorted(faces_dir.glob("*.jpg"))[0]
     proc = _cli(str(good), str(bad), "--model", str(tiny_onnx), "--json")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {bad}: not an image file PIL can read "
-                                   "(unknown format or corrupt header)")
-    assert proc.stdout == ""  # no partial JSON
+    message = f"{bad}: not an image file PIL can read (unknown format or corrupt header)"
+    assert proc.stderr.strip() == f"error: {message}"
+    # one bad file does not cost the good ones their results: each image has its record
+    out = json.loads(proc.stdout)
+    assert out["failed"] == 1 and [r["source"] for r in out["images"]] == [str(good), str(bad)]
+    assert "attributes" in out["images"][0] and out["images"][1] == {"source": str(bad),
+                                                                     "error": message}
+    # several bad ones in a folder: every one is named, the good ones are printed
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, src in enumerate(sorted(faces_dir.glob("*.jpg"))):
+        (mixed / f"{2 * i}.jpg").write_bytes(src.read_bytes())
+        (mixed / f"{2 * i + 1}.jpg").write_bytes(src.read_bytes()[:40])  # truncated
+    proc = _cli(str(mixed), "--model", str(tiny_onnx), "--batch-size", "4", "--annotate",
+                str(tmp_path / "ann"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [e for e in proc.stderr.splitlines() if e.startswith("error: ")]  # + progress
+    assert [e.split(":")[1].strip() for e in errors] == [str(mixed / f"{i}.jpg")
+                                                          for i in (1, 3, 5)]
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["0.jpg", "2.jpg", "4.jpg"]
+    assert "annotated 3 images" in proc.stdout
 
 
 def test_usage_error_messages(tiny_onnx: Path, faces_dir: Path, tmp_path: Path,
