@@ -572,7 +572,8 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         if debug:
             raise
-        err_console.print(f"error: {exc.format()}", markup=False, soft_wrap=True)
+        for one in getattr(exc, "errors", None) or [exc]:  # DataErrors: one line per bad file
+            err_console.print(f"error: {one.format()}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)
     except click.exceptions.Abort:
         err_console.print("aborted", markup=False)

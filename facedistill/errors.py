@@ -44,6 +44,20 @@ class DataError(UserError):
     """A dataset file or image is missing, malformed or inconsistent."""
 
 
+class DataErrors(DataError):
+    """Several bad files found in one pass (e.g. every unreadable image of a dataset): the CLI
+    prints one line per error in ``errors``; as one message it is the first and a count."""
+
+    def __init__(self, errors: list[UserError]) -> None:
+        if not errors:
+            raise ValueError("DataErrors needs at least one error")
+        self.errors = list(errors)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        first = errors[0]
+        super().__init__(first.message + more, path=first.path, line=first.line,
+                         field=first.field)
+
+
 class ConfigError(UserError):
     """A configuration file or option is invalid."""
 

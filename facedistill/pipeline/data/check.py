@@ -20,7 +20,7 @@ from PIL import Image
 from rich.table import Table
 
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE, SPLIT_NAMES
-from facedistill.errors import DataError
+from facedistill.errors import DataError, DataErrors
 from facedistill.pipeline.data.celeba import (
     VARIANTS,
     CelebAIndex,
@@ -45,24 +45,32 @@ def prevalence(attrs: np.ndarray) -> dict[str, float | None]:
 
 def _verify_images(
     paths: list[Path], progress: ProgressFn | None, done: int, total: int, workers: int
-) -> int:
-    """Decode every image of ``paths`` in order; the first bad one (in list order) raises.
+) -> tuple[int, list[DataError]]:
+    """Decode every image of ``paths``; returns the count done and every bad one's error (in
+    list order) - a check names all the unreadable images, not just the first.
 
     PIL releases the GIL while decoding, so a thread pool spreads the work over the cores.
     """
 
-    def decode(path: Path) -> None:
-        load_image(path).close()
+    def decode(path: Path) -> DataError | None:
+        try:
+            load_image(path).close()
+        except DataError as exc:
+            return exc
+        return None
 
+    bad: list[DataError] = []
     batch = max(64, workers * 16)
     it: Iterator[Path] = iter(paths)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while chunk := list(islice(it, batch)):
-            for _ in pool.map(decode, chunk):  # re-raises the first failure in order
+            for err in pool.map(decode, chunk):
                 done += 1
+                if err is not None:
+                    bad.append(err)
                 if progress is not None:
                     progress(done, total)
-    return done
+    return done, bad
 
 
 def check_dataset(
@@ -78,7 +86,7 @@ def check_dataset(
     ``variant`` None checks the aligned images, plus the in-the-wild ones when ``img_celeba/``
     exists (or only those when there is no aligned folder). With ``verify_images`` every image
     of every checked variant is opened and fully decoded (``workers`` threads, default up to
-    8); the first unreadable one is a DataError naming its path. ``progress(done, total)`` is
+    8); unreadable ones are a :class:`DataErrors` naming every one of them. ``progress(done, total)`` is
     called after each decoded image.
 
     Report keys: ``root``, ``layout``, ``variants``, ``images``, ``splits`` (per split:
@@ -101,9 +109,14 @@ def check_dataset(
     if verify_images:
         total = sum(len(ix) for ix in indexes)
         n_workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+        bad: list[DataError] = []
         for ix in indexes:
             paths = [ix.image_dir / name for name in ix.names]
-            verified = _verify_images(paths, progress, verified, total, max(1, n_workers))
+            verified, found = _verify_images(paths, progress, verified, total,
+                                             max(1, n_workers))
+            bad += found
+        if bad:
+            raise DataErrors(bad)
 
     first = index.image_path(0)
     try:

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE
-from facedistill.errors import DataError
+from facedistill.errors import DataError, DataErrors
 from facedistill.pipeline.data.check import check_dataset, format_check, prevalence
 
 from .celeba_fixtures import set_field, write_celeba
@@ -115,13 +115,31 @@ def test_truncated_image_is_found_and_named(tmp_path: Path) -> None:
     assert report["images"] == 12
 
 
-def test_first_bad_image_in_file_order_is_reported(tmp_path: Path) -> None:
+def test_every_bad_image_is_reported_in_file_order(tmp_path: Path) -> None:
+    fx = write_celeba(tmp_path, wild=False)
+    for name in ("000009.jpg", "000004.jpg", "000011.jpg"):
+        (fx.image_dirs["aligned"] / name).write_bytes(b"garbage")
+    with pytest.raises(DataErrors) as err:
+        check_dataset(tmp_path, workers=4)
+    assert [Path(e.path).name for e in err.value.errors] == ["000004.jpg", "000009.jpg",
+                                                             "000011.jpg"]
+    # as one message: the first, and how many more
+    assert Path(err.value.path).name == "000004.jpg" and "(and 2 more)" in str(err.value)
+
+
+def test_data_check_cli_prints_one_line_per_bad_image(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
     fx = write_celeba(tmp_path, wild=False)
     for name in ("000009.jpg", "000004.jpg"):
         (fx.image_dirs["aligned"] / name).write_bytes(b"garbage")
-    with pytest.raises(DataError) as err:
-        check_dataset(tmp_path, workers=4)
-    assert Path(err.value.path).name == "000004.jpg"
+    proc = subprocess.run([sys.executable, "-m", "facedistill", "data", "check", str(tmp_path),
+                           "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(ln.startswith("error: ") for ln in lines)
+    assert "000004.jpg: cannot read image" in lines[0] and "000009.jpg" in lines[1]
 
 
 def test_annotation_errors_propagate(tmp_path: Path) -> None:
