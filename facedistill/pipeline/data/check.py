@@ -122,7 +122,7 @@ def check_dataset(
     try:
         with Image.open(first) as img:
             image_size = [int(img.size[0]), int(img.size[1])]
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image: {exc}", path=first) from None
 
     identity = index.identity

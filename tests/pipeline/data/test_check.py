@@ -127,6 +127,17 @@ def test_every_bad_image_is_reported_in_file_order(tmp_path: Path) -> None:
     assert Path(err.value.path).name == "000004.jpg" and "(and 2 more)" in str(err.value)
 
 
+def test_a_decompression_bomb_as_the_first_image_is_a_data_error(tmp_path: Path) -> None:
+    from PIL import Image
+
+    fx = write_celeba(tmp_path, wild=False)
+    first = fx.image_dirs["aligned"] / "000001.jpg"
+    Image.new("L", (16000, 12000)).save(first, format="PNG")  # 192 Mpx: over PIL's bomb limit
+    with pytest.raises(DataError, match="cannot read image") as err:
+        check_dataset(tmp_path, verify_images=False)
+    assert err.value.path == str(first)
+
+
 def test_data_check_cli_prints_one_line_per_bad_image(tmp_path: Path) -> None:
     import subprocess
     import sys
