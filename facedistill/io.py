@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +13,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from facedistill.errors import UserError
+
+# what a write can fail with that the user fixes (space, permissions, a read-only mount)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _current_umask() -> int:
@@ -39,17 +45,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:
+        raise write_error(exc, final) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are shareable
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        mapped = write_error(exc, final)
+        if mapped is not exc:
+            raise mapped from None
         raise
+
+
+def write_error(exc: BaseException, path: Path) -> BaseException:
+    """A failed write as a one-line :class:`UserError` naming ``path`` when the cause is the
+    user's to fix (disk full, no permission, read-only); any other exception unchanged. torch
+    reports a full disk as a RuntimeError from its zip writer; free space tells it apart."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return UserError(f"cannot write: {exc.strerror}", path=path)
+    if isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc)
+                                          or "unexpected pos" in str(exc)):
+        try:
+            free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
+        except OSError:
+            free = None
+        why = "no space left on device" if free is not None and free < 1 << 20 else \
+            "the file could not be written (disk full or an I/O error)"
+        return UserError(f"cannot write: {why}", path=path)
+    return exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

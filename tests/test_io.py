@@ -51,3 +51,58 @@ def test_command_line_is_what_to_retype_from_the_current_folder(
         "python benchmarks/b.py --out 'a b' --k 5"
     # a script outside the current folder keeps its path
     assert command_line(["/elsewhere/x.py"]) == "python /elsewhere/x.py"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 1 MiB tmpfs (needs root and CAP_SYS_ADMIN; skipped elsewhere)."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_old_file(small_disk: Path) -> None:
+    import torch
+
+    from facedistill.errors import UserError
+    from facedistill.io import atomic_write_bytes
+
+    path = small_disk / "model.bin"
+    atomic_write_bytes(path, b"old")
+    with pytest.raises(UserError, match="cannot write: No space left on device") as err:
+        atomic_write_bytes(path, b"x" * (2 << 20))
+    assert err.value.path == str(path)
+    assert path.read_bytes() == b"old" and [p.name for p in small_disk.iterdir()] == ["model.bin"]
+    # torch's writer says "unexpected pos" or "PytorchStreamWriter failed": the same error
+    with pytest.raises(UserError, match="cannot write: no space left on device"), \
+            atomic_path(small_disk / "ckpt.pt") as tmp:
+        torch.save({"w": torch.zeros(1 << 19)}, tmp)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["model.bin"]
+
+
+def test_train_onto_a_full_disk_exits_2_with_one_line(small_disk: Path, tiny_synth: Path
+                                                      ) -> None:
+    import subprocess
+    import sys
+
+    out = small_disk / "run"
+    proc = subprocess.run([sys.executable, "-m", "facedistill", "train", "--arch", "tnet",
+                           "--width", "0.25", "--size", "32", "--epochs", "1", "--batch-size",
+                           "32", "--workers", "0", "--data", str(tiny_synth), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot write" in lines[0]
+    assert str(small_disk) in lines[0] and "Traceback" not in proc.stderr
