@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -47,6 +48,27 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Ima
 Decoded = np.ndarray | Image.Image
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; a 12000 x 12000 JPEG took 5.2 GB with --detect
+
+
+def max_pixels() -> int:
+    """The pixel budget of one decoded image: ``FACEDISTILL_MAX_PIXELS`` (default 64 Mpx).
+    Larger files are refused before they are decoded, by every reader (training, bench,
+    export's calibration, predict)."""
+    raw = os.environ.get("FACEDISTILL_MAX_PIXELS")
+    if raw is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        from facedistill.errors import ConfigError
+
+        raise ConfigError(f"must be a whole number of pixels >= 1, not {raw!r}",
+                          field="FACEDISTILL_MAX_PIXELS") from None
+    return value
 
 
 def describe(src: object, index: int | None = None) -> str:
@@ -66,9 +88,20 @@ def describe(src: object, index: int | None = None) -> str:
 
 
 def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
+    """Decode one encoded image: the pixel budget checked on the header first, then the
+    pixels, then the EXIF orientation applied. Every file reader of the project uses this."""
     img = None
+    budget = max_pixels()
     try:
-        img = Image.open(fp)
+        with warnings.catch_warnings():  # the budget below says it in one line instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+        if img.width * img.height > budget:
+            w, h = img.width, img.height
+            img.close()
+            raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over the "
+                             f"{budget / 1e6:g} Mpx budget (FACEDISTILL_MAX_PIXELS)",
+                             path=where)
         img.load()
     except FileNotFoundError:
         raise ImageError("no such image file", path=where) from None
@@ -154,6 +187,11 @@ def as_array(img: Decoded) -> np.ndarray:
     if isinstance(img, np.ndarray):
         return img
     return np.asarray(to_rgb(img))
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """One image file, decoded (pixel budget, EXIF orientation), in its own mode."""
+    return _open(path, os.fspath(path))
 
 
 def load_image(src: ImageInput) -> Image.Image:

@@ -44,6 +44,8 @@ from facedistill.attributes import (
     SPLIT_NAMES,
 )
 from facedistill.errors import ConfigError, DataError
+from facedistill.runtime.errors import ImageError
+from facedistill.runtime.images import open_image
 
 __all__ = [
     "BBOX_NAMES",
@@ -755,21 +757,14 @@ def _check_images_exist(attr: _Table, image_dir: Path) -> None:
 # Images
 # ---------------------------------------------------------------------------------------
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode one image; a missing, unreadable or truncated file is a DataError.
-
-    The file is closed when this returns (PIL closes it after ``load``). PIL's
-    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left as it is (False), so a truncated JPEG fails.
+    """Open and fully decode one image with the runtime's reader (the same pixel budget and
+    EXIF orientation as ``predict``); a missing, unreadable, truncated or oversized file is a
+    DataError naming it. PIL's ``LOAD_TRUNCATED_IMAGES`` stays False: a truncated JPEG fails.
     """
-    img = None
     try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        if img is not None:
-            img.close()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DataError(f"cannot read image: {reason}", path=path) from None
-    return img
+        return open_image(path)
+    except ImageError as exc:
+        raise DataError(exc.message, path=exc.path) from None
 
 
 def __getattr__(name: str) -> Any:

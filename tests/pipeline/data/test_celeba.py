@@ -669,17 +669,43 @@ def test_truncated_jpeg_is_a_data_error_naming_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         ds[2]
     assert err.value.path == str(path)
-    assert str(err.value).startswith(f"{path}: cannot read image: ")
-    assert "truncated" in str(err.value)
+    assert str(err.value).startswith(f"{path}: cannot decode image: ")
+    assert "truncated" in str(err.value).lower()
 
 
 def test_load_image_rejects_garbage_and_missing_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"not an image at all")
-    with pytest.raises(DataError, match=r"x\.jpg: cannot read image"):
+    with pytest.raises(DataError, match=r"x\.jpg: not an image file PIL can read"):
         load_image(bad)
-    with pytest.raises(DataError, match=r"y\.jpg: cannot read image: No such file"):
+    with pytest.raises(DataError, match=r"y\.jpg: no such image file"):
         load_image(tmp_path / "y.jpg")
+
+
+def test_load_image_is_the_runtimes_reader_exif_and_pixel_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training, bench and export read images as predict does: EXIF orientation applied (a
+    phone photo is not trained sideways) and a pixel budget checked before decoding."""
+    from PIL import Image
+
+    from facedistill.runtime import load_rgb
+
+    photo = tmp_path / "phone.jpg"
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    Image.fromarray(pixels).save(photo, quality=95, exif=exif)
+    img = load_image(photo)
+    assert img.size == (20, 40)  # upright: the stored 40x20 turned
+    np.testing.assert_array_equal(np.asarray(img.convert("RGB")), load_rgb(photo))
+    monkeypatch.setenv("FACEDISTILL_MAX_PIXELS", "500")
+    with pytest.raises(DataError, match=r"phone\.jpg: image is 40x20 \(0 Mpx\), over the "
+                                        r"0\.0005 Mpx budget \(FACEDISTILL_MAX_PIXELS\)"):
+        load_image(photo)
+    monkeypatch.setenv("FACEDISTILL_MAX_PIXELS", "many")
+    with pytest.raises(ConfigError, match="FACEDISTILL_MAX_PIXELS"):
+        load_image(photo)
 
 
 def test_dataloader_with_two_workers(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_truncated_image_is_found_and_named(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         check_dataset(tmp_path)
     assert err.value.path == str(path)
-    assert "cannot read image" in str(err.value)
+    assert "cannot decode image" in str(err.value)
     report = check_dataset(tmp_path, verify_images=False)  # labels alone are fine
     assert report["images"] == 12
 
@@ -150,7 +150,7 @@ def test_data_check_cli_prints_one_line_per_bad_image(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and all(ln.startswith("error: ") for ln in lines)
-    assert "000004.jpg: cannot read image" in lines[0] and "000009.jpg" in lines[1]
+    assert "000004.jpg: not an image file" in lines[0] and "000009.jpg" in lines[1]
 
 
 def test_annotation_errors_propagate(tmp_path: Path) -> None:
