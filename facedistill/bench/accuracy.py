@@ -157,7 +157,8 @@ def predict_images(
     for start, x in iter_batches(preprocess, paths, batch_size, boxes):
         y = np.asarray(run_batch(x))
         if y.ndim != 2 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"run_batch returned shape {y.shape} for a batch of {x.shape[0]}")
+            raise UserError(f"the model returned shape {y.shape} for a batch of {x.shape[0]} "
+                            "images, expected one row of probabilities per image")
         chunks.append(y.astype(np.float32, copy=False))
         if progress is not None:
             progress(start + x.shape[0], total)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facedistill.errors import UserError
+from facedistill.runtime.backends import check_onnx_io
 from facedistill.runtime.engine import INSTALL_HINT as TRT_HINT
 from facedistill.runtime.preprocess import Preprocess
 
@@ -192,13 +193,7 @@ def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
 
     session = ort_session(a.path, threads)
     info = parse_metadata(session.get_modelmeta().custom_metadata_map, source=str(a.path))
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
-    if info.input_name not in inputs or PROBABILITIES not in outputs:
-        raise ArtifactError(f"expected input {info.input_name!r} and output {PROBABILITIES!r}, "
-                            f"found {sorted(inputs)} -> {sorted(outputs)}", path=a.path)
-    dim0 = inputs[info.input_name].shape[0]
-    fixed = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+    fixed = check_onnx_io(session, info, a.path)  # the runtime's check: same graph, same rules
     providers = session.get_providers()
     on_gpu = providers[0] == "CUDAExecutionProvider"
     name = info.input_name

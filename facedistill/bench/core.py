@@ -167,6 +167,10 @@ def variant_accuracy(v: Variant, images: dict[str, Any],
 
     probs = predict_images(run_batch, v.preprocess, images["paths"], batch_size=batch,
                            progress=progress, boxes=images["boxes"])
+    if probs.ndim != 2 or probs.shape[1] != len(v.attributes):
+        raise UserError(f"the model returned probabilities of shape {probs.shape} for "
+                        f"{len(v.attributes)} attributes: its metadata does not describe this "
+                        "graph", path=v.artifact.path)
     report = balanced_accuracy(probs, images["labels"][:, cols], list(v.thresholds),
                                list(v.attributes))
     return {"split": images["split"], "mean_balanced": report["mean_balanced"],

@@ -177,23 +177,7 @@ class OrtBackend:
         return [*chosen, "CPUExecutionProvider"]
 
     def _check_io(self) -> int | None:
-        info = self.info
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        where = os.fspath(self.path)
-        if info.input_name not in inputs:
-            raise MetadataError(f"the model has no input named {info.input_name!r} "
-                                f"(it has {', '.join(inputs)})", path=where, field="input_name")
-        if PROBABILITIES not in outputs:
-            raise MetadataError(f"the model has no output named {PROBABILITIES!r}", path=where,
-                                field="output_names")
-        shape = inputs[info.input_name].shape
-        height, width = info.preprocess.size
-        if len(shape) != 4 or any(isinstance(d, int) and d != want
-                                  for d, want in zip(shape[1:], (3, height, width), strict=True)):
-            raise MetadataError(f"input shape {shape} does not match the preprocessing's "
-                                f"3x{height}x{width}", path=where, field="input_size")
-        return shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        return check_onnx_io(self.session, self.info, self.path)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, A]`` for the preprocessed batch ``x`` (float32 NCHW)."""
@@ -259,3 +243,33 @@ def open_backend(path: str | os.PathLike[str], backend: str = "auto", device: De
     if kind == "ort":
         return OrtBackend(p, device=device, threads=threads)
     return TrtBackend(p, device=device)
+
+
+def check_onnx_io(session: Any, info: ModelInfo, path: str | os.PathLike[str]) -> int | None:
+    """That an ONNX Runtime session's graph is the one its metadata describes: the named input
+    of shape ``[batch, 3, H, W]`` (H, W of the preprocessing), an output ``probabilities`` of
+    shape ``[batch, attributes]``. Returns the fixed batch size, or None when it is dynamic.
+    What predict loads and what bench times are checked alike."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    where = os.fspath(path)
+    if info.input_name not in inputs:
+        raise MetadataError(f"the model has no input named {info.input_name!r} "
+                            f"(it has {', '.join(inputs)})", path=where, field="input_name")
+    if PROBABILITIES not in outputs:
+        raise MetadataError(f"the model has no output named {PROBABILITIES!r}", path=where,
+                            field="output_names")
+    shape = inputs[info.input_name].shape
+    height, width = info.preprocess.size
+    if len(shape) != 4 or any(isinstance(d, int) and d != want
+                              for d, want in zip(shape[1:], (3, height, width), strict=True)):
+        raise MetadataError(f"input shape {shape} does not match the preprocessing's "
+                            f"3x{height}x{width}", path=where, field="input_size")
+    out = outputs[PROBABILITIES].shape
+    if out is not None and (len(out) != 2 or (isinstance(out[1], int)
+                                              and out[1] != info.num_attrs)):
+        raise MetadataError(f"output {PROBABILITIES!r} has shape {out}, expected [batch, "
+                            f"{info.num_attrs}] for the metadata's {info.num_attrs} attributes: "
+                            "the metadata does not describe this graph", path=where,
+                            field="output_names")
+    return shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None

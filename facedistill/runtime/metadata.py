@@ -166,6 +166,24 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
     if not isinstance(thresholds, list) or len(thresholds) != len(attributes):
         raise MetadataError(f"expected {len(attributes)} numbers", path=source,
                             field="thresholds")
+    numbers = []
+    for key, values in (("thresholds", thresholds), ("logit_thresholds", logit_thresholds)):
+        if not isinstance(values, list):
+            raise MetadataError("expected a list of numbers", path=source, field=key)
+        try:
+            # bool is an int to Python; a threshold of true is still not a number
+            parsed = [float(t) for t in values if not isinstance(t, bool)]
+        except (TypeError, ValueError):
+            parsed = []
+        if len(parsed) != len(values) or not all(math.isfinite(t) for t in parsed):
+            bad = next((t for t in values if not isinstance(t, (int, float))
+                        or isinstance(t, bool) or not math.isfinite(t)), None)
+            raise MetadataError(f"expected finite numbers, found {bad!r}", path=source,
+                                field=key)
+        numbers.append(parsed)
+    if logit_thresholds and len(logit_thresholds) != len(attributes):
+        raise MetadataError(f"expected {len(attributes)} numbers", path=source,
+                            field="logit_thresholds")
     precision = meta["precision"]
     if precision not in PRECISIONS:
         raise MetadataError(f"{precision!r} not one of {PRECISIONS}", path=source,
@@ -185,8 +203,8 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
         arch=arch,
         preprocess=preprocess,
         attributes=tuple(attributes),
-        thresholds=tuple(float(t) for t in thresholds),
-        logit_thresholds=tuple(float(t) for t in logit_thresholds),
+        thresholds=tuple(numbers[0]),
+        logit_thresholds=tuple(numbers[1]),
         precision=precision,
         source_sha256=meta.get("source_sha256", ""),
         input_name=meta.get("input_name", INPUT_NAME),

@@ -39,6 +39,7 @@ from PIL import Image
 from facedistill.errors import ConfigError
 from facedistill.runtime.backends import Device, open_backend
 from facedistill.runtime.detect import DetectorSpec, HaarDetector, check_boxes, make_detector
+from facedistill.runtime.errors import ModelError
 from facedistill.runtime.images import Decoded, ImageInput, as_array, as_pil, decode
 from facedistill.runtime.metadata import ModelInfo
 from facedistill.runtime.preprocess import Preprocess
@@ -194,7 +195,15 @@ class Predictor:
         return self._backend.run(x)
 
     def _probabilities(self, rgbs: list[np.ndarray]) -> np.ndarray:
-        return self._backend.run(self._fill(rgbs))[: len(rgbs)]
+        probs = self._backend.run(self._fill(rgbs))
+        want = len(self.attributes)
+        if not (isinstance(probs, np.ndarray) and probs.ndim == 2 and probs.shape[1] == want
+                and probs.shape[0] >= len(rgbs)):
+            shape = getattr(probs, "shape", type(probs).__name__)
+            raise ModelError(f"the model's output has shape {shape}, expected (batch, {want}) "
+                             f"for its {want} attributes: its metadata does not describe this "
+                             "graph", path=self.path)
+        return probs[: len(rgbs)]
 
     @staticmethod
     def _chunks(images: Iterable[ImageInput],
