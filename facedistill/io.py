@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,40 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+STALE_FILE_S = 3600.0  # a temp file untouched this long was left by a killed writer
+STALE_DIR_S = 86400.0  # staging folders: a dataset can take hours to build
+
+
+def sweep_stale(parent: Path, pattern: str, max_age_s: float) -> int:
+    """Remove what a killed run left next to an artifact: entries of ``parent`` matching
+    ``pattern`` not modified for ``max_age_s`` seconds (a live writer touches its file). Returns
+    how many went; errors (a concurrent sweep, permissions) are ignored."""
+    gone = 0
+    now = time.time()
+    try:
+        entries = list(parent.glob(pattern))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if now - entry.lstat().st_mtime < max_age_s:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            gone += 1
+        except OSError:
+            continue
+    return gone
+
+
 def staging_dir(final: str | os.PathLike[str], tag: str = "tmp") -> Path:
     """A new empty folder next to ``final`` (``.NAME.TAG-XXXX``) to build it in and then rename
-    into place; made with the umask's mode, not mkdtemp's 0700, since it becomes ``final``."""
+    into place; made with the umask's mode, not mkdtemp's 0700, since it becomes ``final``.
+    Staging folders of the same name that a killed run left (a day old) are removed first."""
     final = Path(final)
+    sweep_stale(final.parent, f".{final.name}.{tag}-*", STALE_DIR_S)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
@@ -47,6 +79,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(final.parent, f".{final.name}.*.tmp", STALE_FILE_S)  # left by a kill -9
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as exc:
         raise write_error(exc, final) from None

@@ -107,3 +107,30 @@ def test_train_onto_a_full_disk_exits_2_with_one_line(small_disk: Path, tiny_syn
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot write" in lines[0]
     assert str(small_disk) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_temp_files_a_killed_writer_left_are_swept_on_the_next_write(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from facedistill.io import STALE_DIR_S, STALE_FILE_S, staging_dir
+
+    old = time.time() - STALE_FILE_S - 60
+    stale = tmp_path / ".model.onnx.abc123.tmp"  # what atomic_path makes, left by kill -9
+    fresh = tmp_path / ".model.onnx.def456.tmp"  # a writer still at work
+    other = tmp_path / ".other.onnx.ghi789.tmp"  # another artifact's: not ours to judge
+    for f in (stale, fresh, other):
+        f.write_bytes(b"partial")
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_write_text(tmp_path / "model.onnx", "new")
+    assert not stale.exists() and fresh.exists() and other.exists()
+    # staging folders (data synth): a day old goes, a fresh one stays
+    dead = tmp_path / ".synth.tmp-x1"
+    live = tmp_path / ".synth.tmp-x2"
+    for d in (dead, live):
+        (d / "img").mkdir(parents=True)
+    very_old = time.time() - STALE_DIR_S - 60
+    os.utime(dead, (very_old, very_old))
+    new = staging_dir(tmp_path / "synth")
+    assert not dead.exists() and live.exists() and new.is_dir()

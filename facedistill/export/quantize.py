@@ -46,6 +46,7 @@ from facedistill.export.onnx import (
     save_onnx,
     set_metadata,
 )
+from facedistill.io import STALE_DIR_S, sweep_stale
 from facedistill.runtime.metadata import INPUT_NAME, OUTPUT_NAMES, parse_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -279,6 +280,7 @@ def quantize_int8(
     model, meta = _source(src)
     reader = CalibrationReader(images)
     seconds: dict[str, float] = {}
+    sweep_stale(Path(tempfile.gettempdir()), "facedistill-int8-*", STALE_DIR_S)
     with tempfile.TemporaryDirectory(prefix="facedistill-int8-") as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         with quiet(("",)):
