@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -64,7 +65,7 @@ def staging_dir(final: str | os.PathLike[str], tag: str = "tmp") -> Path:
     into place; made with the umask's mode, not mkdtemp's 0700, since it becomes ``final``.
     Staging folders of the same name that a killed run left (a day old) are removed first."""
     final = Path(final)
-    sweep_stale(final.parent, f".{final.name}.{tag}-*", STALE_DIR_S)
+    sweep_stale(final.parent, f".{glob.escape(final.name)}.{tag}-*", STALE_DIR_S)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
@@ -79,7 +80,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(final.parent, f".{final.name}.*.tmp", STALE_FILE_S)  # left by a kill -9
+        # what a killed writer of this artifact left (a name's [ ] * ? are not patterns)
+        sweep_stale(final.parent, f".{glob.escape(final.name)}.*.tmp", STALE_FILE_S)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as exc:
         raise write_error(exc, final) from None
