@@ -165,8 +165,8 @@ class PipelineConfig:
             raise ConfigError(f"teachers must be a whole number >= 1 (an ensemble of that many "
                               f"teachers, seeds train.seed + i), not {count!r}",
                               path=self.source, field="pipeline.teachers")
+        self.teacher_config()  # first: a bad [train] is named as such, not as a width's
         self.sections["pipeline"]["teacher_widths"] = self.teacher_widths()
-        self.teacher_config()
         for s in students:
             self.student_config(s)
         self.precisions()
@@ -180,15 +180,16 @@ class PipelineConfig:
         teachers; ``teachers``, when also given, must agree with it."""
         field = "pipeline.teacher_widths"
         raw = self.sections["pipeline"]["teacher_widths"] or []
-        items = raw if isinstance(raw, list) else str(raw).split(",")
         try:
-            widths = [float(w) for w in items if str(w).strip()]
+            widths = [float(w) for w in _str_list(raw)]
         except ValueError:
             raise ConfigError(f"expected a list of widths, not {raw!r}", path=self.source,
                               field=field) from None
-        if any(not 0 < w <= 4 for w in widths):
-            raise ConfigError(f"widths must be in (0, 4], not {widths}", path=self.source,
-                              field=field)
+        for w in widths:  # the same rule as [train] width: TrainConfig's
+            try:
+                replace(self.teacher_config(), width=w)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, path=self.source, field=field) from None
         count = self.sections["pipeline"]["teachers"]
         if widths and count not in (1, len(widths)):
             raise ConfigError(f"{len(widths)} teacher widths but teachers = {count}; give one "

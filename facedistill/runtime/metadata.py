@@ -170,17 +170,13 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
     for key, values in (("thresholds", thresholds), ("logit_thresholds", logit_thresholds)):
         if not isinstance(values, list):
             raise MetadataError("expected a list of numbers", path=source, field=key)
-        try:
-            # bool is an int to Python; a threshold of true is still not a number
-            parsed = [float(t) for t in values if not isinstance(t, bool)]
-        except (TypeError, ValueError):
-            parsed = []
-        if len(parsed) != len(values) or not all(math.isfinite(t) for t in parsed):
-            bad = next((t for t in values if not isinstance(t, (int, float))
-                        or isinstance(t, bool) or not math.isfinite(t)), None)
-            raise MetadataError(f"expected finite numbers, found {bad!r}", path=source,
+        # bool is an int to Python; a threshold of true is still not a number
+        bad = [t for t in values if isinstance(t, bool) or not isinstance(t, (int, float))
+               or not math.isfinite(t)]
+        if bad:
+            raise MetadataError(f"expected finite numbers, found {bad[0]!r}", path=source,
                                 field=key)
-        numbers.append(parsed)
+        numbers.append([float(t) for t in values])
     if logit_thresholds and len(logit_thresholds) != len(attributes):
         raise MetadataError(f"expected {len(attributes)} numbers", path=source,
                             field="logit_thresholds")
