@@ -3,12 +3,15 @@
 TNet's and SNet1's conv6 (3x3, 512 -> 1280) sees a 1x1 map at 32 px and a 2x2 map at 64 px,
 block5 a 2x2 map at 32 px. oneDNN's backward for such tiny maps is slow on some CPUs (a 2-core
 AVX2 EPYC: 4 GFLOP/s for conv6 at 1x1). For each model and input size this times a whole
-training step (forward, BCE, backward, AdamW; batch 64, the Trainer's channels_last layout) with
-the trunk's convolutions on three paths, interleaved round by round:
+training step (forward, BCE, backward, AdamW; batch 64, the Trainer's channels_last layout and
+fused AdamW) with the trunk's convolutions on three paths, interleaved round by round:
 
-- ``native``: every conv on PyTorch's own kernel (``centre`` and ``gemm`` off);
+- ``native``: every conv on PyTorch's own kernel (``centre`` and ``dense`` off);
 - ``centre``: a k x k conv on a 1x1 map runs as its centre tap (exact);
-- ``centre+gemm`` (the default): also unfold + GEMM on maps of <= 4 pixels with >= 256 inputs.
+- ``centre+dense`` (the default): also maps of <= 4 pixels with >= 64 input channels as one
+  dense layer (``_SmallMapConv``: no multiplications by the zero padding);
+- ``default, unfused AdamW``: the default conv paths with the per-tensor AdamW loop, for what
+  the fused optimizer (the Trainer's) saves.
 
 It also checks that the three paths agree: the largest absolute difference of the logits and of
 every parameter's gradient against ``native`` on the same batch.
@@ -34,15 +37,18 @@ from facedistill.io import command_line, write_results
 from facedistill.pipeline.models import TapConv2d, build_model
 from facedistill.runtime.cpu import cpu_record
 
-PATHS = {"native": (False, None), "centre": (True, None),
-         "centre+gemm": (True, TapConv2d.gemm_min_channels)}
+# name -> (centre tap, dense layer's minimum input channels, fused AdamW)
+PATHS = {"native": (False, None, True), "centre": (True, None, True),
+         "centre+dense": (True, TapConv2d.dense_min_channels, True),
+         "default, unfused AdamW": (True, TapConv2d.dense_min_channels, False)}
+DEFAULT = "centre+dense"
 
 
 def set_path(model: torch.nn.Module, path: str) -> None:
-    centre, gemm = PATHS[path]
+    centre, dense, _ = PATHS[path]
     for m in model.modules():
         if isinstance(m, TapConv2d):
-            m.centre, m.gemm_min_channels = centre, gemm
+            m.centre, m.dense_min_channels = centre, dense
 
 
 def batch(size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +62,7 @@ def step_fn(arch: str, path: str, size: int, n: int) -> Callable[[], None]:
     model = build_model(arch).to(memory_format=torch.channels_last)
     set_path(model, path)
     x, y = batch(size, n)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=PATHS[path][2] or None)
 
     def step() -> None:
         loss = F.binary_cross_entropy_with_logits(model(x), y)
@@ -72,7 +78,7 @@ def agreement(arch: str, size: int, n: int) -> dict[str, dict[str, float]]:
     torch.manual_seed(0)
     model = build_model(arch).to(memory_format=torch.channels_last)
     out: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] = {}  # train mode: batch statistics
-    for path in PATHS:
+    for path in [p for p in PATHS if PATHS[p][2]]:  # the conv paths (the optimizer plays no part)
         set_path(model, path)
         model.zero_grad(set_to_none=True)
         logits = model(x)
@@ -131,7 +137,7 @@ def main() -> None:
              "|---|---:|" + "---:|" * len(PATHS) + "---|"]
     for r in rows:
         cells = [f"{r['images_per_s'][p]:.1f} ({r['vs_native'][p]:.2f}x)" for p in PATHS]
-        diff = r["max_abs_diff"]["centre+gemm"]
+        diff = r["max_abs_diff"][DEFAULT]
         lines.append(f"| {r['model']} | {r['size']} | " + " | ".join(cells)
                      + f" | {diff['logits']:.1e} / {diff['grads']:.1e} |")
     lines += ["", f"Made by: `{result['command']}`"]

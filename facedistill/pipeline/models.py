@@ -61,7 +61,6 @@ from numbers import Real
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facedistill.errors import UserError
@@ -155,43 +154,101 @@ def scale_width(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+class _SmallMapConv(torch.autograd.Function):
+    """A stride-1, zero-padded ``k x k`` convolution (no bias) on a map of ``P = H * W`` pixels
+    as one dense layer ``[B, P * C] -> [B, P * O]``.
+
+    Output pixel ``p`` sees input pixel ``q`` through exactly one tap (the centre plus their
+    offset, when that lies inside the kernel), so the layer's matrix is made of ``P x P`` blocks,
+    each a tap's ``[O, C]`` slice of the weight or zero. That is ``P^2 C O`` multiply-adds per
+    image where the unfolded convolution does ``k^2 P C O``: 2.25x fewer on a 2x2 map with a
+    3x3 kernel, 9x fewer on a 1x1 map (where the matrix is the centre tap, a view). Channels-last
+    inputs and weights (the Trainer's layout) are read without a copy; the weight's gradient is
+    a fresh tensor in the weight's layout, exactly zero on the taps that meet only padding.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        o, k = weight.shape[0], weight.shape[-1]
+        pad, pixels = k // 2, [(i, j) for i in range(h) for j in range(w)]
+        blocks = [(p, q, pad + qi - pi, pad + qj - pj)
+                  for p, (pi, pj) in enumerate(pixels) for q, (qi, qj) in enumerate(pixels)
+                  if 0 <= pad + qi - pi < k and 0 <= pad + qj - pj < k]
+        n = len(pixels)
+        if n == 1:
+            mat = weight[:, :, pad, pad]  # [O, C]
+        else:
+            mat = weight.new_zeros(n, o, n, c)
+            for p, q, ty, tx in blocks:
+                mat[p, :, q, :] = weight[:, :, ty, tx]
+            mat = mat.view(n * o, n * c)
+        xf = x.permute(0, 2, 3, 1).reshape(b, n * c)
+        ctx.save_for_backward(xf, mat)
+        channels_last = (weight.is_contiguous(memory_format=torch.channels_last)
+                         and not weight.is_contiguous())
+        ctx.layout = (x.shape, weight.shape, channels_last, blocks)
+        return (xf @ mat.t()).view(b, h, w, o).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        xf, mat = ctx.saved_tensors
+        (b, c, h, w), wshape, channels_last, blocks = ctx.layout
+        n, o = h * w, wshape[0]
+        gf = grad.permute(0, 2, 3, 1).reshape(b, n * o)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = (gf @ mat).view(b, h, w, c).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            gmat = (gf.t() @ xf).view(n, o, n, c)  # [P, O, P, C]
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            gw = torch.empty(wshape, dtype=xf.dtype, device=xf.device, memory_format=fmt).zero_()
+            for p, q, ty, tx in blocks:
+                gw[:, :, ty, tx] += gmat[p, :, q, :]
+        return gx, gw
+
+
 class TapConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters, state dict and results) that trains faster where the
-    feature map is tiny, as conv6 of TNet and SNet1 is at the demo's 32 px (1x1) and at 64 px
-    (2x2). oneDNN's backward for a 3x3 kernel on such maps runs at 4-17 GFLOP/s on a 2-core
-    AVX2 CPU against ~50 elsewhere (``benchmarks/small_map_conv.py``), so in a training step:
+    feature map is tiny, as block5 and conv6 of TNet and SNet1 are at the demo's 32 px (2x2 and
+    1x1) and conv6 at 64 px (2x2). oneDNN's backward for a 3x3 kernel on such maps runs at 4-17
+    GFLOP/s on a 2-core AVX2 CPU against ~50 elsewhere (``benchmarks/small_map_conv.py``).
 
-    - on a 1x1 map only the centre tap of a ``k x k`` kernel (padding ``k // 2``) meets a pixel;
-      the others meet zero padding. The layer runs as the 1x1 convolution it is: the same
-      output, and the same gradients (the off-centre taps get exactly zero either way).
-    - on a map of at most ``gemm_max_pixels`` pixels and a CPU, with at least
-      ``gemm_min_channels`` input channels, the convolution runs as one matrix product over
-      unfolded patches (``F.unfold``), which autograd differentiates through MKL's GEMM.
-
-    Inference (eval mode or no grad) and tracing for export always take the plain kernel, so an
-    exported graph holds the ordinary ``k x k`` Conv. Set ``centre = False`` or
-    ``gemm_min_channels = None`` on an instance (or the class) to switch a path off.
+    In a training step, on a map of at most ``dense_max_pixels`` pixels, the layer runs as the
+    dense layer it is (:class:`_SmallMapConv`): every output pixel meets every input pixel
+    through one tap, so there is one matrix product with none of the multiplications by zero
+    padding that an unfolded convolution does. A 1x1 map (its centre tap only) takes this path
+    on any device when ``centre`` is set; larger maps on a CPU with at least
+    ``dense_min_channels`` input channels. Inference (eval mode or no grad) and tracing for
+    export always take the plain kernel, so an exported graph holds the ordinary ``k x k`` Conv.
+    Set ``centre = False`` or ``dense_min_channels = None`` on an instance (or the class) to
+    switch a path off.
     """
 
     centre: bool = True
-    gemm_min_channels: int | None = 256
-    gemm_max_pixels: int = 4
+    dense_min_channels: int | None = 64
+    dense_max_pixels: int = 4
+
+    def path(self, input: torch.Tensor) -> str:
+        """Which kernel a forward on ``input`` takes: ``"centre"``, ``"dense"`` or ``"plain"``."""
+        if not (self.training and torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and self._same_padded() and input.dim() == 4):
+            return "plain"
+        h, w = input.shape[-2:]
+        if self.centre and h == w == 1:
+            return "centre"
+        if (self.dense_min_channels is not None and input.device.type == "cpu"
+                and h * w <= self.dense_max_pixels
+                and self.in_channels >= self.dense_min_channels):
+            return "dense"
+        return "plain"
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:
-        if (self.training and torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and self._same_padded()):
-            h, w = input.shape[-2:]
-            if self.centre and h == w == 1:
-                c = self.kernel_size[0] // 2
-                return F.conv2d(input, weight[:, :, c:c + 1, c:c + 1], bias)
-            if (self.gemm_min_channels is not None and input.device.type == "cpu"
-                    and h * w <= self.gemm_max_pixels
-                    and self.in_channels >= self.gemm_min_channels):
-                cols = F.unfold(input, self.kernel_size, padding=self.padding)  # [B, C*k*k, H*W]
-                out = (weight.flatten(1) @ cols).view(input.shape[0], -1, h, w)
-                return out if bias is None else out + bias.view(1, -1, 1, 1)
-        return super()._conv_forward(input, weight, bias)
+        if self.path(input) == "plain":
+            return super()._conv_forward(input, weight, bias)
+        out = _SmallMapConv.apply(input, weight)
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
 
     def _same_padded(self) -> bool:
         """Stride 1, no dilation or groups, an odd square kernel with zero padding ``k // 2``."""
