@@ -18,6 +18,7 @@ silently. The defaults themselves live in the library's dataclasses (e.g.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,15 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read config: {exc}", path=path) from None
 
 
+def unknown_name(what: str, name: str, known: Sequence[str]) -> str:
+    """``unknown option 'epoch' (did you mean 'epochs'? known: ...)`` or ``unknown command
+    table [trian] (did you mean [train]? ...)``: the one wording wherever a config is read."""
+    show = (lambda n: f"[{n}]") if what.endswith("table") else repr
+    near = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {show(near[0])}? " if near else ""
+    return f"unknown {what} {show(name)} ({hint}known: {', '.join(known) or 'none'})"
+
+
 def to_default_map(
     command: click.Command, table: dict[str, Any], path: str | os.PathLike[str], prefix: str = ""
 ) -> dict[str, Any]:
@@ -58,8 +68,8 @@ def to_default_map(
             dotted = f"{prefix}{key}"
             sub = command.commands.get(key)
             if sub is None:
-                known = ", ".join(sorted(command.commands))
-                raise ConfigError(f"unknown command table [{dotted}] (known: {known})",
+                raise ConfigError(unknown_name("command table", dotted,
+                                               [f"{prefix}{c}" for c in sorted(command.commands)]),
                                   path=path, field=dotted)
             if not isinstance(value, dict):
                 raise ConfigError(f"[{dotted}] must be a table of options", path=path,
@@ -71,8 +81,7 @@ def to_default_map(
         name = key.replace("-", "_")
         dotted = f"{prefix}{key}"
         if name not in params:
-            known = ", ".join(sorted(params)) or "none"
-            raise ConfigError(f"unknown option {key!r} (known: {known})", path=path,
+            raise ConfigError(unknown_name("option", key, sorted(params)), path=path,
                               field=dotted)
         param = params[name]
         if param.multiple and not isinstance(value, list):

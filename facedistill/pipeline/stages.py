@@ -18,7 +18,6 @@ The config is the TOML file the CLI reads (``configs/demo.toml``): its command t
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from facedistill import __version__
-from facedistill.config import TrainConfig, parse_term_weights, read_toml
+from facedistill.config import TrainConfig, parse_term_weights, read_toml, unknown_name
 from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, sha256_file
 from facedistill.pipeline.data.synth import SynthConfig
@@ -109,10 +108,8 @@ class PipelineConfig:
         sections = {name: dict(defaults) for name, defaults in _SECTIONS.items()}
         for name, table in flat.items():
             if name not in COMMAND_TABLES:
-                near = difflib.get_close_matches(name, COMMAND_TABLES, n=1)
-                hint = f"did you mean [{near[0]}]? " if near else ""
-                raise ConfigError(f"unknown command table [{name}] ({hint}known: "
-                                  f"{', '.join(COMMAND_TABLES)})", path=source, field=name)
+                raise ConfigError(unknown_name("command table", name, COMMAND_TABLES),
+                                  path=source, field=name)
             if name not in sections and name not in ("data.check", "eval"):
                 continue  # tables of other commands ([models], ...) do not concern the pipeline
             if not isinstance(table, dict):
@@ -126,10 +123,7 @@ class PipelineConfig:
                 if k in _IGNORED and not pipeline_own:
                     continue
                 if k not in known:
-                    near = difflib.get_close_matches(k, sorted(known), n=1)
-                    hint = f"did you mean {near[0]!r}? " if near else ""
-                    raise ConfigError(f"unknown option {key!r} ({hint}known: "
-                                      f"{', '.join(sorted(known))})",
+                    raise ConfigError(unknown_name("option", key, sorted(known)),
                                       path=source, field=f"{name}.{key}")
                 sections[name][k] = value
         synth = "data.synth" in flat
