@@ -22,7 +22,7 @@ from facedistill.clikit import (
     progress_bar,
 )
 from facedistill.clikit import print_json as _print_json
-from facedistill.config import TrainConfig, parse_term_weights
+from facedistill.config import SynthConfig, TrainConfig, parse_term_weights
 from facedistill.errors import ConfigError, UserError
 
 
@@ -58,13 +58,7 @@ def data() -> None:
     """Datasets: generate the embedded synthetic one, validate any CelebA-format folder."""
 
 
-def _synth_defaults() -> Any:
-    from facedistill.pipeline.data.synth import SynthConfig
-
-    return SynthConfig()
-
-
-_SYNTH = _synth_defaults()
+_SYNTH = SynthConfig()
 
 
 @data.command("synth")
@@ -89,7 +83,7 @@ def data_synth(out: Path, n: int, size: int, seed: int, wild: bool, images_per_i
                workers: int | None, unlabeled: bool, force: bool, as_json: bool,
                quiet: bool) -> None:
     """Generate the embedded synthetic face-attribute dataset (CelebA's file format)."""
-    from facedistill.pipeline.data.synth import SynthConfig, generate
+    from facedistill.pipeline.data.synth import generate
 
     cfg = SynthConfig(n=n, size=size, seed=seed, wild=wild,
                       images_per_identity=images_per_identity)

@@ -13,12 +13,13 @@ A config file sets option defaults per command; options given on the command lin
 Keys are the options' names (``--calib-n`` may be written ``calib_n`` or ``calib-n``). An
 unknown table or key is an error naming the file and the dotted key, so a typo never passes
 silently. The defaults themselves live in the library's dataclasses (e.g.
-:class:`facedistill.pipeline.data.synth.SynthConfig`), the one source the CLI reads them from.
+:class:`SynthConfig`, :class:`TrainConfig`), the one source the CLI reads them from.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from typing import Any, ClassVar
 
 import click
 
-from facedistill.errors import ConfigError
+from facedistill.errors import ConfigError, UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,6 +99,33 @@ def to_default_map(
 
 def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> dict[str, Any]:
     return to_default_map(command, read_toml(path), path)
+
+
+# -- the synthetic dataset (here, not beside its generator: the CLI reads these defaults without
+# importing numpy) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What defines a synthetic dataset; equal configs give byte-identical datasets."""
+
+    n: int = 20_000
+    size: int = 64
+    seed: int = 0
+    wild: bool = False
+    images_per_identity: float = 5.0
+
+    def validate(self) -> None:
+        if self.n < 3:
+            raise UserError(f"--n must be at least 3 (one image per split), got {self.n}",
+                            field="n")
+        if not 16 <= self.size <= 1024:
+            raise UserError(f"--size must be in 16..1024 pixels, got {self.size}", field="size")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}", field="seed")
+        if not (math.isfinite(self.images_per_identity) and self.images_per_identity >= 1):
+            raise UserError(f"--images-per-identity must be a number >= 1, got "
+                            f"{self.images_per_identity}", field="images_per_identity")
 
 
 # -- training defaults (the one source the CLI, the pipeline and the benchmarks read) ----------

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from facedistill import __version__
-from facedistill.config import TrainConfig, parse_term_weights, read_toml, unknown_name
+from facedistill.config import SynthConfig, TrainConfig, parse_term_weights, read_toml, unknown_name
 from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, sha256_file
-from facedistill.pipeline.data.synth import SynthConfig
 
 STATE_FILE = "pipeline.json"
 STATE_FORMAT = "facedistill.pipeline/v1"

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from facedistill.attributes import (
     LANDMARK_NAMES,
     SPLIT_NAMES,
 )
+from facedistill.config import SynthConfig
 from facedistill.errors import UserError
 from facedistill.io import atomic_write_json, atomic_write_text, staging_dir
 from facedistill.pipeline.data.synth_model import Face, Identity, sample_face, sample_identity
@@ -51,29 +52,6 @@ MANIFEST = "synth.json"
 _CHUNK = 48  # images per task: small enough for a smooth progress bar
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """What defines a synthetic dataset; equal configs give byte-identical datasets."""
-
-    n: int = 20_000
-    size: int = 64
-    seed: int = 0
-    wild: bool = False
-    images_per_identity: float = 5.0
-
-    def validate(self) -> None:
-        if self.n < 3:
-            raise UserError(f"--n must be at least 3 (one image per split), got {self.n}",
-                            field="n")
-        if not 16 <= self.size <= 1024:
-            raise UserError(f"--size must be in 16..1024 pixels, got {self.size}", field="size")
-        if self.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {self.seed}", field="seed")
-        if not (math.isfinite(self.images_per_identity) and self.images_per_identity >= 1):
-            raise UserError(f"--images-per-identity must be a number >= 1, got "
-                            f"{self.images_per_identity}", field="images_per_identity")
 
 
 def split_counts(n: int) -> tuple[int, int, int]:
