@@ -10,7 +10,7 @@ DEMO_CONFIG ?= configs/demo.toml
 LOCK   := requirements/lock.txt
 LOCK_VENV ?= /tmp/facedistill-lock-venv
 
-.PHONY: install demo test lint lock clean
+.PHONY: install demo test test-fast lint lock clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/facedistill pipeline --config $(DEMO_CONFIG)
 
+# ruff, then the layer map of pyproject's [tool.importlinter] (CONTRIBUTING.md)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
+
+# the suite without the tests marked slow (kill/resume, torchrun, whole pipelines)
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -m 'not slow'
 
 # Resolve pyproject's ranges anew (newest releases) in a scratch venv, run lint and the tests
 # there, and only then rewrite the lock with what was installed (torch without its +cpu label);
@@ -42,6 +51,7 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install -q "$(TORCH)"
 	$(LOCK_VENV)/bin/python -m pip install -q -e ".[train,dev]" "$(TORCH)"
 	$(LOCK_VENV)/bin/ruff check .
+	$(LOCK_VENV)/bin/lint-imports --no-cache
 	$(LOCK_VENV)/bin/python -m pytest -q
 	{ grep '^#' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \
 	  | sed -E 's/^(torch==[0-9.]+)[+].*$$/\1/' | grep -vi '^facedistill'; } > $(LOCK).new

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from facedistill.bench.stats import images_per_s
 from facedistill.io import command_line, write_results
-from facedistill.pipeline.models import build_model, list_models
+from facedistill.nn.models import build_model, list_models
 from facedistill.pipeline.train import (
     cpu_has_amx,
     cpu_has_bf16,

@@ -44,7 +44,7 @@ import numpy as np
 
 from facedistill.config import TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
-from facedistill.pipeline.checkpoint import load_checkpoint
+from facedistill.nn.checkpoint import load_checkpoint
 from facedistill.pipeline.compress import compress, prepare_selection
 from facedistill.pipeline.evaluate import evaluate_checkpoint
 
@@ -92,7 +92,7 @@ def unlabeled_pool(arg: str | None, data: Path, size: int) -> Path | None:
         return None
     if arg != "auto":
         return Path(arg)
-    from facedistill.pipeline.data.synth import SynthConfig, generate, read_manifest
+    from facedistill.data.synth import SynthConfig, generate, read_manifest
 
     labelled = read_manifest(data) or {}
     n = int(labelled.get("config", {}).get("n", 16000))

@@ -30,8 +30,9 @@ import numpy as np
 
 from facedistill.bench.environment import cpu_model
 from facedistill.io import command_line, write_results
-from facedistill.pipeline import selection as S
+from facedistill.pipeline import selection as PS
 from facedistill.runtime.cpu import int8_class
+from facedistill.selection import solver as S
 
 
 def planted(r: np.ndarray, u: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, list]:
@@ -75,7 +76,7 @@ def main() -> None:
     ap.add_argument("--md-out", type=Path)
     args = ap.parse_args()
 
-    resp = S.collect_responses([args.teacher], args.data, args.split,
+    resp = PS.collect_responses([args.teacher], args.data, args.split,
                                cache_dir=args.teacher / "selection" / "cache")
     r, y = resp.features, resp.labels
     x, _ = S.attribute_accuracy(r, y)

@@ -3,7 +3,7 @@
 For N = 1,280 (one TNet), 12,800 (ten teachers) and 128,000 candidate neurons with A = 40
 attributes: seconds, iterations, top-K overlap with the exact solver and the largest message
 error of the grid (at the exact solution's q, relative to the largest message). The exact
-solver runs only where its N x N kernel fits (``--exact-max``). Goals (specs/selection.md):
+solver runs only where its N x N kernel fits (``--exact-max``). Goals (docs/selection.md):
 fast >= 20x faster than exact at N = 12,800 with overlap >= 0.95; N = 128,000 in under 10 s.
 
 The accuracy matrices are drawn like a trained teacher's (most neurons near chance, a few good
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from facedistill.io import write_results
-from facedistill.pipeline import selection as S
+from facedistill.selection import solver as S
 
 
 def make_x(n: int, attrs: int, rng: np.random.Generator, real: np.ndarray | None) -> np.ndarray:

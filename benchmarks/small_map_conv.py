@@ -1,4 +1,4 @@
-"""Does :class:`~facedistill.pipeline.models.TapConv2d` pay? Training steps/s per conv path.
+"""Does :class:`~facedistill.nn.models.TapConv2d` pay? Training steps/s per conv path.
 
 TNet's and SNet1's conv6 (3x3, 512 -> 1280) sees a 1x1 map at 32 px and a 2x2 map at 64 px,
 block5 a 2x2 map at 32 px. oneDNN's backward for such tiny maps is slow on some CPUs (a 2-core
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from facedistill.bench.stats import images_per_s
 from facedistill.errors import UserError
 from facedistill.io import command_line, write_results
-from facedistill.pipeline.models import TapConv2d, build_model
+from facedistill.nn.models import TapConv2d, build_model
 from facedistill.runtime.cpu import cpu_record
 
 # name -> (centre tap, dense layer's minimum input channels, fused AdamW)

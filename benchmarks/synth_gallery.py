@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from facedistill.attributes import ATTRIBUTES
-from facedistill.pipeline.data.synth_model import sample_face, sample_identity, with_attribute
-from facedistill.pipeline.data.synth_render import render_aligned, render_wild
+from facedistill.data.synth_model import sample_face, sample_identity, with_attribute
+from facedistill.data.synth_render import render_aligned, render_wild
 
 # Shown under each face when positive (the rest would not fit).
 SHOWN = ("Male", "Young", "Smiling", "Eyeglasses", "Wearing_Hat", "Bald", "Black_Hair",

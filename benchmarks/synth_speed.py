@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from facedistill.pipeline.data.synth import SynthConfig, default_workers, generate
+from facedistill.data.synth import SynthConfig, default_workers, generate
 
 GOAL = 300.0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from facedistill.io import atomic_path, write_results
-from facedistill.pipeline.models import PAPER, model_info
+from facedistill.nn.models import PAPER, model_info
 
 ORDER = ("tnet", "snet1", "snet2", "snet3")
 

@@ -1,4 +1,4 @@
-"""The synthetic dataset's quality bar (specs/data.md): is it learnable but not saturated?
+"""The synthetic dataset's quality bar: is it learnable but not saturated?
 
 Trains the demo teacher on the embedded synthetic dataset (or reuses a finished run), scores it
 on the test split with thresholds searched on val (Eq 7-9), and trains a linear classifier on
@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facedistill import metrics
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE
 from facedistill.config import TrainConfig
+from facedistill.data.celeba import CelebAIndex
+from facedistill.data.synth import SynthConfig, generate
 from facedistill.io import command_line, write_results
-from facedistill.pipeline import metrics
-from facedistill.pipeline.checkpoint import load_checkpoint
-from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
-from facedistill.pipeline.data.synth import SynthConfig, generate
+from facedistill.nn.checkpoint import load_checkpoint
+from facedistill.pipeline.data.dataset import CelebA
 from facedistill.pipeline.evaluate import evaluate_checkpoint
 from facedistill.pipeline.train import train
 

@@ -19,7 +19,7 @@ NUM_ATTRIBUTES = len(ATTRIBUTES)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(ATTRIBUTES)}
 
 # CelebA's prevalence (%) of each attribute over the whole release, the generator's target
-# (specs/data.md section 3).
+# (its published attribute statistics).
 CELEBA_PREVALENCE: dict[str, float] = {
     "Male": 42, "Smiling": 48, "Young": 78, "No_Beard": 83, "Attractive": 51,
     "Heavy_Makeup": 39, "Wearing_Lipstick": 47, "Mouth_Slightly_Open": 48,

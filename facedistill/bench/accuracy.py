@@ -55,7 +55,7 @@ class ImageList(list):  # type: ignore[type-arg]
 
 
 def _auto_variant(root: Path) -> str:
-    from facedistill.pipeline.data.celeba import find_image_dir, resolve_root
+    from facedistill.data.celeba import find_image_dir, resolve_root
 
     base = resolve_root(root)
     if find_image_dir(base, "aligned") is not None:
@@ -73,12 +73,12 @@ def split_images(
     """The images of one split: ``(paths, labels, attribute_names)``.
 
     ``data`` is a CelebA-format folder (or an already loaded
-    :class:`~facedistill.pipeline.data.celeba.CelebAIndex`); ``variant`` is ``aligned`` or
+    :class:`~facedistill.data.celeba.CelebAIndex`); ``variant`` is ``aligned`` or
     ``wild`` (None: aligned when its image folder exists, else wild). ``labels`` is int8
     ``[N, A]`` in {0, 1}. For ``wild`` the returned :class:`ImageList` carries the face boxes
     (the boxes file is then required). An empty split is a :class:`DataError`.
     """
-    from facedistill.pipeline.data.celeba import CelebAIndex, check_variant
+    from facedistill.data.celeba import CelebAIndex, check_variant
 
     if isinstance(data, CelebAIndex):
         index = data
@@ -106,7 +106,7 @@ def split_images(
 def load_batch(preprocess: Any, paths: Sequence[Path],
                boxes: np.ndarray | None = None) -> np.ndarray:
     """Decode and preprocess images into one float32 NCHW array."""
-    from facedistill.pipeline.data.celeba import load_image
+    from facedistill.data.celeba import load_image
 
     h, w = preprocess.size
     out = np.empty((len(paths), 3, h, w), dtype=np.float32)
@@ -144,7 +144,7 @@ def predict_images(
 ) -> np.ndarray:
     """Run ``run_batch`` (float32 NCHW -> probabilities ``[B, C]``) over ``paths`` in order.
 
-    Images are decoded with :func:`~facedistill.pipeline.data.celeba.load_image` and turned
+    Images are decoded with :func:`~facedistill.data.celeba.load_image` and turned
     into input by ``preprocess`` (a :class:`~facedistill.runtime.preprocess.Preprocess`); faces
     are cropped to ``boxes`` (default: ``paths.boxes`` of an :class:`ImageList`). Returns
     float32 ``[N, C]`` (``C`` = what ``run_batch`` returns per image, normally the number of
@@ -181,9 +181,9 @@ def balanced_accuracy(
                          "n_pos", "n_neg"}, ...]}
 
     A rate whose class is absent from the split is None and that attribute's balanced
-    accuracy is the present class's rate (as in :func:`facedistill.pipeline.metrics.evaluate`).
+    accuracy is the present class's rate (as in :func:`facedistill.metrics.evaluate`).
     """
-    from facedistill.pipeline.metrics import binary_rates
+    from facedistill.metrics import binary_rates
 
     probs = np.asarray(probs)
     names = [str(n) for n in names]

@@ -306,7 +306,7 @@ def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Va
     import torch
 
     from facedistill.io import sha256_file
-    from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
     from facedistill.runtime.metadata import probability_thresholds
 
     threads_before = torch.get_num_threads()

@@ -1,6 +1,6 @@
 """Parameters and MACs of an artifact, counted the same way for every kind.
 
-* checkpoints: :func:`facedistill.pipeline.models.count_params` / ``count_macs`` (torch)
+* checkpoints: :func:`facedistill.nn.models.count_params` / ``count_macs`` (torch)
 * ONNX files: from the graph itself with the ``onnx`` package (no torch): parameters are the
   elements of the initializers that feed a ``Conv``/``Gemm``/``MatMul`` (through ``Dequantize
   Linear``/``Cast``/``Transpose``, so FP32, FP16 and INT8 variants of one model count the same;
@@ -122,7 +122,7 @@ def onnx_cost(path: str | Path) -> tuple[dict[str, int | None], str | None]:
 
 def torch_cost(model: Any, size: tuple[int, int]) -> dict[str, int]:
     """Params and per-image MACs of a torch model via the registry's counters."""
-    from facedistill.pipeline.models import count_macs, count_params
+    from facedistill.nn.models import count_macs, count_params
 
     if size[0] != size[1]:  # count_macs takes a square side; GAP makes MACs linear in area
         macs = round(count_macs(model, size[0]) * size[1] / size[0])
@@ -137,7 +137,7 @@ def arch_cost(arch: dict[str, Any], size: tuple[int, int]) -> tuple[dict[str, in
     if importlib.util.find_spec("torch") is None:
         return {"params": None, "macs": None}, ("no ONNX beside the engine to count from, and "
                                                 "torch (for the model registry) is not installed")
-    from facedistill.pipeline.models import build_model
+    from facedistill.nn.models import build_model
 
     model = build_model(**{k: arch[k] for k in ("arch", "width", "num_attrs") if k in arch})
     return dict(torch_cost(model, size)), None

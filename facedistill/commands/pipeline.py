@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from facedistill.clikit import console, err_console, print_json
+from facedistill.clikit import EpochReporter, console, err_console, print_json
 
 
 @click.command("pipeline")
@@ -57,9 +57,8 @@ def command(config_path: Path, out: Path | None, data: Path | None, students: tu
     not change and redoes those that did; an interrupted run resumes at the interrupted stage,
     mid-training included.
     """
-    from facedistill.cli import _RichReporter
     from facedistill.config import read_toml
-    from facedistill.pipeline.stages import Pipeline, PipelineConfig
+    from facedistill.workflow.stages import Pipeline, PipelineConfig
 
     # one config file: the verb's --config, else the global one, else the demo's
     root = click.get_current_context().find_root()
@@ -99,7 +98,7 @@ def command(config_path: Path, out: Path | None, data: Path | None, students: tu
             err_console.print(f"{stage}: {info['text']}", markup=False)
 
     pipe = Pipeline(cfg, out, events=events,
-                    reporter_factory=lambda name: _RichReporter(enabled=show))
+                    reporter_factory=lambda name: EpochReporter(enabled=show))
     if show_status:
         rows = pipe.status()
         if as_json:

@@ -307,7 +307,7 @@ def export_model(
 
         workspace_bytes(workspace_mb)
     if eval_split is not None:
-        from facedistill.pipeline.data.celeba import split_id
+        from facedistill.data.celeba import split_id
 
         split_id(eval_split)  # a ConfigError naming the split when unknown
     if "int8" in wanted and gate and eval_split is None:
@@ -339,7 +339,7 @@ def export_model(
         source = {"onnx": str(src), "sha256": info.source_sha256, "version": info.version,
                   "note": "exported earlier; parity with PyTorch not re-checked"}
     else:
-        from facedistill.pipeline.checkpoint import load_checkpoint
+        from facedistill.nn.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(src)
         note = check_checkpoint_version(ckpt.get("version"), ckpt["path"])

@@ -9,7 +9,7 @@ torch is imported only inside :func:`export_onnx`; the helpers here (reading, wr
 metadata, ONNX Runtime sessions) need only ``onnx`` and ``onnxruntime`` and are shared by the
 FP16/INT8 conversions and the TensorRT builder, which start from an ONNX file.
 
-Exporter facts (torch 2.13, ``specs/deploy.md``): the dynamo exporter needs ``dynamic_shapes``
+Exporter facts (torch 2.13, docs/export.md): the dynamo exporter needs ``dynamic_shapes``
 for a dynamic batch and ``external_data=False`` for one file, and it always emits opset >= 18;
 opsets below 18 (TensorRT 8.5 on JetPack 5) go through the TorchScript exporter instead.
 """
@@ -298,7 +298,7 @@ def export_onnx(
     """
     import torch
 
-    from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
     from facedistill.runtime.preprocess import Preprocess
 
     check_opset(opset)

@@ -37,7 +37,7 @@ def _teacher_record(ckpt: dict[str, Any], sha256: str) -> dict[str, Any]:
 def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequence[str]
                   ) -> list[dict[str, Any]]:
     """Teacher checkpoints, each checked to predict ``attributes`` in the same order."""
-    from facedistill.pipeline.checkpoint import load_checkpoint
+    from facedistill.nn.checkpoint import load_checkpoint
 
     if not teachers:
         raise UserError("give at least one --teacher")
@@ -67,7 +67,8 @@ def resolve_selection(
     """The selection record: read from ``selection`` (and checked against the teachers) or
     computed now into ``out/selection`` (responses cached there)."""
     from facedistill.io import sha256_file
-    from facedistill.pipeline.selection import read_selection, run_selection
+    from facedistill.pipeline.selection import run_selection
+    from facedistill.selection.file import read_selection
 
     if selection is not None:
         rec = read_selection(selection)
@@ -78,7 +79,7 @@ def resolve_selection(
                             "differ); run select again or drop --selection",
                             path=rec["path"])
         return rec
-    from facedistill.pipeline.models import FEATURE_DIM
+    from facedistill.nn.models import FEATURE_DIM
 
     width = FEATURE_DIM * len(ckpts)
     if k > width:
@@ -100,7 +101,7 @@ def prepare_selection(
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Run (or reuse) the selection a ``selected`` compress into ``out`` will use; its path."""
-    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.data.celeba import CelebAIndex
 
     index = CelebAIndex.load(data, variant=variant)
     ckpts = load_teachers(teachers, list(index.attribute_names))
@@ -136,9 +137,9 @@ def compress(
     folder of face crops without labels (the first ``unlabeled_n``) that the teacher terms
     also train on, next to the labelled split.
     """
+    from facedistill.data.celeba import CelebAIndex
     from facedistill.io import atomic_write_json, atomic_write_text, sha256_file
-    from facedistill.pipeline.checkpoint import model_from_checkpoint
-    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.nn.checkpoint import model_from_checkpoint
     from facedistill.pipeline.distill import build_objective
     from facedistill.pipeline.evaluate import evaluate_checkpoint
     from facedistill.pipeline.train import positive_weights, train
@@ -260,8 +261,8 @@ def _ensemble_row(report: dict[str, Any], members: list[dict[str, Any]]) -> dict
 
 
 def _row(role: str, path: Any, report: dict[str, Any]) -> dict[str, Any]:
-    from facedistill.pipeline.checkpoint import load_checkpoint
-    from facedistill.pipeline.models import (
+    from facedistill.nn.checkpoint import load_checkpoint
+    from facedistill.nn.models import (
         build_model,
         count_live_params,
         count_macs,

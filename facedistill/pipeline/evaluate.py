@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from facedistill import metrics
 from facedistill.errors import UserError
-from facedistill.pipeline import metrics
-from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from facedistill.pipeline.infer import Progress, collect
 
 
@@ -24,7 +24,7 @@ def checkpoint_data(ckpt: dict[str, Any], data: str | os.PathLike[str] | None = 
     """The dataset index, the checkpoint's eval transform and the data folder for a loaded
     checkpoint: ``data`` or, when None, the folder the checkpoint was trained on. The dataset
     must have the checkpoint's attributes, in order."""
-    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.data.celeba import CelebAIndex
     from facedistill.pipeline.data.transforms import Transform
     from facedistill.runtime.preprocess import Preprocess
 
@@ -57,7 +57,7 @@ def _scores(
     """One checkpoint's logits on the threshold split (val, or ``split`` itself with the stored
     thresholds) and on ``split``, through its own eval preprocessing:
     ``(val_scores, val_labels, logits, labels, given_thresholds, data_root)``."""
-    from facedistill.pipeline.data.celeba import CelebA
+    from facedistill.pipeline.data.dataset import CelebA
 
     index, transform, root = checkpoint_data(ckpt, data)
     variant = index.variant
@@ -97,7 +97,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The metrics report of :func:`facedistill.pipeline.metrics.evaluate` for one checkpoint.
+    """The metrics report of :func:`facedistill.metrics.evaluate` for one checkpoint.
 
     ``thresholds="val"`` searches each attribute's threshold on the validation split (Eq 8-9)
     and applies it to ``split``; ``"checkpoint"`` uses the thresholds stored at training time.

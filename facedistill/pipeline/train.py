@@ -43,13 +43,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from facedistill import __version__
+from facedistill import __version__, metrics
 from facedistill.attributes import ATTRIBUTES
 from facedistill.config import TrainConfig
 from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, atomic_write_text
-from facedistill.pipeline import metrics
-from facedistill.pipeline.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from facedistill.nn.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from facedistill.pipeline.infer import collect
 
 METRICS_FILE, RUN_FILE = "metrics.jsonl", "run.json"
@@ -555,7 +554,7 @@ class Trainer:
                            self.history[-1] if self.history else {}, self.history, summary)
 
     def _summary(self, seconds: float) -> dict[str, Any]:
-        from facedistill.pipeline.models import count_params
+        from facedistill.nn.models import count_params
 
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
         return {
@@ -664,8 +663,9 @@ def train(
     ``unlabeled``: a folder of face crops without labels (the first ``unlabeled_n`` of them)
     that joins the training split, seen through the same training transform; only an
     ``objective`` with teacher terms learns anything from it."""
-    from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
-    from facedistill.pipeline.models import build_model
+    from facedistill.data.celeba import CelebAIndex
+    from facedistill.nn.models import build_model
+    from facedistill.pipeline.data.dataset import CelebA
 
     out = Path(out)
     resume, replace = prepare_run(out, resume=resume, force=force)

@@ -58,8 +58,8 @@ def test_every_artifact_kind_runs_on_cpu(result: dict[str, Any], exported: dict[
                                          ) -> None:
     import torch
 
-    from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
-    from facedistill.pipeline.models import count_macs, count_params
+    from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.nn.models import count_macs, count_params
 
     torch_precisions = ["fp32", "bf16"] if cpu_has_bf16()[0] else ["fp32"]
     expected = {("ort-cpu", "fp32"), ("ort-cpu", "int8")} | {

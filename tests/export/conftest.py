@@ -33,8 +33,8 @@ def untrained_checkpoints(tiny_synth: Path, tmp_path_factory: pytest.TempPathFac
     import torch
 
     from facedistill.attributes import ATTRIBUTES
-    from facedistill.pipeline.checkpoint import save_checkpoint
-    from facedistill.pipeline.models import build_model
+    from facedistill.nn.checkpoint import save_checkpoint
+    from facedistill.nn.models import build_model
     from facedistill.runtime.preprocess import Preprocess
 
     root = tmp_path_factory.mktemp("untrained")

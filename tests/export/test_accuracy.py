@@ -14,7 +14,7 @@ from facedistill.errors import UserError
 def test_split_images_matches_the_partition(tiny_synth: Path) -> None:
     from facedistill.attributes import ATTRIBUTES
     from facedistill.bench.accuracy import split_images
-    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.data.celeba import CelebAIndex
 
     index = CelebAIndex.load(tiny_synth)
     for split, expected in index.split_sizes().items():
@@ -32,7 +32,7 @@ def test_split_images_matches_the_partition(tiny_synth: Path) -> None:
 
 def test_predict_images_preprocesses_in_order(tiny_synth: Path) -> None:
     from facedistill.bench.accuracy import predict_images, split_images
-    from facedistill.pipeline.data.celeba import load_image
+    from facedistill.data.celeba import load_image
     from facedistill.runtime.preprocess import Preprocess
 
     paths, _, _ = split_images(tiny_synth, "val")
@@ -55,8 +55,8 @@ def test_predict_images_preprocesses_in_order(tiny_synth: Path) -> None:
 
 def test_wild_faces_are_cropped_by_their_box(tmp_path: Path) -> None:
     from facedistill.bench.accuracy import ImageList, predict_images, split_images
-    from facedistill.pipeline.data.celeba import CelebAIndex, load_image
-    from facedistill.pipeline.data.synth import SynthConfig, generate
+    from facedistill.data.celeba import CelebAIndex, load_image
+    from facedistill.data.synth import SynthConfig, generate
     from facedistill.runtime.preprocess import Preprocess
 
     root = tmp_path / "wild"

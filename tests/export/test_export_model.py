@@ -58,7 +58,7 @@ def test_report_lists_every_variant(tiny_export: tuple[dict[str, Any], Path]) ->
 def test_metadata_round_trip(tiny_export: tuple[dict[str, Any], Path],
                              tiny_teacher: Path) -> None:
     from facedistill.io import sha256_file
-    from facedistill.pipeline.checkpoint import load_checkpoint
+    from facedistill.nn.checkpoint import load_checkpoint
     from facedistill.runtime.metadata import parse_metadata, probability_thresholds
     from facedistill.runtime.preprocess import Preprocess
 
@@ -174,7 +174,7 @@ def test_onnx_without_our_metadata_is_refused(tmp_path: Path, tiny_synth: Path) 
 def test_checkpoint_version_rule(tiny_teacher: Path, tmp_path: Path) -> None:
     from facedistill.export import export_model
     from facedistill.export.onnx import ExportError, check_checkpoint_version
-    from facedistill.pipeline.checkpoint import load_checkpoint, save_checkpoint
+    from facedistill.nn.checkpoint import load_checkpoint, save_checkpoint
 
     assert check_checkpoint_version("0.1.0", current="0.1.3") == "written by facedistill 0.1.0"
     assert check_checkpoint_version("0.1.3", current="0.1.3") == ""

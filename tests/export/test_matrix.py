@@ -45,7 +45,7 @@ def matrix(untrained_checkpoints: dict[str, Path], tiny_synth: Path,
         preprocess_images,
         quantize_int8,
     )
-    from facedistill.pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
     from facedistill.runtime.preprocess import Preprocess
 
     out = tmp_path_factory.mktemp("matrix")

@@ -12,7 +12,7 @@ import torch
 
 from facedistill.config import TrainConfig
 from facedistill.errors import UserError
-from facedistill.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from facedistill.nn.checkpoint import load_checkpoint, save_checkpoint
 from facedistill.pipeline.compress import compress
 
 STUDENT = {"arch": "snet3", "width": 0.25, "size": 32, "batch_size": 32, "workers": 0,
@@ -55,7 +55,7 @@ def test_compress_end_to_end_records_the_teacher_and_the_selection(
 
 
 def _student_keys() -> list[str]:
-    from facedistill.pipeline.models import build_model
+    from facedistill.nn.models import build_model
 
     return list(build_model("snet3", width=0.25).state_dict())
 

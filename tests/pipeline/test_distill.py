@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from facedistill.errors import ConfigError, UserError
+from facedistill.nn.models import build_model
 from facedistill.pipeline.distill import METHODS, DistillObjective, build_objective
-from facedistill.pipeline.models import build_model
 
 
 @pytest.fixture(autouse=True, scope="module")

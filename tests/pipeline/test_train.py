@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
+from facedistill import metrics
 from facedistill.attributes import ATTRIBUTES
 from facedistill.config import TrainConfig
 from facedistill.errors import ConfigError, UserError
-from facedistill.pipeline import metrics
-from facedistill.pipeline.checkpoint import (
+from facedistill.nn.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
 )
-from facedistill.pipeline.data.celeba import CelebA
+from facedistill.pipeline.data.dataset import CelebA
 from facedistill.pipeline.data.transforms import Transform
 from facedistill.pipeline.infer import collect
 from facedistill.pipeline.train import lr_factor, train
@@ -171,6 +171,7 @@ def _final(out: Path) -> tuple[dict[str, torch.Tensor], str]:
     return last["model"], json.dumps(final, sort_keys=True)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Path) -> None:
     epochs = 3
     whole, broken = tmp_path / "whole", tmp_path / "broken"
@@ -199,6 +200,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Pa
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tiny_synth: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from facedistill.data.synth import SynthConfig, generate
 from facedistill.errors import DataError, UserError
-from facedistill.pipeline.checkpoint import load_checkpoint
-from facedistill.pipeline.data.synth import SynthConfig, generate
+from facedistill.nn.checkpoint import load_checkpoint
 from facedistill.pipeline.data.transforms import build_transform
 from facedistill.pipeline.data.unlabeled import UNLABELED, UnlabeledImages, list_images
 from facedistill.pipeline.distill import _labelled_bce

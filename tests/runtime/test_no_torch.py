@@ -31,7 +31,7 @@ pred = predictor.predict(sys.argv[2])
 faces = predictor.predict_faces(sys.argv[2])
 batch = predictor.predict_batch([np.zeros((40, 30, 3), np.uint8)] * 3)
 loaded = sorted(m for m in sys.modules
-                if m == "torch" or m.startswith("torch.") or m.startswith("facedistill.pipeline"))
+                if m == "torch" or m.startswith("torch.") or m.startswith(("facedistill.pipeline", "facedistill.nn")))
 sys.modules["cv2"] = None  # as if the 'detect' extra were not installed
 try:
     Predictor(sys.argv[1]).predict_faces(sys.argv[2])

@@ -1,1 +1,1 @@
-"""Datasets: the embedded synthetic generator, the CelebA reader and the transforms."""
+"""The torch side of the data: the CelebA Dataset, the training transforms and unlabeled faces."""

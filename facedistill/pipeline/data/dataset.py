@@ -1,7 +1,7 @@
 """The CelebA reader's torch side: one split as a ``torch.utils.data.Dataset``.
 
-The annotation parsing (:class:`~facedistill.pipeline.data.celeba.CelebAIndex`) is torch-free
-and lives in :mod:`facedistill.pipeline.data.celeba`, which also re-exports :class:`CelebA`.
+The annotation parsing (:class:`~facedistill.data.celeba.CelebAIndex`) is torch-free
+and lives in :mod:`facedistill.data.celeba`, which also re-exports :class:`CelebA`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from facedistill.attributes import ATTRIBUTES
-from facedistill.errors import ConfigError, DataError
-from facedistill.pipeline.data.celeba import (
+from facedistill.data.celeba import (
     BBOX_STEM,
     IDENTITY_STEM,
     LANDMARK_STEMS,
@@ -24,6 +23,7 @@ from facedistill.pipeline.data.celeba import (
     check_variant,
     load_image,
 )
+from facedistill.errors import ConfigError, DataError
 from facedistill.pipeline.data.transforms import build_transform
 
 

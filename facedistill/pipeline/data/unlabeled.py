@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from facedistill.data.celeba import load_image
 from facedistill.errors import DataError, UserError
-from facedistill.pipeline.data.celeba import load_image
 
 __all__ = ["IMAGE_SUFFIXES", "UNLABELED", "MixedTrainSet", "UnlabeledImages", "list_images"]
 

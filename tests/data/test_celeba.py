@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from facedistill.attributes import ATTRIBUTES, INDEX
+from facedistill.data import celeba
+from facedistill.data.celeba import CelebAIndex, load_image
 from facedistill.errors import ConfigError, DataError
-from facedistill.pipeline.data import celeba
-from facedistill.pipeline.data.celeba import CelebA, CelebAIndex, load_image
+from facedistill.pipeline.data.dataset import CelebA
 from facedistill.pipeline.data.transforms import build_transform
 from facedistill.runtime.preprocess import DEFAULT_MEAN, DEFAULT_STD
 

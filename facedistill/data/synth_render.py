@@ -1,4 +1,4 @@
-"""Draw a :class:`~facedistill.pipeline.data.synth_model.Face` as a photo (numpy + PIL).
+"""Draw a :class:`~facedistill.data.synth_model.Face` as a photo (numpy + PIL).
 
 The face is described in a unit square (the aligned crop: eyes at y=0.46, mouth at y=0.69)
 and every point goes through one affine map to canvas pixels, so the same drawing code makes
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from facedistill.pipeline.data.synth_model import Face
+from facedistill.data.synth_model import Face
 
 SUPERSAMPLE = 2
 _MOUTH_X = np.linspace(-1.0, 1.0, 11)

@@ -97,7 +97,7 @@ def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> dict[st
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the model of ``ckpt`` and load its weights (eval mode, CPU, fp32)."""
-    from facedistill.pipeline.models import build_model
+    from facedistill.nn.models import build_model
 
     model = build_model(**ckpt["arch"])
     try:

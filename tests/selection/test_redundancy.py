@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facedistill.errors import UserError
-from facedistill.pipeline import selection as S
+from facedistill.selection import solver as S
 
 
 def teacher_like(seed: int, m: int = 900, clusters: int = 12, per: int = 20, noise: int = 60

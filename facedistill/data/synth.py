@@ -42,10 +42,10 @@ from facedistill.attributes import (
     SPLIT_NAMES,
 )
 from facedistill.config import SynthConfig
+from facedistill.data.synth_model import Face, Identity, sample_face, sample_identity
+from facedistill.data.synth_render import render_aligned, render_wild
 from facedistill.errors import UserError
 from facedistill.io import atomic_write_json, atomic_write_text, staging_dir
-from facedistill.pipeline.data.synth_model import Face, Identity, sample_face, sample_identity
-from facedistill.pipeline.data.synth_render import render_aligned, render_wild
 
 GENERATOR_VERSION = 4
 MANIFEST = "synth.json"

@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE
+from facedistill.data.check import check_dataset, format_check, prevalence
 from facedistill.errors import DataError, DataErrors
-from facedistill.pipeline.data.check import check_dataset, format_check, prevalence
 
 from .celeba_fixtures import set_field, write_celeba
 

@@ -20,8 +20,7 @@ from PIL import Image
 from rich.table import Table
 
 from facedistill.attributes import ATTRIBUTES, CELEBA_PREVALENCE, SPLIT_NAMES
-from facedistill.errors import DataError, DataErrors
-from facedistill.pipeline.data.celeba import (
+from facedistill.data.celeba import (
     VARIANTS,
     CelebAIndex,
     check_variant,
@@ -29,6 +28,7 @@ from facedistill.pipeline.data.celeba import (
     load_image,
     resolve_root,
 )
+from facedistill.errors import DataError, DataErrors
 
 __all__ = ["check_dataset", "format_check", "prevalence"]
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from facedistill.errors import UserError
-from facedistill.pipeline.models import (
+from facedistill.nn.models import (
     PAPER,
     build_model,
     count_macs,
@@ -260,7 +260,7 @@ def test_init() -> None:
 
 
 def test_live_params_drop_kernel_taps_that_only_meet_padding() -> None:
-    from facedistill.pipeline.models import count_live_params
+    from facedistill.nn.models import count_live_params
 
     tnet, snet1, snet2, snet3 = (build_model(n) for n in ("tnet", "snet1", "snet2", "snet3"))
     # at 64 px every tap of every kernel sees real pixels
@@ -275,7 +275,7 @@ def test_live_params_drop_kernel_taps_that_only_meet_padding() -> None:
     assert count_live_params(snet1, 32) == count_live_params(snet2, 32) == count_params(snet2)
     assert 26 < count_live_params(tnet, 32) / count_params(snet3) < 28
     # by hand, per axis: 3 taps, pad 1 on a 2-pixel row keeps all 3; on 1 pixel, the centre
-    from facedistill.pipeline.models import _live_taps
+    from facedistill.nn.models import _live_taps
 
     assert _live_taps(3, 1, 1, 1, 2, 2) == 3 and _live_taps(3, 1, 1, 1, 1, 1) == 1
     assert _live_taps(3, 2, 1, 1, 2, 1) == 2  # stride 2, one output on 2 pixels: taps 1 and 2
@@ -284,7 +284,7 @@ def test_live_params_drop_kernel_taps_that_only_meet_padding() -> None:
 # -- TapConv2d: the fast training paths on tiny maps are the same convolution -------------------
 
 def _conv_pair(cin: int, cout: int, k: int) -> tuple[nn.Module, nn.Conv2d]:
-    from facedistill.pipeline.models import TapConv2d
+    from facedistill.nn.models import TapConv2d
 
     torch.manual_seed(0)
     fast = TapConv2d(cin, cout, k, padding=k // 2, bias=True)
@@ -357,7 +357,7 @@ def test_tap_conv_exports_the_full_kernel(tmp_path: Path) -> None:
 
 
 def test_a_whole_training_step_is_the_same_on_every_path() -> None:
-    from facedistill.pipeline.models import TapConv2d
+    from facedistill.nn.models import TapConv2d
 
     x = torch.randn(16, 3, 32, 32)
     target = torch.randn(16, 40)

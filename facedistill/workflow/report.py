@@ -49,8 +49,8 @@ def _batches(bench: Mapping[str, Any] | None) -> list[int]:
 
 def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per model (teacher first) with every number of the report's main table."""
-    from facedistill.pipeline.checkpoint import load_checkpoint
-    from facedistill.pipeline.models import (
+    from facedistill.nn.checkpoint import load_checkpoint
+    from facedistill.nn.models import (
         build_model,
         count_live_params,
         count_macs,

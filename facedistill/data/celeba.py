@@ -1,6 +1,7 @@
-"""The CelebA reader: one index parser for both on-disk layouts, and a torch ``Dataset``.
+"""The CelebA reader: one index parser for both on-disk layouts (no torch; the ``Dataset`` is
+:mod:`facedistill.pipeline.data.dataset`).
 
-Layouts (``specs/data.md`` section 2):
+Layouts:
 
 * **txt** - the official release: whitespace-separated ``list_attr_celeba.txt`` (count line,
   header line, rows of -1/1), ``list_eval_partition.txt``, and the optional
@@ -765,13 +766,3 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         return open_image(path)
     except ImageError as exc:
         raise DataError(exc.message, path=exc.path) from None
-
-
-def __getattr__(name: str) -> Any:
-    """``CelebA`` (the torch Dataset) lives in :mod:`.dataset`; importing it from here still works,
-    while the index parser above stays importable without torch."""
-    if name == "CelebA":
-        from facedistill.pipeline.data.dataset import CelebA
-
-        return CelebA
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

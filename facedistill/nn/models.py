@@ -1,6 +1,6 @@
 """The teacher (TNet) and the three students (SNet1/2/3) of the cascade paper, and a registry.
 
-Architectures follow Table 3 of the paper as read in ``specs/architectures.md``:
+Architectures follow Table 3 of the cascade paper:
 
 ======  ===============  ==========  ==========  ===================
 layer   TNet             SNet1       SNet2       SNet3

@@ -19,9 +19,9 @@ from facedistill.attributes import (
     INDEX,
     LANDMARK_NAMES,
 )
+from facedistill.data import synth
+from facedistill.data.synth import SynthConfig, generate, plan, sample_labels, split_counts
 from facedistill.errors import UserError
-from facedistill.pipeline.data import synth
-from facedistill.pipeline.data.synth import SynthConfig, generate, plan, sample_labels, split_counts
 
 SMALL = SynthConfig(n=60, size=32, seed=3, wild=True, images_per_identity=4)
 
@@ -251,8 +251,8 @@ def test_bad_config_is_a_user_error(tmp_path: Path, bad: dict, field: str) -> No
 def test_every_attribute_has_its_own_visual_cue(name: str) -> None:
     """Flipping one attribute of a face changes the picture (Attractive excepted: it is a
     function of the other traits) and, thanks to per-part random streams, nothing else."""
-    from facedistill.pipeline.data.synth_model import sample_face, sample_identity, with_attribute
-    from facedistill.pipeline.data.synth_render import render_aligned
+    from facedistill.data.synth_model import sample_face, sample_identity, with_attribute
+    from facedistill.data.synth_render import render_aligned
 
     changed = 0
     for seed in range(3):
@@ -273,8 +273,9 @@ def test_every_attribute_has_its_own_visual_cue(name: str) -> None:
 
 def test_reader_and_check_read_the_generated_dataset(small: Path) -> None:
     """The one CelebA reader serves the synthetic dataset, both variants."""
-    from facedistill.pipeline.data.celeba import CelebA, CelebAIndex
-    from facedistill.pipeline.data.check import check_dataset
+    from facedistill.data.celeba import CelebAIndex
+    from facedistill.data.check import check_dataset
+    from facedistill.pipeline.data.dataset import CelebA
 
     labels = sample_labels(SMALL)
     partition, identity = plan(SMALL)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from facedistill.errors import ConfigError, UserError
-from facedistill.pipeline.checkpoint import load_checkpoint
-from facedistill.pipeline.stages import Pipeline, PipelineConfig
+from facedistill.nn.checkpoint import load_checkpoint
+from facedistill.workflow.stages import Pipeline, PipelineConfig
 
 TINY = """
 [train]
@@ -66,6 +66,7 @@ def load(path: Path) -> PipelineConfig:
     return PipelineConfig.load(path)
 
 
+@pytest.mark.slow
 def test_full_run_then_skip_then_invalidate_downstream(tiny_synth: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg_path = tiny_config(tmp_path, tiny_synth)
@@ -175,6 +176,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "facedistill", "pipeline", *args]
 
 
+@pytest.mark.slow
 def test_a_killed_training_stage_resumes_mid_training(tiny_synth: Path, tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, tiny_synth, teacher_epochs=3)
     text = cfg.read_text().replace('arch = "snet3"\nwidth = 0.5', 'arch = "tnet"\nwidth = 0.25')
@@ -230,7 +232,7 @@ def test_the_command_tables_are_the_clis_commands() -> None:
     import click
 
     from facedistill.cli import cli
-    from facedistill.pipeline.stages import COMMAND_TABLES
+    from facedistill.workflow.stages import COMMAND_TABLES
 
     def leaves(group: click.Group, prefix: str = "") -> list[str]:
         out = []
@@ -287,6 +289,7 @@ def test_a_new_generator_version_makes_the_synthetic_data_stale(tmp_path: Path) 
         manifest["generator_version"] + 1
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_teachers_runs_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
     # two teachers of different widths (and seeds), one student distilled from both
     cfg_path = tiny_config(tmp_path, tiny_synth)

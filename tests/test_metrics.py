@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from facedistill import metrics
 from facedistill.errors import UserError
-from facedistill.pipeline import metrics
-from facedistill.pipeline.metrics import (
+from facedistill.metrics import (
     binary_rates,
     evaluate,
     mean_balanced_accuracy,
@@ -444,5 +444,5 @@ def test_option_errors() -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, facedistill.pipeline.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, facedistill.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

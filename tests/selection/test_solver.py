@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facedistill.errors import UserError
-from facedistill.pipeline import selection as S
+from facedistill.pipeline import selection as PS
+from facedistill.selection import solver as S
+from facedistill.selection.file import read_selection
 
 
 def brute_force_accuracy(r: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -155,7 +157,7 @@ def test_fast_matches_exact_on_random_x(lam: float) -> None:
 
 
 def test_fast_matches_exact_on_a_trained_teacher(tiny_teacher: Path) -> None:
-    resp = S.collect_responses([tiny_teacher], split="val", workers=0)
+    resp = PS.collect_responses([tiny_teacher], split="val", workers=0)
     x, _ = S.attribute_accuracy(resp.features, resp.labels)
     k = x.shape[0] // 3
     exact = S.mean_field_select(x, k, solver="exact")
@@ -257,7 +259,7 @@ def test_select_command_writes_outputs_and_reuses_responses(tiny_teacher: Path,
     assert first.returncode == 0, first.stderr
     rec = json.loads(first.stdout)
     assert rec["teachers"][0]["cached"] is False
-    on_disk = S.read_selection(out)
+    on_disk = read_selection(out)
     assert on_disk["indices"] == rec["indices"] and len(rec["indices"]) == 100
     x = np.load(out.parent / "X.npy")
     n = rec["candidates"]
@@ -274,7 +276,7 @@ def test_select_command_writes_outputs_and_reuses_responses(tiny_teacher: Path,
 
 def test_select_an_ensemble_names_teacher_and_neuron(tiny_teacher: Path, tmp_path: Path
                                                      ) -> None:
-    rec = S.run_selection([tiny_teacher, tiny_teacher / "last.pt"], 64, out=tmp_path,
+    rec = PS.run_selection([tiny_teacher, tiny_teacher / "last.pt"], 64, out=tmp_path,
                           workers=0, plot=False)
     width = rec["teachers"][0]["neurons"]
     assert rec["candidates"] == 2 * width and rec["teachers"][1]["offset"] == width
@@ -293,4 +295,4 @@ def test_select_command_errors_are_one_line(tiny_teacher: Path, tmp_path: Path) 
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "other"}')
     with pytest.raises(UserError, match="not a facedistill.selection/v1 file"):
-        S.read_selection(bad)
+        read_selection(bad)

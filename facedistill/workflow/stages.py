@@ -63,7 +63,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
               "limit": None, "split": "val"},
 }
 _TRAIN_SECTIONS = ("train", "compress")
-# every command table a config file may hold (the CLI's commands; tests/pipeline/test_stages.py
+# every command table a config file may hold (the CLI's commands; tests/workflow/test_stages.py
 # checks this against the CLI): the pipeline reads some, the others are not an error
 COMMAND_TABLES = ("data.synth", "data.check", "models", "train", "eval", "select", "compress",
                   "export", "bench", "predict", "pipeline")
@@ -478,13 +478,13 @@ def _now() -> str:
 
 
 def _run_data(ctx: StageContext) -> dict[str, Any]:
-    from facedistill.pipeline.data.celeba import CelebAIndex
+    from facedistill.data.celeba import CelebAIndex
 
     cfg = ctx.pipeline.cfg
     root = cfg.data
     result: dict[str, Any] = {"root": str(root)}
     if cfg.synth:
-        from facedistill.pipeline.data.synth import generate
+        from facedistill.data.synth import generate
 
         synth = cfg.sections["data.synth"]
         sc = SynthConfig(**{k: v for k, v in synth.items() if k != "workers"})
@@ -494,7 +494,7 @@ def _run_data(ctx: StageContext) -> dict[str, Any]:
     result["splits"] = index.split_sizes()
     files = [index.files[r] for r in ("attributes", "partition") if r in index.files]
     if cfg.synth:  # the manifest carries the generator version: new images, new fingerprint
-        from facedistill.pipeline.data.synth import MANIFEST
+        from facedistill.data.synth import MANIFEST
 
         files.append(root / MANIFEST)
     result["files"] = _files(*files)
@@ -638,7 +638,7 @@ def _run_bench(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_report(ctx: StageContext) -> dict[str, Any]:
-    from facedistill.pipeline.report import build_report
+    from facedistill.workflow.report import build_report
 
     paths = build_report(ctx.pipeline, ctx.upstream, ctx.out)
     return {"markdown": str(paths["markdown"]), "html": str(paths["html"]),
