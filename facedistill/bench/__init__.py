@@ -10,7 +10,7 @@ Torch-free unless a checkpoint is benchmarked. Public API::
 ``result`` is ``{"format": "facedistill.bench/v1", "version", "created", "config",
 "environment", "rows", "skipped"}``; each row is one artifact variant at one batch size:
 ``model``, ``arch``, ``source_sha256``, ``artifact``, ``kind`` (checkpoint | onnx | engine),
-``backend`` (ort-cpu, ort-cuda, torch-cpu, torch-cuda, trt), ``precision``, ``mode``
+``backend`` (ort-cpu, ort-cuda, ort-trt, torch-cpu, torch-cuda, trt), ``precision``, ``mode``
 (default | autocast | cuda_graph), ``layout``, ``batch``, ``input_shape``, ``threads``,
 ``warmup``, ``runs``, ``latency_ms`` {median, p90, p99, mean, min, max, std},
 ``per_image_ms``, ``throughput_ips``, ``gpu_compute_ms`` (same keys, or null), ``params``,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from facedistill.errors import UserError
-from facedistill.runtime.backends import check_onnx_io
+from facedistill.runtime.backends import PROBABILITIES, OrtBackend, session_summary
 from facedistill.runtime.engine import INSTALL_HINT as TRT_HINT
 from facedistill.runtime.preprocess import Preprocess
 
@@ -32,10 +32,10 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 KIND_BACKEND = {"checkpoint": "torch", "onnx": "ort", "engine": "trt"}
-PROBABILITIES = "probabilities"
 
 INSTALL_TORCH = ("torch is not installed: pip install 'facedistill[train]' to bench checkpoints, "
                  "or export them to ONNX (facedistill export) and bench the .onnx")
+ORT_BACKEND_NAMES = {"TensorrtExecutionProvider": "ort-trt", "CUDAExecutionProvider": "ort-cuda"}
 INSTALL_ORT = "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)"
 
 
@@ -158,53 +158,18 @@ class Variant:
     close: Callable[[], None] = lambda: None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def ort_session(path: Path, threads: int | None) -> Any:
-    """An ONNX Runtime session for benchmarking: intra-op threads as asked, one inter-op
-    thread, and **no spinning** thread pool. Spinning workers keep a core busy after every run;
-    with several artifacts interleaved (or a busy machine) they steal the cores the next
-    artifact needs (measured here: 2 interleaved sessions 13 ms -> 4.9 ms per run)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ArtifactError(INSTALL_ORT, path=path) from None
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    available = set(ort.get_available_providers())
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
-    except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-        raise ArtifactError(f"not a loadable ONNX model (corrupt or truncated?): "
-                            f"{_first_line(exc)}", path=path) from None
-
-
 def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
-    from facedistill.runtime.metadata import parse_metadata
-
-    session = ort_session(a.path, threads)
-    info = parse_metadata(session.get_modelmeta().custom_metadata_map, source=str(a.path))
-    fixed = check_onnx_io(session, info, a.path)  # the runtime's check: same graph, same rules
+    """An ONNX file in the runtime's own :class:`~facedistill.runtime.backends.OrtBackend`:
+    the session options, providers, metadata and graph checks ``predict`` ships with."""
+    backend = OrtBackend(a.path, threads=threads)
+    session, info = backend.session, backend.info
     providers = session.get_providers()
-    on_gpu = providers[0] == "CUDAExecutionProvider"
     name = info.input_name
     wanted = [PROBABILITIES]
     int8: dict[str, Any] = {}
     if info.precision == "int8":
-        from facedistill.runtime.cpu import warn_int8
-
         int8 = {"int8_recipe": info.int8_recipe, "int8_weight_bits": info.int8_weight_bits,
-                "int8_warning": None if on_gpu else warn_int8(
-                    info.int8_weight_bits, info.int8_recipe, str(a.path))}
+                "int8_warning": backend.int8_warning}
 
     def prepare(x: np.ndarray) -> RunOnce:
         feed = {name: np.ascontiguousarray(x, dtype=np.float32)}
@@ -218,11 +183,11 @@ def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
         return session.run(wanted, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     return [Variant(
-        artifact=a, backend="ort-cuda" if on_gpu else "ort-cpu", precision=info.precision,
+        artifact=a, backend=ORT_BACKEND_NAMES.get(providers[0], "ort-cpu"), precision=info.precision,
         mode="default", layout="NCHW", arch=dict(info.arch), preprocess=info.preprocess,
         attributes=info.attributes, thresholds=info.thresholds,
         source_sha256=info.source_sha256, threads=threads, prepare=prepare, predict=predict,
-        fixed_batch=fixed, details={"providers": providers, "spinning": False, **int8},
+        fixed_batch=backend.fixed_batch, details={**session_summary(session), **int8},
     )]
 
 

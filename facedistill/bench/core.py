@@ -384,7 +384,7 @@ class _Bench:
 
         # accuracy reference: the fp32 variant of the same model (ORT first, then torch, TRT)
         refs: dict[str, int] = {}
-        pref = {"ort-cpu": 0, "ort-cuda": 1, "torch-cpu": 2, "torch-cuda": 3, "trt": 4}
+        pref = {"ort-cpu": 0, "ort-cuda": 1, "ort-trt": 2, "torch-cpu": 3, "torch-cuda": 4, "trt": 5}
         for i, v in enumerate(variants):
             if v.precision != "fp32" or i not in accuracy or accuracy[i][0] is None:
                 continue

@@ -304,7 +304,7 @@ def plot_png(result: dict[str, Any]) -> bytes:
         return f"{r['model']} {r['precision']} {r['backend']}{mode}"
 
     colors = {"fp32": "tab:blue", "bf16": "tab:purple", "fp16": "tab:green", "int8": "tab:red"}
-    markers = {"ort-cpu": "o", "ort-cuda": "s", "torch-cpu": "^", "torch-cuda": "v", "trt": "D"}
+    markers = {"ort-cpu": "o", "ort-cuda": "s", "ort-trt": "P", "torch-cpu": "^", "torch-cuda": "v", "trt": "D"}
 
     fig = Figure(figsize=(17, 5.2), dpi=110)
     ax1, ax2, ax3 = fig.subplots(1, 3)

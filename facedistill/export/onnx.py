@@ -32,6 +32,8 @@ import numpy as np
 from facedistill import __version__
 from facedistill.errors import UserError
 from facedistill.io import atomic_path, sha256_file
+from facedistill.runtime.backends import open_session
+from facedistill.runtime.errors import ModelError
 from facedistill.runtime.metadata import INPUT_NAME, OUTPUT_NAMES, build_metadata
 
 DEFAULT_OPSET = 18
@@ -164,28 +166,17 @@ def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def ort_session(path_or_bytes: str | os.PathLike[str] | bytes, threads: int | None = None,
                 *, emulate_qdq: bool = False) -> Any:
-    """An ONNX Runtime CPU session (warnings off); unreadable models are ExportError.
+    """The runtime's ONNX Runtime session (:func:`facedistill.runtime.backends.open_session`)
+    on the CPU, warnings off; a model it cannot load is an ExportError.
 
-    ``emulate_qdq`` keeps ONNX Runtime from fusing Q/DQ pairs into its integer kernels
-    (``session.disable_quant_qdq``): each ``DequantizeLinear -> op -> QuantizeLinear`` then runs
-    in float32, which is what an INT8 kernel with 32-bit sums computes (TensorRT, VNNI), on any
-    CPU and without the 16-bit saturation of x86 kernels lacking VNNI.
+    ``emulate_qdq`` keeps ONNX Runtime from fusing Q/DQ pairs into its integer kernels: the
+    INT8 gate then scores what a kernel with 32-bit sums computes (TensorRT, VNNI) on any CPU.
     """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if emulate_qdq:
-        opts.add_session_config_entry("session.disable_quant_qdq", "1")
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
     try:
-        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        where = None if isinstance(path_or_bytes, bytes) else path_or_bytes
-        raise ExportError(f"ONNX Runtime cannot load the model: {first}", path=where) from None
+        return open_session(path_or_bytes, device="cpu", threads=threads,
+                            emulate_qdq=emulate_qdq, quiet=True)
+    except ModelError as exc:
+        raise ExportError(f"ONNX Runtime: {exc.message}", path=exc.path) from None
 
 
 def parity_inputs(batch: int, size: Sequence[int], seed: int = PARITY_SEED) -> np.ndarray:

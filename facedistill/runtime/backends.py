@@ -111,6 +111,90 @@ def _ort_trt_cache() -> str:
     return os.path.join(root, "ort-trt")
 
 
+def ort_providers(ort: Any, device: Device) -> list[Any]:
+    """The execution providers for ``device``: CPU; or TensorRT, CUDA, CPU where installed."""
+    kind, index = parse_device(device)
+    available = set(ort.get_available_providers())
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    if kind == "cpu" or (kind == "auto" and not gpu):
+        return ["CPUExecutionProvider"]
+    if not gpu:
+        raise ConfigError(
+            f"device {device!r} asks for a GPU, but this onnxruntime has no CUDA or TensorRT "
+            "execution provider (pip install onnxruntime-gpu), or use --device cpu",
+            field="device")
+    chosen: list[Any] = []
+    if "TensorrtExecutionProvider" in gpu:
+        chosen.append(("TensorrtExecutionProvider", {
+            "device_id": index, "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": _ort_trt_cache()}))
+    if "CUDAExecutionProvider" in gpu:
+        chosen.append(("CUDAExecutionProvider", {"device_id": index}))
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "auto",
+                 threads: int | None = None, providers: list[Any] | None = None,
+                 emulate_qdq: bool = False, quiet: bool = False) -> Any:
+    """The one way facedistill opens an ONNX Runtime session: what ``predict`` runs, what
+    ``bench`` times and what ``export`` scores.
+
+    * ``threads``: intra-op threads (None or 0: ONNX Runtime's default, one per physical core);
+      one inter-op thread;
+    * the intra-op pool does **not spin** between runs: spinning workers keep cores busy after
+      every call and starve what runs next, a face detector or a second model (measured: two
+      interleaved sessions 13 ms -> 4.9 ms per run without spinning);
+    * ``emulate_qdq`` (export's INT8 gate): Q/DQ pairs are not fused into integer kernels
+      (``session.disable_quant_qdq``), so each runs in float32, which is what a kernel with
+      32-bit sums computes (TensorRT, VNNI) on any CPU class;
+    * ``quiet``: ONNX Runtime's own warnings off.
+
+    A model ONNX Runtime cannot load is a one-line :class:`ModelError`.
+    """
+    where = None if isinstance(source, bytes) else source
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("onnxruntime is not installed: pip install onnxruntime "
+                         "(or onnxruntime-gpu)", path=where) from None
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be >= 0, got {threads}", field="threads")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if emulate_qdq:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    if quiet:
+        options.log_severity_level = 3
+    asked = providers or ort_providers(ort, device)
+    src = source if isinstance(source, bytes) else os.fspath(source)
+    try:
+        session = ort.InferenceSession(src, sess_options=options, providers=asked)
+    except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+        raise ModelError(f"not a loadable ONNX model: {_first_line(exc)}", path=where) from None
+    return session
+
+
+def session_summary(session: Any) -> dict[str, Any]:
+    """How an ONNX Runtime session was set up, read back from the session itself: providers,
+    threads, spinning, Q/DQ emulation (what bench records and tests compare)."""
+    opts = session.get_session_options()
+
+    def entry(key: str) -> str | None:
+        try:
+            return opts.get_session_config_entry(key)
+        except RuntimeError:  # ONNX Runtime raises for a key that was never set
+            return None
+
+    return {"providers": session.get_providers(),
+            "intra_op_threads": opts.intra_op_num_threads,
+            "inter_op_threads": opts.inter_op_num_threads,
+            "spinning": entry("session.intra_op.allow_spinning") != "0",
+            "emulate_qdq": entry("session.disable_quant_qdq") == "1"}
+
+
 class OrtBackend:
     """An ONNX model in an ``onnxruntime.InferenceSession``.
 
@@ -127,24 +211,8 @@ class OrtBackend:
     def __init__(self, path: str | os.PathLike[str], device: Device = "auto",
                  threads: int | None = None, providers: list[Any] | None = None) -> None:
         self.path = check_model_file(path)
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ModelError("onnxruntime is not installed: pip install onnxruntime "
-                             "(or onnxruntime-gpu)", path=self.path) from None
-        if threads is not None and threads < 0:
-            raise ConfigError(f"threads must be >= 0, got {threads}", field="threads")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        self.providers_asked = providers or self._providers(ort, device)
-        try:
-            self.session = ort.InferenceSession(os.fspath(self.path), sess_options=options,
-                                                providers=self.providers_asked)
-        except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-            raise ModelError(f"not a loadable ONNX model: {_first_line(exc)}",
-                             path=self.path) from None
+        self.session = open_session(self.path, device=device, threads=threads,
+                                    providers=providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = parse_metadata(meta, source=os.fspath(self.path))
         self.fixed_batch = self._check_io()
@@ -155,27 +223,6 @@ class OrtBackend:
             self.int8_warning = warn_int8(self.info.int8_weight_bits, self.info.int8_recipe,
                                           os.fspath(self.path))
 
-    @staticmethod
-    def _providers(ort: Any, device: Device) -> list[Any]:
-        kind, index = parse_device(device)
-        available = set(ort.get_available_providers())
-        gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-        if kind == "cpu" or (kind == "auto" and not gpu):
-            return ["CPUExecutionProvider"]
-        if not gpu:
-            raise ConfigError(
-                f"device {device!r} asks for a GPU, but this onnxruntime has no CUDA or TensorRT "
-                "execution provider (pip install onnxruntime-gpu), or use --device cpu",
-                field="device")
-        chosen: list[Any] = []
-        if "TensorrtExecutionProvider" in gpu:
-            chosen.append(("TensorrtExecutionProvider", {
-                "device_id": index, "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": _ort_trt_cache()}))
-        if "CUDAExecutionProvider" in gpu:
-            chosen.append(("CUDAExecutionProvider", {"device_id": index}))
-        return [*chosen, "CPUExecutionProvider"]
-
     def _check_io(self) -> int | None:
         return check_onnx_io(self.session, self.info, self.path)
 
@@ -184,7 +231,7 @@ class OrtBackend:
         return self.session.run(self._outputs, {self.info.input_name: x})[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "providers": self.session.get_providers(),
+        return {"backend": self.name, **session_summary(self.session),
                 "path": os.fspath(self.path)}
 
     def close(self) -> None:
