@@ -75,6 +75,9 @@ def annotation_targets(images: Sequence[Path], annotate: Path) -> list[Path]:
               help="auto, cpu, cuda or cuda:N (auto: a GPU when ONNX Runtime has one).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="ONNX Runtime intra-op threads [default: one per physical core].")
+@click.option("--spin", is_flag=True,
+              help="Let ONNX Runtime's threads spin between calls: lower latency for one model "
+                   "called back to back, slower beside other work (docs/runtime.md).")
 @click.option("--detect", is_flag=True,
               help="Find faces (OpenCV Haar cascade, the 'detect' extra) and predict each crop; "
                    "without it every image is taken as one aligned face.")
@@ -92,7 +95,7 @@ def annotation_targets(images: Sequence[Path], annotate: Path) -> list[Path]:
               help="Print JSON: every attribute's probability, decision and threshold.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(images: tuple[Path, ...], model: Path, backend: str, device: str,
-            threads: int | None, detect: bool, margin: float | None, top: int | None,
+            threads: int | None, spin: bool, detect: bool, margin: float | None, top: int | None,
             annotate: Path | None, batch_size: int, as_json: bool, quiet: bool) -> None:
     """Predict the attributes of face IMAGES (files or folders) with an exported model.
 
@@ -110,7 +113,7 @@ def command(images: tuple[Path, ...], model: Path, backend: str, device: str,
     paths = expand_images(images)
     targets = annotation_targets(paths, annotate) if annotate is not None else None
     predictor = Predictor(model, backend=backend, device=device, threads=threads,
-                          batch_size=batch_size)
+                          batch_size=batch_size, spin=spin)
     records: list[dict[str, Any]] = []
     failed = 0
 

@@ -135,15 +135,16 @@ def ort_providers(ort: Any, device: Device) -> list[Any]:
 
 def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "auto",
                  threads: int | None = None, providers: list[Any] | None = None,
-                 emulate_qdq: bool = False, quiet: bool = False) -> Any:
+                 spin: bool = False, emulate_qdq: bool = False, quiet: bool = False) -> Any:
     """The one way facedistill opens an ONNX Runtime session: what ``predict`` runs, what
     ``bench`` times and what ``export`` scores.
 
     * ``threads``: intra-op threads (None or 0: ONNX Runtime's default, one per physical core);
       one inter-op thread;
-    * the intra-op pool does **not spin** between runs: spinning workers keep cores busy after
-      every call and starve what runs next, a face detector or a second model (measured: two
-      interleaved sessions 13 ms -> 4.9 ms per run without spinning);
+    * ``spin``: whether the intra-op pool spins between runs; off by default. Spinning workers
+      keep cores busy after every call and starve a second model run next (measured on 2 cores,
+      benchmarks/results/ort_spinning.md: two alternating sessions 1.5-2.1x slower when they
+      spin); one model called back to back is up to 1.4x faster with it;
     * ``emulate_qdq`` (export's INT8 gate): Q/DQ pairs are not fused into integer kernels
       (``session.disable_quant_qdq``), so each runs in float32, which is what a kernel with
       32-bit sums computes (TensorRT, VNNI) on any CPU class;
@@ -163,7 +164,7 @@ def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "au
     if threads:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if emulate_qdq:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     if quiet:
@@ -209,10 +210,11 @@ class OrtBackend:
     max_batch = None
 
     def __init__(self, path: str | os.PathLike[str], device: Device = "auto",
-                 threads: int | None = None, providers: list[Any] | None = None) -> None:
+                 threads: int | None = None, providers: list[Any] | None = None,
+                 spin: bool = False) -> None:
         self.path = check_model_file(path)
         self.session = open_session(self.path, device=device, threads=threads,
-                                    providers=providers)
+                                    providers=providers, spin=spin)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = parse_metadata(meta, source=os.fspath(self.path))
         self.fixed_batch = self._check_io()
@@ -283,12 +285,13 @@ class TrtBackend:
 
 
 def open_backend(path: str | os.PathLike[str], backend: str = "auto", device: Device = "auto",
-                 threads: int | None = None) -> OrtBackend | TrtBackend:
-    """The backend for ``path`` (see :func:`resolve_backend`)."""
+                 threads: int | None = None, spin: bool = False) -> OrtBackend | TrtBackend:
+    """The backend for ``path`` (see :func:`resolve_backend`); ``threads`` and ``spin`` are
+    ONNX Runtime's (:func:`open_session`)."""
     p = check_model_file(path)
     kind = resolve_backend(p, backend)
     if kind == "ort":
-        return OrtBackend(p, device=device, threads=threads)
+        return OrtBackend(p, device=device, threads=threads, spin=spin)
     return TrtBackend(p, device=device)
 
 

@@ -59,7 +59,9 @@ class Predictor:
     checked against this GPU and TensorRT). ``backend``: ``auto`` (by suffix), ``ort`` or
     ``trt``. ``device``: ``auto`` (a GPU when ONNX Runtime has a CUDA/TensorRT provider, else
     the CPU), ``cpu``, ``cuda``, ``cuda:N`` or N. ``threads``: ONNX Runtime intra-op threads
-    (None: one per physical core). ``batch_size``: the chunk :meth:`predict_batch` runs at once
+    (None: one per physical core); ``spin``: let them spin between calls (faster for one model
+    called back to back, slower beside other models: :func:`~facedistill.runtime.backends.open_session`).
+    ``batch_size``: the chunk :meth:`predict_batch` runs at once
     (capped by a TensorRT engine's profile; a static-batch ONNX uses its own).
 
     Raises (all one-line :class:`~facedistill.errors.UserError` subclasses)
@@ -71,11 +73,12 @@ class Predictor:
 
     def __init__(self, model_path: str | os.PathLike[str], backend: str = "auto",
                  device: Device = "auto", threads: int | None = None,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 batch_size: int = DEFAULT_BATCH, spin: bool = False) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         self.path = Path(model_path)
-        self._backend = open_backend(self.path, backend=backend, device=device, threads=threads)
+        self._backend = open_backend(self.path, backend=backend, device=device, threads=threads,
+                                     spin=spin)
         self.info: ModelInfo = self._backend.info
         self.attributes: tuple[str, ...] = self.info.attributes
         self.thresholds = np.asarray(self.info.thresholds, dtype=np.float64)

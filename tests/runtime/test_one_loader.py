@@ -47,3 +47,9 @@ def test_an_unloadable_model_is_one_error_for_every_caller(tmp_path: Path) -> No
         ort_session(bad)
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         open_session(b"\x08\x07not a model")
+
+
+def test_spinning_is_off_unless_asked_and_predict_passes_it_on(tiny_onnx: Path) -> None:
+    assert Predictor(tiny_onnx).describe()["spinning"] is False
+    assert Predictor(tiny_onnx, spin=True).describe()["spinning"] is True
+    assert session_summary(open_session(tiny_onnx, spin=True))["spinning"] is True
