@@ -208,6 +208,17 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+class GateError(ExportError):
+    """The export failed only because INT8 files lost more accuracy than ``max_drop``: every
+    other variant was written. ``rejected`` names them; ``report`` is the export report."""
+
+    def __init__(self, message: str, *, rejected: list[str], report: dict[str, Any],
+                 **where: Any) -> None:
+        super().__init__(message, **where)
+        self.rejected = rejected
+        self.report = report
+
+
 class _Steps:
     """Runs the export's steps so that one failing precision never loses the others: an
     error is recorded on its variant (``status: failed``, ``error``) and collected."""
@@ -215,13 +226,16 @@ class _Steps:
     def __init__(self, report: dict[str, Any]) -> None:
         self.report = report
         self.errors: list[tuple[str, BaseException]] = []
+        self.gated: set[str] = set()  # the steps the INT8 gate failed
 
-    def fail(self, table: str, name: str, exc: BaseException) -> None:
+    def fail(self, table: str, name: str, exc: BaseException, *, gate: bool = False) -> None:
         entry = self.report[table].setdefault(name, {})
         entry.update(status="failed", error=_error_line(exc))
         for key in ("size_bytes", "sha256"):
             entry.pop(key, None)
         self.errors.append((f"{name}{' engine' if table == 'engines' else ''}", exc))
+        if gate:
+            self.gated.add(self.errors[-1][0])
 
     def run(self, table: str, name: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -233,13 +247,16 @@ class _Steps:
     def raise_if_failed(self, report_path: Path) -> None:
         if not self.errors:
             return
+        names = [name for name, _ in self.errors]
+        kind = GateError if set(names) <= self.gated else ExportError
+        extra = {"rejected": names, "report": self.report} if kind is GateError else {}
         if len(self.errors) == 1 and isinstance(self.errors[0][1], UserError):
             exc = self.errors[0][1]
-            raise ExportError(f"{exc.message} (report: {report_path})", path=exc.path,
-                              line=exc.line, field=exc.field)
+            raise kind(f"{exc.message} (report: {report_path})", path=exc.path,
+                       line=exc.line, field=exc.field, **extra)
         what = "; ".join(f"{name}: {_error_line(exc)}" for name, exc in self.errors)
-        raise ExportError(f"{len(self.errors)} export steps failed - {what} (the others were "
-                          f"written; report: {report_path})")
+        raise kind(f"{len(self.errors)} export steps failed - {what} (the others were "
+                   f"written; report: {report_path})", **extra)
 
 
 def export_model(
@@ -566,7 +583,7 @@ def _gate(name: str, v: dict[str, Any], report: dict[str, Any], gate: bool, max_
                f"max_drop {max_drop:g}")
         steps.fail("variants", name, ExportError(
             f"INT8 rejected: {why} on {split}; try another --calib-method, more --calib-n, "
-            "or --no-gate", path=final))
+            "or --no-gate", path=final), gate=True)
         v.update(error=why, rejected_by_gate=True)
 
 

@@ -564,6 +564,7 @@ def _run_student(ctx: StageContext) -> dict[str, Any]:
 
 def _run_export(ctx: StageContext) -> dict[str, Any]:
     from facedistill.export import export_model
+    from facedistill.export.api import GateError
 
     model = ctx.stage.name.split(":", 1)[1]
     p = ctx.stage.params
@@ -578,15 +579,10 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
                               eval_data=ctx.pipeline.cfg.data, trt=_want_trt(p["trt"]),
                               batches=tuple(_int_list(p["batches"], "export.batches")),
                               workspace_mb=p["workspace_mb"])
-    except UserError as exc:
+    except GateError as exc:
         # INT8 that loses too much accuracy is left out of this model's deployment (the
-        # report says by how much); any other export problem stops the pipeline.
-        report = json.loads((out / "export_report.json").read_text()) \
-            if (out / "export_report.json").exists() else {}
-        failed = [v for v in (*report.get("variants", {}).values(),
-                              *report.get("engines", {}).values()) if v.get("status") == "failed"]
-        if not failed or not all(v.get("rejected_by_gate") for v in failed):
-            raise
+        # report says by how much); any other export error stops the pipeline.
+        report = exc.report
         ctx.message(f"{exc.message}; continuing without INT8 for {model}")
     files = sorted(str(f) for f in out.glob("*.onnx"))
     return {"dir": str(out), "report": str(out / "export_report.json"), "onnx": files,

@@ -238,7 +238,7 @@ def test_int8_gate_rejects_and_keeps_previous_file(tiny_export: tuple[dict[str, 
                                                    tiny_synth: Path, tmp_path: Path) -> None:
     """A real trigger: INT8 must not be worse than fp32 + 100 points (max_drop -100)."""
     from facedistill.export import export_model
-    from facedistill.export.onnx import ExportError
+    from facedistill.export.api import GateError
 
     _, out = tiny_export
     src = tmp_path / "src" / "snet3.fp32.onnx"
@@ -247,9 +247,10 @@ def test_int8_gate_rejects_and_keeps_previous_file(tiny_export: tuple[dict[str, 
     dst = tmp_path / "out"
     dst.mkdir()
     (dst / "snet3.int8.onnx").write_bytes(b"an earlier, accepted export")
-    with pytest.raises(ExportError) as err:
+    with pytest.raises(GateError) as err:  # typed: only the gate failed
         export_model(src, dst, precisions=("int8",), max_drop=-100.0, calib_n=32,
                      eval_data=tiny_synth)
+    assert err.value.rejected == ["int8"] and err.value.report["gate"]["passed"] is False
     msg = err.value.format()
     assert "\n" not in msg and msg.startswith(f"{dst / 'snet3.int8.onnx'}: INT8 rejected")
     assert "more than max_drop -100" in msg
@@ -357,8 +358,9 @@ def test_int8_engine_without_the_tensorrt_recipe_is_a_recorded_failure(
                    ["int8"], rep, steps, None)
     assert rep["engines"]["int8"]["status"] == "failed"
     assert "add 'tensorrt' to --int8-recipe" in rep["engines"]["int8"]["error"]
-    with pytest.raises(ExportError, match="int8 engine not built"):
+    with pytest.raises(ExportError, match="int8 engine not built") as err:
         steps.raise_if_failed(tmp_path / "export_report.json")
+    assert type(err.value) is ExportError  # not a GateError: the pipeline must stop on it
     assert not list(tmp_path.iterdir())
 
 
