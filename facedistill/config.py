@@ -87,6 +87,9 @@ def to_default_map(
         param = params[name]
         if param.multiple and not isinstance(value, list):
             value = [value]
+        wrong = toml_type_error(param, value)
+        if wrong:
+            raise ConfigError(f"bad value {value!r}: {wrong}", path=path, field=dotted)
         try:  # convert now so that a bad value names the file, not the command line
             ctx = click.Context(command)
             param.type_cast_value(ctx, value)
@@ -95,6 +98,38 @@ def to_default_map(
                               field=dotted) from None
         result[name] = value
     return result
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def toml_type_error(param: click.Parameter, value: Any) -> str | None:
+    """What is wrong with the TOML type of ``value`` for ``param``, or None. Stricter than
+    click's conversion, which turns ``1.5`` or ``true`` into the integer 1 and passes a number
+    on as a path: TOML has types, so a config value must already have the option's."""
+    if param.multiple or param.nargs == -1:
+        if not isinstance(value, list):
+            return f"expected a list, got {_kind(value)}"
+        items = value
+    else:
+        items = [value]
+    t = param.type
+    for item in items:
+        if (isinstance(param, click.Option) and param.is_flag) or \
+                isinstance(t, click.types.BoolParamType):
+            ok, want = isinstance(item, bool), "a boolean (true or false)"
+        elif isinstance(t, click.types.IntParamType):
+            ok, want = isinstance(item, int) and not isinstance(item, bool), "an integer"
+        elif isinstance(t, click.types.FloatParamType):
+            ok = isinstance(item, int | float) and not isinstance(item, bool)
+            want = "a number"
+        else:  # paths, choices, strings and the options parsed by a callback ("1,8,32")
+            ok, want = isinstance(item, str), "a string"
+        if not ok:
+            return f"expected {want}, got {_kind(item)}"
+    return None
 
 
 def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> dict[str, Any]:

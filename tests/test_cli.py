@@ -181,3 +181,41 @@ def test_a_corrupt_image_read_in_a_worker_process_is_one_line(tiny_synth: Path,
             "32", "--workers", "1", "--epochs", "1", "--data", str(data), "--out", str(out)),
         first.name)
     assert "Caught" not in line and "worker" not in line
+
+
+@pytest.mark.parametrize(
+    "table, key, needle",
+    [
+        ({"train": {"data": 5}}, "train.data", "expected a string, got an integer"),
+        ({"train": {"lr": [1, 2]}}, "train.lr", "expected a number, got a list"),
+        ({"train": {"out": {}}}, "train.out", "expected a string, got a table"),
+        ({"compress": {"teachers": 5}}, "compress.teachers", "expected a string, got an integer"),
+        ({"train": {"epochs": 1.5}}, "train.epochs", "expected an integer, got a float"),
+        ({"train": {"epochs": True}}, "train.epochs", "expected an integer, got a boolean"),
+        ({"train": {"deterministic": 1}}, "train.deterministic", "expected a boolean"),
+        ({"bench": {"batch": [1, 32]}}, "bench.batch", "expected a string, got a list"),
+    ],
+)
+def test_config_values_must_have_the_options_toml_type(tmp_path: Path, table: dict, key: str,
+                                                       needle: str) -> None:
+    """TOML is typed: 1.5 or true is no epoch count, 5 no path (click alone would coerce)."""
+    from facedistill.cli import cli
+    from facedistill.config import to_default_map
+    from facedistill.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        to_default_map(cli, table, tmp_path / "c.toml")
+    line = err.value.format()
+    assert "\n" not in line and str(tmp_path / "c.toml") in line
+    assert f"field '{key}'" in line and needle in line
+
+
+def test_config_values_of_the_right_type_pass(tmp_path: Path) -> None:
+    from facedistill.cli import cli
+    from facedistill.config import to_default_map
+
+    table = {"train": {"lr": 1, "epochs": 2, "deterministic": True, "data": "d"},
+             "compress": {"teachers": "runs/t", "weights": ["selected=0.3"]},
+             "bench": {"batch": "1,32"}}
+    got = to_default_map(cli, table, tmp_path / "c.toml")
+    assert got["train"]["lr"] == 1 and got["compress"]["teachers"] == ["runs/t"]
