@@ -339,7 +339,6 @@ def export_model(
         require_tensorrt()
         gpu_identity(0, require_cudart())
     out = Path(out_dir)
-    _check_writable(out)
 
     # -- source: checkpoint (torch) or an FP32 ONNX (no torch) -------------------------------
     from_onnx = src.suffix.lower() == ".onnx"
@@ -377,6 +376,7 @@ def export_model(
             fallback = str(eval_data)
         calib_root = _resolve_data(calib_data, fallback, "calibration data", where,
                                    "--calib-data or --data")
+    _check_writable(out)  # created only now: a bad source or data folder leaves no empty --out
 
     cpu = cpu_record()
     report: dict[str, Any] = {

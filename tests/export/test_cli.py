@@ -33,6 +33,17 @@ def test_missing_run(tmp_path: Path) -> None:
     assert line == f"error: {tmp_path / 'nope'}: no such checkpoint file or run folder"
 
 
+def test_a_failed_preflight_creates_no_output_folder(tiny_teacher: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    line = _one_line_error(_cli(bad, "--out", tmp_path / "a", "--quiet"))
+    assert str(bad) in line and "not a PyTorch checkpoint" in line
+    line = _one_line_error(_cli(tiny_teacher, "--int8", "--calib-data", tmp_path / "none",
+                                "--out", tmp_path / "b", "--quiet"))
+    assert "calibration data folder does not exist" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
+
+
 def test_bad_options_exit_2(tiny_teacher: Path, tmp_path: Path) -> None:
     line = _one_line_error(_cli(tiny_teacher, "--batch", "8,1", "--out", tmp_path))
     assert "field 'batch'" in line and "min <= opt <= max" in line
