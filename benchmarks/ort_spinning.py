@@ -3,7 +3,7 @@
 what it saves, side by side in one run.
 
 For each ONNX file and batch size two sessions, identical but for
-``session.intra_op.allow_spinning``, are timed in interleaved rounds, in two settings:
+``session.intra_op.allow_spinning``, are timed in interleaved rounds, in three settings:
 
 - ``alone``: back-to-back ``run`` calls, the best case for spinning;
 - ``with CPU work``: each call is followed by ``--work-ms`` of single-threaded numpy work (a
@@ -37,17 +37,8 @@ from facedistill.runtime.cpu import cpu_record
 
 
 def spinning_session(path: Path, threads: int, spin: bool):
-    """The runtime's session; with ``spin`` the one setting flipped back to ORT's default."""
-    if not spin:
-        return open_session(path, device="cpu", threads=threads)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    return ort.InferenceSession(os.fspath(path), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    """The runtime's session (the one builder), spinning or not."""
+    return open_session(path, device="cpu", threads=threads, spin=spin)
 
 
 def cpu_work(ms: float, a: np.ndarray) -> None:
