@@ -50,8 +50,10 @@ def _batches(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
               show_default=True, help="Split scored for accuracy (with --data).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N images of the split.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write the result (rows + environment) as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result (rows + environment) as JSON instead of the table.")
+@click.option("--json-out", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the result (rows + environment) as JSON to this file.")
 @click.option("--md", "md_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the Markdown table.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path),
@@ -59,7 +61,8 @@ def _batches(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
 @click.option("--quiet", is_flag=True, help="No progress bar and no table on the console.")
 def command(artifacts: tuple[Path, ...], backend: str, batch: tuple[int, ...], warmup: int,
             iters: int | None, seconds: float | None, threads: int | None, data: Path | None,
-            split: str, limit: int | None, json_out: Path | None, md_out: Path | None,
+            split: str, limit: int | None, as_json: bool, json_out: Path | None,
+            md_out: Path | None,
             plot_out: Path | None, quiet: bool) -> None:
     """Benchmark checkpoints, run folders, ONNX files and TensorRT engines.
 
@@ -72,19 +75,25 @@ def command(artifacts: tuple[Path, ...], backend: str, batch: tuple[int, ...], w
     """
     from facedistill.bench import markdown_table, run_bench, write_outputs
     from facedistill.bench.core import check_artifacts
-    from facedistill.bench.report import INSTALL_MPL, have_matplotlib
+    from facedistill.bench.report import INSTALL_MPL, have_matplotlib, to_json
 
+    stray = [a for a in artifacts if a.suffix.lower() == ".json" and not a.exists()]
+    if stray:  # up to 0.1.0 --json took the output file
+        raise UserError(f"{stray[0]} is not an artifact: --json is a flag (print JSON); "
+                        "write a file with --json-out FILE")
     if iters is not None and seconds is not None:
         raise UserError("give --iters or --seconds, not both")
     if plot_out is not None and not have_matplotlib():
         raise UserError(f"--plot: {INSTALL_MPL}")
     check_artifacts(list(artifacts), backend)  # bad paths / missing backend: fail before loading
-    with progress_bar("bench", enabled=not quiet) as update:
+    with progress_bar("bench", enabled=not quiet and not as_json) as update:
         result = run_bench(list(artifacts), backend=backend, batches=batch, warmup=warmup,
                            iters=iters, seconds=seconds, threads=threads, data=data, split=split,
                            limit=limit, progress=update)
     written = write_outputs(result, json_path=json_out, md_path=md_out, plot_path=plot_out)
-    if not quiet:
+    if as_json:
+        click.echo(to_json(result), nl=False)
+    elif not quiet:
         console.print(markdown_table(result), markup=False, soft_wrap=True)
     for path in written:
         err_console.print(f"wrote {path}", markup=False)

@@ -257,7 +257,7 @@ def test_bench_of_onnx_files_never_imports_torch(exported: dict[str, Path], tiny
     out = tmp_path / "r.json"
     args = ["bench", str(exported["fp32"]), str(exported["int8"]), "--iters", "2", "--warmup",
             "1", "--batch", "1,2", "--threads", "1", "--data", str(tiny_synth), "--limit", "16",
-            "--json", str(out), "--md", str(tmp_path / "r.md"), "--quiet"]
+            "--json-out", str(out), "--md", str(tmp_path / "r.md"), "--quiet"]
     proc = subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -266,6 +266,18 @@ def test_bench_of_onnx_files_never_imports_torch(exported: dict[str, Path], tiny
     assert len(data["rows"]) == 4 and data["environment"]["torch"] is None
     assert all(r["params"] and r["macs"] and r["accuracy"]["n_images"] == 16
                for r in data["rows"])
+
+
+def test_json_prints_to_stdout_like_every_verb(exported: dict[str, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from facedistill.cli import main
+
+    main(["bench", str(exported["fp32"]), "--iters", "2", "--warmup", "0", "--batch", "1",
+          "--threads", "1", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in data["rows"]] == [1] and data["rows"][0]["precision"] == "fp32"
+    line = _cli_error(capsys, str(exported["fp32"]), "--json", "out.json")
+    assert "out.json is not an artifact" in line and "--json-out FILE" in line
 
 
 # -- one-line errors -----------------------------------------------------------------------
@@ -321,7 +333,7 @@ def test_bad_artifacts_are_one_line_errors(broken: Path, capsys: pytest.CaptureF
                                            needles: list[str]) -> None:
     out = tmp_path / "r.json"
     line = _cli_error(capsys, str(broken / name), "--iters", "1", "--warmup", "0",
-                      "--json", str(out), *extra)
+                      "--json-out", str(out), *extra)
     for needle in needles:
         assert needle in line
     assert not out.exists()
