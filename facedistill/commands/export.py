@@ -107,7 +107,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 @click.command("export")
 @click.argument("source", metavar="RUN_OR_CKPT", type=click.Path(path_type=Path))
-@click.option("--onnx", is_flag=True, help="FP32 ONNX (always written: the others derive from it).")
+@click.option("--onnx", is_flag=True, help="FP32 ONNX: always written (the others derive from it); "
+              "given alone, only FP32 [default without precision flags: all three].")
 @click.option("--fp16", is_flag=True, help="FP16 ONNX (float32 inputs/outputs).")
 @click.option("--int8", is_flag=True, help="INT8 Q/DQ ONNX, calibrated on training images.")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine per precision "
