@@ -211,7 +211,10 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{label} {100 * g[k]:+.2f}" for k, label in reads) + "."]
         if g.get("pool_gain"):
             lines += ["", "The unlabeled pool adds (test, points): " + "; ".join(
-                f"{m} {100 * v:+.2f}" for m, v in sorted(g["pool_gain"].items())) + "."]
+                f"{m} {100 * v:+.2f}" for m, v in sorted(g["pool_gain"].items())) + ". A pool "
+                "cell's epoch also holds the pool's images, so it trains for more steps than "
+                "the no-pool cells: compare it with labels run for as many steps (--epochs, "
+                "docs/distillation.md)."]
     lines += ["", f"Made by: `{result['command']}`"]
     return "\n".join(lines) + "\n"
 
