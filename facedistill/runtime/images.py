@@ -93,16 +93,20 @@ def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
     img = None
     budget = max_pixels()
     try:
-        with warnings.catch_warnings():  # the budget below says it in one line instead
+        with warnings.catch_warnings():
+            # the budget below says it in one line instead; PIL's own warnings about a damaged
+            # file (TIFF "Truncated File Read", bad EXIF) are stderr noise: the image either
+            # decodes or is an ImageError naming it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             img = Image.open(fp)
-        if img.width * img.height > budget:
-            w, h = img.width, img.height
-            img.close()
-            raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over the "
-                             f"{budget / 1e6:g} Mpx budget (FACEDISTILL_MAX_PIXELS)",
-                             path=where)
-        img.load()
+            if img.width * img.height > budget:
+                w, h = img.width, img.height
+                img.close()
+                raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over the "
+                                 f"{budget / 1e6:g} Mpx budget (FACEDISTILL_MAX_PIXELS)",
+                                 path=where)
+            img.load()
     except FileNotFoundError:
         raise ImageError("no such image file", path=where) from None
     except IsADirectoryError:
