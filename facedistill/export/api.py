@@ -407,12 +407,12 @@ def export_model(
     try:
         if from_onnx:
             t0 = time.perf_counter()
+            check_onnx(src)  # before the copy: a bad source never replaces a good fp32
             if src.resolve() != fp32.resolve():
                 from facedistill.io import atomic_path
 
                 with atomic_path(fp32) as tmp:
                     shutil.copyfile(src, tmp)
-            check_onnx(fp32)
             variants["fp32"] = {**file_record(fp32), "precision": "fp32", "checker": True,
                                 "parity": None, "seconds": {"copy": time.perf_counter() - t0}}
         else:

@@ -386,3 +386,27 @@ def test_int8_calibration_on_a_count_that_is_no_multiple_of_the_batch(
     out = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
     got = out.run(None, {out.get_inputs()[0].name: images[:4]})[0]
     assert got.shape[0] == 4 and np.isfinite(got).all()
+
+
+def test_an_onnx_source_failing_the_checker_never_replaces_the_good_fp32(
+        tiny_export: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    import onnx
+
+    from facedistill.export import export_model
+    from facedistill.export.onnx import ExportError
+
+    _, out = tiny_export
+    model = onnx.load(str(out / "snet3.fp32.onnx"))
+    model.graph.node.append(onnx.helper.make_node("Relu", ["no_such_tensor"], ["dangling"]))
+    bad = tmp_path / "src" / "snet3.fp32.onnx"
+    bad.parent.mkdir()
+    onnx.save(model, str(bad))
+    dst = tmp_path / "out"
+    dst.mkdir()
+    good = b"the fp32 of an earlier, good export"
+    (dst / "snet3.fp32.onnx").write_bytes(good)
+    with pytest.raises(ExportError) as err:
+        export_model(bad, dst, precisions=("fp32",), eval_split=None)
+    line = err.value.format()
+    assert line.startswith(f"{bad}: ") and "fails the ONNX checker" in line
+    assert (dst / "snet3.fp32.onnx").read_bytes() == good
