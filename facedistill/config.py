@@ -133,7 +133,30 @@ def toml_type_error(param: click.Parameter, value: Any) -> str | None:
 
 
 def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> dict[str, Any]:
-    return to_default_map(command, read_toml(path), path)
+    result = to_default_map(command, read_toml(path), path)
+    _check_values(result, path)
+    return result
+
+
+def _check_values(default_map: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Run the config dataclasses' own checks on the tables they cover, so that a value they
+    reject (``epochs = 0``) names the config file and its dotted key, not the command line."""
+    for keys, cls in (("train", TrainConfig), ("compress", TrainConfig),
+                      ("data.synth", SynthConfig)):
+        table: Any = default_map
+        for key in keys.split("."):
+            table = table.get(key) if isinstance(table, dict) else None
+        if not table:
+            continue
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in table.items() if k in known}
+        try:
+            cfg = cls(**values)
+            if hasattr(cfg, "validate"):
+                cfg.validate()
+        except UserError as exc:
+            raise ConfigError(exc.message, path=path,
+                              field=f"{keys}.{exc.field}" if exc.field else keys) from None
 
 
 # -- the synthetic dataset (here, not beside its generator: the CLI reads these defaults without

@@ -219,3 +219,23 @@ def test_config_values_of_the_right_type_pass(tmp_path: Path) -> None:
              "bench": {"batch": "1,32"}}
     got = to_default_map(cli, table, tmp_path / "c.toml")
     assert got["train"]["lr"] == 1 and got["compress"]["teachers"] == ["runs/t"]
+
+
+@pytest.mark.parametrize("text, key, needle", [
+    ("[train]\nepochs = 0\n", "train.epochs", "must be > 0"),
+    ("[compress]\nema = 1.5\n", "compress.ema", "EMA decay must be in [0, 1)"),
+    ("[data.synth]\nn = 2\n", "data.synth.n", "at least 3"),
+])
+def test_values_the_configs_reject_name_the_file(tmp_path: Path, text: str, key: str,
+                                                 needle: str) -> None:
+    """Checked when the file is read, so the error names it (not the command line)."""
+    from facedistill.cli import cli
+    from facedistill.config import load_default_map
+    from facedistill.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_default_map(cli, path)
+    line = err.value.format()
+    assert line.startswith(f"{path}: field '{key}'") and needle in line
