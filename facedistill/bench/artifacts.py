@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from facedistill.errors import UserError
-from facedistill.runtime.backends import PROBABILITIES, OrtBackend, session_summary
+from facedistill.runtime.backends import (
+    INSTALL_ORT,
+    PROBABILITIES,
+    OrtBackend,
+    session_summary,
+)
 from facedistill.runtime.engine import INSTALL_HINT as TRT_HINT
 from facedistill.runtime.preprocess import Preprocess
 
@@ -36,7 +41,6 @@ KIND_BACKEND = {"checkpoint": "torch", "onnx": "ort", "engine": "trt"}
 INSTALL_TORCH = ("torch is not installed: pip install 'facedistill[train]' to bench checkpoints, "
                  "or export them to ONNX (facedistill export) and bench the .onnx")
 ORT_BACKEND_NAMES = {"TensorrtExecutionProvider": "ort-trt", "CUDAExecutionProvider": "ort-cuda"}
-INSTALL_ORT = "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)"
 
 
 class ArtifactError(UserError):

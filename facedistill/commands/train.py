@@ -71,8 +71,7 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _train_config(arch: str, kw: dict[str, Any]) -> TrainConfig:
-    keys = {f for f in TrainConfig.__dataclass_fields__} - {"arch"}
-    return TrainConfig(arch=arch, **{k: v for k, v in kw.items() if k in keys})
+    return TrainConfig.from_record({**kw, "arch": arch})
 
 
 @click.command("train")

@@ -28,6 +28,7 @@ ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 BACKENDS = ("auto", "ort", "trt")
 PROBABILITIES = "probabilities"
+INSTALL_ORT = "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)"
 
 Device = str | int | None
 
@@ -156,8 +157,7 @@ def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "au
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ModelError("onnxruntime is not installed: pip install onnxruntime "
-                         "(or onnxruntime-gpu)", path=where) from None
+        raise ModelError(INSTALL_ORT, path=where) from None
     if threads is not None and threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}", field="threads")
     options = ort.SessionOptions()

@@ -29,6 +29,14 @@ SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow],
             "derandomize": True}
 
 
+def _fast_and_long(body, strategies: dict, long_strategies: dict | None = None):
+    """The short fuzz and the long one (marked slow) of one test body."""
+    fast = settings(max_examples=FUZZ_EXAMPLES, **SETTINGS)(given(**strategies)(body))
+    long = settings(max_examples=SLOW_EXAMPLES, **SETTINGS)(
+        given(**(long_strategies or strategies))(body))
+    return fast, pytest.mark.slow(long)
+
+
 def _one_line(exc: UserError) -> None:
     text = exc.format()
     assert text and "\n" not in text and "Traceback" not in text
@@ -115,17 +123,8 @@ def _fuzz_reader(which: str, edits: list[tuple[str, int, str]]) -> None:
 TABLES = ["attr", "partition", "identity", "bbox", "landmarks"]
 
 
-@settings(max_examples=FUZZ_EXAMPLES, **SETTINGS)
-@given(which=st.sampled_from(TABLES), edits=_TABLE_EDITS)
-def test_celeba_reader_fuzz(which: str, edits: list[tuple[str, int, str]]) -> None:
-    _fuzz_reader(which, edits)
-
-
-@pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, **SETTINGS)
-@given(which=st.sampled_from(TABLES), edits=_TABLE_EDITS)
-def test_celeba_reader_fuzz_long(which: str, edits: list[tuple[str, int, str]]) -> None:
-    _fuzz_reader(which, edits)
+test_celeba_reader_fuzz, test_celeba_reader_fuzz_long = _fast_and_long(
+    _fuzz_reader, {"which": st.sampled_from(TABLES), "edits": _TABLE_EDITS})
 
 
 # -- the runtime image loader -----------------------------------------------------------------
@@ -157,17 +156,18 @@ def _mutate(blob: bytes, flips: list[tuple[int, int]], keep_pct: int) -> bytes:
     return bytes(b)
 
 
-def _fuzz_image(blob: bytes, tmp: Path) -> None:
+def _fuzz_image(blob: bytes) -> None:
     from facedistill.runtime.images import load_rgb, open_image
 
-    path = tmp / "x.img"
-    path.write_bytes(blob)
-    try:  # the file reader: the decoded image in its own mode
-        img = open_image(path)
-    except UserError as exc:
-        _one_line(exc)
-    else:
-        assert img.width > 0 and img.height > 0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.img"
+        path.write_bytes(blob)
+        try:  # the file reader: the decoded image in its own mode
+            img = open_image(path)
+        except UserError as exc:
+            _one_line(exc)
+        else:
+            assert img.width > 0 and img.height > 0
     try:  # what predict feeds the model: RGB uint8
         arr = load_rgb(blob)
     except UserError as exc:
@@ -176,19 +176,8 @@ def _fuzz_image(blob: bytes, tmp: Path) -> None:
         assert arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8
 
 
-@settings(max_examples=FUZZ_EXAMPLES, **SETTINGS)
-@given(blob=_IMAGE_BYTES)
-def test_image_loader_fuzz(blob: bytes) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        _fuzz_image(blob, Path(tmp))
-
-
-@pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, **SETTINGS)
-@given(blob=_IMAGE_BYTES | st.binary(max_size=2048))
-def test_image_loader_fuzz_long(blob: bytes) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        _fuzz_image(blob, Path(tmp))
+test_image_loader_fuzz, test_image_loader_fuzz_long = _fast_and_long(
+    _fuzz_image, {"blob": _IMAGE_BYTES}, {"blob": _IMAGE_BYTES | st.binary(max_size=2048)})
 
 
 # -- the TOML config loader -------------------------------------------------------------------
@@ -226,18 +215,19 @@ def _toml_value(v: object) -> str | None:
     return "{" + ", ".join(items) + "}"
 
 
-def _fuzz_toml(text: str, tmp: Path) -> None:
+def _fuzz_toml(text: str) -> None:
     from facedistill.cli import cli
     from facedistill.config import load_default_map
 
-    path = tmp / "c.toml"
-    path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    try:
-        table = load_default_map(cli, path)
-    except UserError as exc:
-        _one_line(exc)
-    else:
-        assert isinstance(table, dict)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.toml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            table = load_default_map(cli, path)
+        except UserError as exc:
+            _one_line(exc)
+        else:
+            assert isinstance(table, dict)
 
 
 _DOCS = st.one_of(
@@ -247,16 +237,4 @@ _DOCS = st.one_of(
 )
 
 
-@settings(max_examples=FUZZ_EXAMPLES, **SETTINGS)
-@given(text=_DOCS)
-def test_toml_loader_fuzz(text: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        _fuzz_toml(text, Path(tmp))
-
-
-@pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, **SETTINGS)
-@given(text=_DOCS)
-def test_toml_loader_fuzz_long(text: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        _fuzz_toml(text, Path(tmp))
+test_toml_loader_fuzz, test_toml_loader_fuzz_long = _fast_and_long(_fuzz_toml, {"text": _DOCS})
