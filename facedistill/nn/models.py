@@ -195,14 +195,18 @@ class _SmallMapConv(torch.autograd.Function):
         xf, mat = ctx.saved_tensors
         (b, c, h, w), wshape, channels_last, blocks = ctx.layout
         n, o = h * w, wshape[0]
+        # under autocast the forward multiplied in the lower precision (grad's dtype) while
+        # the weight stayed float32; backward runs outside autocast, so cast here: products in
+        # grad's dtype, each gradient in its input's dtype
         gf = grad.permute(0, 2, 3, 1).reshape(b, n * o)
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = (gf @ mat).view(b, h, w, c).permute(0, 3, 1, 2)
+            gx = (gf @ mat.to(gf.dtype)).to(xf.dtype).view(b, h, w, c).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
-            gmat = (gf.t() @ xf).view(n, o, n, c)  # [P, O, P, C]
+            gmat = (gf.t() @ xf.to(gf.dtype)).to(mat.dtype).view(n, o, n, c)  # [P, O, P, C]
             fmt = torch.channels_last if channels_last else torch.contiguous_format
-            gw = torch.empty(wshape, dtype=xf.dtype, device=xf.device, memory_format=fmt).zero_()
+            gw = torch.empty(wshape, dtype=mat.dtype, device=xf.device,
+                             memory_format=fmt).zero_()
             for p, q, ty, tx in blocks:
                 gw[:, :, ty, tx] += gmat[p, :, q, :]
         return gx, gw
@@ -248,7 +252,7 @@ class TapConv2d(nn.Conv2d):
         if self.path(input) == "plain":
             return super()._conv_forward(input, weight, bias)
         out = _SmallMapConv.apply(input, weight)
-        return out if bias is None else out + bias.view(1, -1, 1, 1)
+        return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
 
     def _same_padded(self) -> bool:
         """Stride 1, no dilation or groups, an odd square kernel with zero padding ``k // 2``."""

@@ -324,6 +324,27 @@ def test_tap_conv_matches_conv2d_in_value_and_gradient(cin: int, hw: tuple[int, 
         assert fast.weight.grad[:, :, 1, [0, 2]].abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize(("cin", "hw"), [(8, (1, 1)), (256, (2, 2))])
+def test_tap_conv_trains_under_bf16_autocast(cin: int, hw: tuple[int, int]) -> None:
+    """What `precision = auto` does on an AMX CPU: the input arrives in bf16 from the layer
+    before, the weight stays float32; the gradients come back in their tensors' dtypes and
+    agree with nn.Conv2d's under the same autocast (bf16 rounding)."""
+    fast, plain = _conv_pair(cin, 12, 3)
+    x = torch.randn(4, cin, *hw).to(torch.bfloat16).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast.path(x) != "plain"
+        y_fast, y_plain = fast(x), plain(x2)
+    assert y_fast.dtype == y_plain.dtype == torch.bfloat16
+    g = torch.randn_like(y_plain)
+    y_fast.backward(g)
+    y_plain.backward(g)
+    assert x.grad.dtype == torch.bfloat16 and fast.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(y_fast.float(), y_plain.float(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(x.grad.float(), x2.grad.float(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=0.05, atol=0.1)
+
+
 def test_tap_conv_takes_the_plain_kernel_outside_training() -> None:
     fast, _ = _conv_pair(256, 12, 3)
     x = torch.randn(2, 256, 2, 2)
