@@ -99,6 +99,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+PAUSE_ENV = "FACEDISTILL_PAUSE_AT"
+
+
+def pause_point(name: str) -> None:
+    """A test hook: when ``FACEDISTILL_PAUSE_AT`` names this point, say so on stderr and sleep,
+    so that a test can SIGKILL the process at a known moment (the reliability suite's kill
+    cases). Costs one environment look-up otherwise."""
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    print(f"facedistill: paused at {name}", file=sys.stderr, flush=True)
+    time.sleep(3600)
+
+
 def write_error(exc: BaseException, path: Path) -> BaseException:
     """A failed write as a one-line :class:`UserError` naming ``path`` when the cause is the
     user's to fix (disk full, no permission, read-only); any other exception unchanged. torch

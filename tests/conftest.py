@@ -28,3 +28,37 @@ def tiny_teacher(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                       lr=3e-3, warmup=0.5, seed=1)
     train(cfg, tiny_synth, out)
     return out
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``tmpfs(size)``: a real tmpfs of ``size`` (e.g. ``"2m"``) mounted under tmp_path (needs
+    root and CAP_SYS_ADMIN; the test is skipped elsewhere), unmounted afterwards."""
+    import os
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    try:
+        yield mount
+    finally:
+        for mnt in mounted:  # lazy: a failed writer may hold its file open until collected
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmpfs) -> Path:  # type: ignore[no-untyped-def]
+    """A real 1 MiB tmpfs (needs root and CAP_SYS_ADMIN; skipped elsewhere)."""
+    return tmpfs("1m")

@@ -53,27 +53,6 @@ def test_command_line_is_what_to_retype_from_the_current_folder(
     assert command_line(["/elsewhere/x.py"]) == "python /elsewhere/x.py"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real 1 MiB tmpfs (needs root and CAP_SYS_ADMIN; skipped elsewhere)."""
-    import os
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        # lazy: a writer that failed may hold its file open until it is collected
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_a_full_disk_is_a_one_line_error_and_keeps_the_old_file(small_disk: Path) -> None:
     import torch
 

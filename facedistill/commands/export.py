@@ -60,8 +60,9 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-def print_report(report: dict[str, Any]) -> None:
-    """The human summary of an export report: one row per variant, then the files."""
+def print_report(report: dict[str, Any], committed: bool = True) -> None:
+    """The human summary of an export report: one row per variant, then the files
+    (``committed=False``: a failed attempt, nothing of which was written)."""
     from rich.table import Table
 
     split = (report.get("data", {}).get("eval") or {}).get("split")
@@ -89,20 +90,25 @@ def print_report(report: dict[str, Any]) -> None:
                       f"{secs:.1f}", v.get("status", "-"))
     console.print(table)
     for name, v in report["variants"].items():
-        if v.get("status") == "ok":
-            console.print(f"{name}: {v['path']}")
+        if v.get("status") == "ok" and committed:
+            carried = f" (kept from the export of {v['carried_from']})" \
+                if v.get("carried_from") else ""
+            console.print(f"{name}: {v['path']}{carried}")
     for name, v in report["variants"].items():
         if v.get("status") == "failed":
             console.print(f"[red]{name} failed[/red]: {v.get('error')}", markup=True,
                           highlight=False)
     for name, e in report.get("engines", {}).items():
+        if e.get("status") != "failed" and not committed:
+            continue
         if e.get("status") == "failed":
             console.print(f"[red]{name} engine failed[/red]: {e.get('error')}", markup=True,
                           highlight=False)
             continue
         console.print(f"{name} engine: {e['path']} (TensorRT {e['trt_version']}, "
                       f"{e['gpu_name']}, batch {e['profile']['min']}-{e['profile']['max']})")
-    console.print(f"wrote {Path(report['out_dir']) / 'export_report.json'}")
+    if committed:
+        console.print(f"wrote {Path(report['out_dir']) / 'export_report.json'}")
 
 
 @click.command("export")
@@ -154,18 +160,14 @@ def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precisi
     """Export a run (folder, .pt or an fp32 .onnx) to ONNX FP32/FP16/INT8 and TensorRT.
 
     Every variant is checked (onnx.checker), run with ONNX Runtime and scored on the
-    validation split; INT8 is refused when it loses more than --max-drop points. A failing
-    precision does not stop the others: export_report.json records every result and the
-    command exits 2.
+    validation split; INT8 is refused when it loses more than --max-drop points. The export
+    is built aside and swapped in only when complete: when a step fails, every step's result
+    is shown, nothing is written (the previous export stays as it was) and the command exits
+    2; an INT8 file the gate rejects is left out and the rest is written (exit 2 too).
     """
-    import json
-    import time
-
-    from facedistill.errors import UserError
-    from facedistill.export.api import REPORT_NAME, export_model
+    from facedistill.export.api import ExportFailed, export_model
 
     out_dir = out or _default_out(source)
-    started = time.time()
     try:
         with _step_bar(enabled=not quiet and not as_json) as update:
             report = export_model(
@@ -176,12 +178,9 @@ def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precisi
                 gate=not no_gate,
                 eval_data=data, eval_split=None if no_eval else eval_split, trt=trt,
                 batches=batches, workspace_mb=workspace_mb, progress=update)
-    except UserError:
-        # a precision failed after the others were written: show what was (exit code 2)
-        path = Path(out_dir) / REPORT_NAME
-        if path.is_file() and path.stat().st_mtime >= started - 1:
-            written = json.loads(path.read_text(encoding="utf-8"))
-            print_json(written) if as_json else print_report(written)
+    except ExportFailed as exc:
+        # show what every step did, then the error line (exit code 2)
+        print_json(exc.report) if as_json else print_report(exc.report, exc.committed)
         raise
     if as_json:
         print_json(report)

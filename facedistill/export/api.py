@@ -22,12 +22,17 @@ The INT8 gate: an INT8 file is kept only if its mean balanced accuracy is at mos
 anyway), measured on the machine that exports, with the kernels its target runs: ONNX
 Runtime's integer kernels for a CPU recipe this CPU can run without saturating, the float
 emulation otherwise (TensorRT; ``cpu-vnni`` exported on a CPU without VNNI). A rejected file is
-not left behind (a previous good one is not touched).
+not written; a previous accepted one of the same source stays (see below).
 
-One failing precision never loses the others: each step (FP16, calibration, each INT8
-recipe, the gate, each engine) records its error on its variant (``status: failed``), the
-report is written in every case, and :class:`~facedistill.export.onnx.ExportError` naming
-every failure is raised at the end (the CLI exits 2).
+An export is one unit (:mod:`facedistill.export.folder`): everything is built in a staging
+folder inside ``out_dir`` and swapped in only when complete, so a failing, interrupted or
+killed export leaves the previous export byte-identical. Every step still runs when another
+fails (FP16, calibration, each INT8 recipe, each engine), so the error names every failure:
+:class:`ExportFailed` (the CLI exits 2) with the attempt's report attached. The one partial
+result that is committed is a complete export without INT8 files the gate rejected
+(:class:`GateError`). Files of the previous export that the new one does not rewrite stay
+when they come from the same source (listed with ``carried_from``) and are removed when they
+come from another model (they would be stale beside the new fp32).
 
 Only the FP32 export itself needs torch: ``checkpoint`` may also be an FP32 ``.onnx`` export,
 then nothing here imports torch (data must then be given: the ONNX does not record it).
@@ -39,9 +44,9 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ import numpy as np
 
 from facedistill import __version__
 from facedistill.errors import UserError
+from facedistill.export.folder import ExportFolder
 from facedistill.export.onnx import (
     ExportError,
     check_checkpoint_version,
@@ -61,7 +67,7 @@ from facedistill.export.onnx import (
     ort_session,
     update_metadata,
 )
-from facedistill.io import atomic_write_json, sha256_file
+from facedistill.io import pause_point, sha256_file, write_error
 from facedistill.runtime.metadata import INPUT_NAME, PRECISIONS, ModelInfo, parse_metadata
 
 REPORT_FORMAT = "facedistill.export_report/v1"
@@ -77,17 +83,6 @@ def _check_precisions(precisions: Sequence[str] | str) -> list[str]:
         raise UserError(f"unknown precision {bad[0]!r}; expected {', '.join(PRECISIONS)}",
                         field="precision")
     return [p for p in PRECISIONS if p in wanted or p == "fp32"]
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".facedistill-write-test.", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UserError(f"cannot write to the output folder: {exc.strerror or exc}",
-                        path=out_dir) from None
 
 
 def _resolve_data(data: str | os.PathLike[str] | None, default: str | None, what: str,
@@ -208,27 +203,45 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-class GateError(ExportError):
-    """The export failed only because INT8 files lost more accuracy than ``max_drop``: every
-    other variant was written. ``rejected`` names them; ``report`` is the export report."""
+class ExportFailed(ExportError):
+    """Export steps failed. ``failed`` names them (``int8``, ``fp16 engine`` ...) and
+    ``report`` is the attempt's export report (``status: failed`` with each error).
+    ``committed`` says whether the export was swapped into the folder anyway (only when the
+    INT8 gate was the sole failure, see :class:`GateError`); otherwise the folder holds the
+    previous export, byte for byte."""
+
+    def __init__(self, message: str, *, failed: list[str], report: dict[str, Any],
+                 committed: bool = False, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.failed = failed
+        self.report = report
+        self.committed = committed
+
+
+class GateError(ExportFailed):
+    """The export failed only because INT8 files lost more accuracy than ``max_drop``: it was
+    committed without them. ``rejected`` names them; ``report`` is the export report."""
 
     def __init__(self, message: str, *, rejected: list[str], report: dict[str, Any],
                  **where: Any) -> None:
-        super().__init__(message, **where)
+        super().__init__(message, failed=rejected, report=report, committed=True, **where)
         self.rejected = rejected
-        self.report = report
 
 
 class _Steps:
-    """Runs the export's steps so that one failing precision never loses the others: an
-    error is recorded on its variant (``status: failed``, ``error``) and collected."""
+    """Runs the export's steps so that one failing precision never hides the others: an
+    error is recorded on its variant (``status: failed``, ``error``) and collected, and the
+    other steps still run (their results are in the report the error carries)."""
 
-    def __init__(self, report: dict[str, Any]) -> None:
+    def __init__(self, report: dict[str, Any], folder: ExportFolder | None = None) -> None:
         self.report = report
+        self.folder = folder
         self.errors: list[tuple[str, BaseException]] = []
         self.gated: set[str] = set()  # the steps the INT8 gate failed
 
     def fail(self, table: str, name: str, exc: BaseException, *, gate: bool = False) -> None:
+        if self.folder is not None:  # a failed write names the file's place, not the staging
+            exc = self.folder.public_error(write_error(exc, self.folder.out))
         entry = self.report[table].setdefault(name, {})
         entry.update(status="failed", error=_error_line(exc))
         for key in ("size_bytes", "sha256"):
@@ -244,19 +257,115 @@ class _Steps:
             self.fail(table, name, exc)
             return None
 
-    def raise_if_failed(self, report_path: Path) -> None:
+    @property
+    def only_gate(self) -> bool:
+        """Nothing failed but the INT8 gate (then the export is still committed)."""
+        return bool(self.errors) and {name for name, _ in self.errors} <= self.gated
+
+    def raise_if_failed(self, out: Path) -> None:
         if not self.errors:
             return
         names = [name for name, _ in self.errors]
-        kind = GateError if set(names) <= self.gated else ExportError
-        extra = {"rejected": names, "report": self.report} if kind is GateError else {}
+        gated = self.only_gate
+        kind: type[ExportFailed] = GateError if gated else ExportFailed
+        extra: dict[str, Any] = ({"rejected": names} if gated else {"failed": names})
+        where = (f"the export was written without {', '.join(names)}; report: "
+                 f"{out / REPORT_NAME}" if gated else
+                 f"nothing was written: {out} holds the previous export, unchanged")
         if len(self.errors) == 1 and isinstance(self.errors[0][1], UserError):
             exc = self.errors[0][1]
-            raise kind(f"{exc.message} (report: {report_path})", path=exc.path,
-                       line=exc.line, field=exc.field, **extra)
+            raise kind(f"{exc.message} ({where})", path=exc.path, line=exc.line,
+                       field=exc.field, report=self.report, **extra)
         what = "; ".join(f"{name}: {_error_line(exc)}" for name, exc in self.errors)
-        raise kind(f"{len(self.errors)} export steps failed - {what} (the others were "
-                   f"written; report: {report_path})", **extra)
+        raise kind(f"{len(self.errors)} export steps failed - {what} ({where})",
+                   report=self.report, **extra)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export, every value checked (:meth:`check`) before any file is read."""
+
+    precisions: tuple[str, ...]
+    int8_plan: dict[str, str]  # variant (int8, int8-trt) -> recipe
+    opset: int = 18
+    calib_n: int = 512
+    calib_method: str = "entropy"
+    max_drop: float = 1.0
+    gate: bool = True
+    eval_split: str | None = "val"
+    trt: bool = False
+    profile: tuple[int, int, int] = (1, 8, 32)
+    workspace_mb: int | None = None
+
+    @classmethod
+    def check(cls, *, precisions: Sequence[str] | str, opset: int, calib_n: int,
+              calib_method: str, int8_recipe: Sequence[str] | str | None, max_drop: float,
+              gate: bool, eval_split: str | None, trt: bool, batches: Sequence[int] | str,
+              workspace_mb: int | None) -> ExportRequest:
+        from facedistill.export.quantize import CALIBRATION_METHODS
+        from facedistill.runtime.engine import parse_profile
+
+        wanted = _check_precisions(precisions)
+        check_opset(opset)
+        if calib_method not in CALIBRATION_METHODS:
+            raise UserError(f"calibration method must be one of "
+                            f"{', '.join(CALIBRATION_METHODS)}, got {calib_method!r}",
+                            field="calib_method")
+        if isinstance(calib_n, bool) or not isinstance(calib_n, int) or calib_n < 1:
+            raise UserError(f"the number of calibration images must be >= 1, got {calib_n!r}",
+                            field="calib_n")
+        plan = _int8_plan(wanted, int8_recipe, trt)
+        max_drop = float(max_drop)
+        if math.isnan(max_drop):
+            raise UserError("max drop is NaN", field="max_drop")
+        profile = parse_profile(batches if isinstance(batches, str) else list(batches))
+        if workspace_mb is not None:
+            from facedistill.export.tensorrt import workspace_bytes
+
+            workspace_bytes(workspace_mb)
+        if eval_split is not None:
+            from facedistill.data.celeba import split_id
+
+            split_id(eval_split)  # a ConfigError naming the split when unknown
+        if "int8" in wanted and gate and eval_split is None:
+            raise UserError("the INT8 accuracy gate needs an evaluation split; drop --no-eval "
+                            "or pass --no-gate", field="eval_split")
+        return cls(precisions=tuple(wanted), int8_plan=plan, opset=opset, calib_n=calib_n,
+                   calib_method=calib_method, max_drop=max_drop, gate=bool(gate),
+                   eval_split=eval_split, trt=bool(trt), profile=profile,
+                   workspace_mb=workspace_mb)
+
+
+@dataclass
+class _Source:
+    """The model to export: a checkpoint (needs torch) or an fp32 ONNX export (does not)."""
+
+    path: Path
+    arch: str
+    record: dict[str, Any]  # the report's ``source``
+    ckpt: dict[str, Any] | None = None
+    data_default: str | None = None
+    variant: str | None = None
+
+    @classmethod
+    def open(cls, src: Path) -> _Source:
+        if src.suffix.lower() == ".onnx":
+            info = parse_metadata(get_metadata(load_onnx(src)), source=str(src))
+            if info.precision != "fp32":
+                raise ExportError(f"the source must be an fp32 export, this one is "
+                                  f"{info.precision}", path=src, field="precision")
+            return cls(src, str(info.arch.get("arch")), {
+                "onnx": str(src), "sha256": info.source_sha256, "version": info.version,
+                "note": "exported earlier; parity with PyTorch not re-checked"})
+        from facedistill.nn.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(src)
+        note = check_checkpoint_version(ckpt.get("version"), ckpt["path"])
+        data = ckpt.get("data") or {}
+        return cls(src, str(ckpt["arch"]["arch"]), {
+            "checkpoint": ckpt["path"], "sha256": sha256_file(ckpt["path"]),
+            "version": ckpt.get("version"), "note": note}, ckpt=ckpt,
+            data_default=data.get("root"), variant=data.get("variant") or "aligned")
 
 
 def export_model(
@@ -290,233 +399,281 @@ def export_model(
     FP32 parity check runs at batch 1 and the max. ``progress(step, done, total)`` is called
     as work proceeds.
 
-    A failing precision (conversion, quantization, gate, engine build) does not stop the
-    others: the report, always written, marks it ``failed`` with its error, and an
-    :class:`ExportError` naming every failure is raised at the end.
+    The export is built in a staging folder and swapped in only when complete
+    (:mod:`facedistill.export.folder`). A failing step does not stop the others, but then
+    nothing is swapped in: :class:`ExportFailed` names every failure and carries the report;
+    ``out_dir`` keeps the previous export byte for byte. The exception: when only the INT8
+    gate failed, the export is committed without the rejected files and :class:`GateError`
+    is raised.
     """
-    from facedistill.export.quantize import (
-        CALIBRATION_METHODS,
-        INT8_RECIPES,
-        calibration_images,
-        convert_fp16,
-        preprocess_images,
-        quantize_int8,
-    )
-    from facedistill.runtime.cpu import cpu_record
-    from facedistill.runtime.engine import parse_profile
-
     t_start = time.perf_counter()
-    wanted = _check_precisions(precisions)
-    check_opset(opset)
-    if calib_method not in CALIBRATION_METHODS:
-        raise UserError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
-                        f"got {calib_method!r}", field="calib_method")
-    if isinstance(calib_n, bool) or not isinstance(calib_n, int) or calib_n < 1:
-        raise UserError(f"the number of calibration images must be >= 1, got {calib_n!r}",
-                        field="calib_n")
-    int8_plan = _int8_plan(wanted, int8_recipe, trt)
-    max_drop = float(max_drop)
-    if math.isnan(max_drop):
-        raise UserError("max drop is NaN", field="max_drop")
-    profile = parse_profile(batches if isinstance(batches, str) else list(batches))
-    if workspace_mb is not None:
-        from facedistill.export.tensorrt import workspace_bytes
-
-        workspace_bytes(workspace_mb)
-    if eval_split is not None:
-        from facedistill.data.celeba import split_id
-
-        split_id(eval_split)  # a ConfigError naming the split when unknown
-    if "int8" in wanted and gate and eval_split is None:
-        raise UserError("the INT8 accuracy gate needs an evaluation split; drop --no-eval or "
-                        "pass --no-gate", field="eval_split")
+    request = ExportRequest.check(
+        precisions=precisions, opset=opset, calib_n=calib_n, calib_method=calib_method,
+        int8_recipe=int8_recipe, max_drop=max_drop, gate=gate, eval_split=eval_split,
+        trt=trt, batches=batches, workspace_mb=workspace_mb)
     src = Path(checkpoint)
     if not src.exists():  # before importing torch to read it, or creating out_dir
         raise UserError("no such checkpoint file or run folder", path=src)
-    if trt:  # fail before any work when TensorRT or a GPU is missing
+    if request.trt:  # fail before any work when TensorRT or a GPU is missing
         from facedistill.runtime.engine import gpu_identity, require_cudart, require_tensorrt
 
         require_tensorrt()
         gpu_identity(0, require_cudart())
-    out = Path(out_dir)
-
-    # -- source: checkpoint (torch) or an FP32 ONNX (no torch) -------------------------------
-    from_onnx = src.suffix.lower() == ".onnx"
-    ckpt: dict[str, Any] | None = None
-    data_default: str | None = None
-    variant: str | None = None
-    if from_onnx:
-        meta = get_metadata(load_onnx(src))
-        info = parse_metadata(meta, source=str(src))
-        if info.precision != "fp32":
-            raise ExportError(f"the source must be an fp32 export, this one is "
-                              f"{info.precision}", path=src, field="precision")
-        arch = str(info.arch.get("arch"))
-        source = {"onnx": str(src), "sha256": info.source_sha256, "version": info.version,
-                  "note": "exported earlier; parity with PyTorch not re-checked"}
-    else:
-        from facedistill.nn.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(src)
-        note = check_checkpoint_version(ckpt.get("version"), ckpt["path"])
-        arch = str(ckpt["arch"]["arch"])
-        data_default = (ckpt.get("data") or {}).get("root")
-        variant = (ckpt.get("data") or {}).get("variant") or "aligned"
-        source = {"checkpoint": ckpt["path"], "sha256": sha256_file(ckpt["path"]),
-                  "version": ckpt.get("version"), "note": note}
-    where = src
-    eval_root = None
-    if eval_split is not None:  # --data, else the run's data
-        eval_root = _resolve_data(eval_data, data_default, "evaluation data", where)
-    calib_root = None
-    if "int8" in wanted:  # --calib-data, else the run's data, else --data
-        fallback = data_default
+    source = _Source.open(src)
+    eval_root = calib_root = None
+    if request.eval_split is not None:  # --data, else the run's data
+        eval_root = _resolve_data(eval_data, source.data_default, "evaluation data", src)
+    if request.int8_plan:  # --calib-data, else the run's data, else --data
+        fallback = source.data_default
         if calib_data is None and eval_data is not None and not (
-                data_default and Path(data_default).exists()):
+                fallback and Path(fallback).exists()):
             fallback = str(eval_data)
-        calib_root = _resolve_data(calib_data, fallback, "calibration data", where,
+        calib_root = _resolve_data(calib_data, fallback, "calibration data", src,
                                    "--calib-data or --data")
-    _check_writable(out)  # created only now: a bad source or data folder leaves no empty --out
+    with ExportFolder(out_dir) as folder:  # created only now: bad input leaves no --out
+        job = _Export(request, source, folder, progress)
+        try:
+            job.fp32()
+            if "fp16" in request.precisions:
+                job.fp16()
+            if request.int8_plan:
+                assert calib_root is not None
+                job.int8(calib_root)
+            job.score_and_gate(eval_root)
+            if request.trt:
+                job.engines()
+            job.report["seconds"]["total"] = time.perf_counter() - t_start
+            if not job.steps.errors or job.steps.only_gate:
+                job.commit()
+        except UserError as exc:  # e.g. a corrupt evaluation image: nothing is committed
+            raise folder.public_error(write_error(exc, folder.out)) from None
+    job.steps.raise_if_failed(folder.out)
+    return job.report
 
-    cpu = cpu_record()
-    report: dict[str, Any] = {
-        "format": REPORT_FORMAT,
-        "version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "arch": None,
-        "out_dir": str(out),
-        "opset": opset,
-        "precisions": wanted,
-        "int8_recipes": int8_plan,
-        "machine": {**cpu, "onnxruntime": _ort_version()},
-        "data": {},
-        "variants": {},
-        "engines": {},
-        "gate": {"enabled": bool(gate), "max_drop_points": max_drop},
-        "seconds": {},
-    }
-    report_path = out / REPORT_NAME
-    steps = _Steps(report)
-    paths: dict[str, Path] = {}
-    variants: dict[str, dict[str, Any]] = report["variants"]
 
-    # -- FP32 (the source of everything else: its failure ends the export) -------------------
-    fp32 = out / f"{arch}.fp32.onnx"
-    _step(progress, "export fp32", 0, 1)
-    try:
-        if from_onnx:
-            t0 = time.perf_counter()
-            check_onnx(src)  # before the copy: a bad source never replaces a good fp32
-            if src.resolve() != fp32.resolve():
-                from facedistill.io import atomic_path
+class _Export:
+    """One export's steps, in order: :meth:`fp32` (the source of the others: its failure
+    ends the export), :meth:`fp16`, :meth:`int8` (one file per recipe), :meth:`score_and_gate`
+    (every variant on the evaluation split, the INT8 gate, accuracy into each file's
+    metadata), :meth:`engines` (TensorRT), :meth:`commit`. Files are written into the
+    staging folder; the report records the paths they will have."""
 
-                with atomic_path(fp32) as tmp:
-                    shutil.copyfile(src, tmp)
-            variants["fp32"] = {**file_record(fp32), "precision": "fp32", "checker": True,
-                                "parity": None, "seconds": {"copy": time.perf_counter() - t0}}
-        else:
-            from facedistill.export.onnx import export_onnx
+    def __init__(self, request: ExportRequest, source: _Source, folder: ExportFolder,
+                 progress: StepProgress | None) -> None:
+        from facedistill.runtime.cpu import cpu_record
 
-            assert ckpt is not None
-            rec = export_onnx(ckpt, fp32, opset=opset, parity_batches=(1, max(2, profile[2])))
-            variants["fp32"] = {k: rec[k] for k in (
-                "path", "size_bytes", "sha256", "precision", "opset", "checker", "parity",
-                "parity_logits", "seconds")}
-        info = parse_metadata(get_metadata(load_onnx(fp32)), source=str(fp32))
-    except Exception as exc:
-        steps.fail("variants", "fp32", exc)
-        report["seconds"]["total"] = time.perf_counter() - t_start
-        atomic_write_json(report_path, report)
-        raise
-    variants["fp32"]["status"] = "ok"
-    paths["fp32"] = fp32
-    report["arch"] = info.arch
-    _step(progress, "export fp32", 1, 1)
+        self.request, self.source, self.folder, self.progress = request, source, folder, progress
+        self.cpu = cpu_record()
+        self.report: dict[str, Any] = {
+            "format": REPORT_FORMAT,
+            "version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": source.record,
+            "arch": None,
+            "out_dir": str(folder.out),
+            "opset": request.opset,
+            "precisions": list(request.precisions),
+            "int8_recipes": dict(request.int8_plan),
+            "machine": {**self.cpu, "onnxruntime": _ort_version()},
+            "data": {},
+            "variants": {},
+            "engines": {},
+            "gate": {"enabled": request.gate, "max_drop_points": request.max_drop},
+            "seconds": {},
+        }
+        self.steps = _Steps(self.report, folder)
+        self.variants: dict[str, dict[str, Any]] = self.report["variants"]
+        self.paths: dict[str, Path] = {}  # variant -> its staged file
+        self.info: ModelInfo | None = None
 
-    # -- FP16 ----------------------------------------------------------------------------------
-    if "fp16" in wanted:
-        _step(progress, "convert fp16", 0, 1)
-        fp16 = out / f"{arch}.fp16.onnx"
-        rec = steps.run("variants", "fp16", lambda: convert_fp16(fp32, fp16))
+    def name(self, variant: str) -> str:
+        return f"{self.source.arch}.{variant}.onnx"
+
+    def _record(self, variant: str, rec: dict[str, Any], status: str) -> None:
+        """Record a staged file under the path it will have once committed."""
+        self.variants[variant] = {**rec, "path": str(self.folder.final(self.name(variant))),
+                                  "status": status}
+        self.paths[variant] = self.folder.stage(self.name(variant))
+
+    def fp32(self) -> None:
+        staged = self.folder.stage(self.name("fp32"))
+        _step(self.progress, "export fp32", 0, 1)
+        try:
+            if self.source.ckpt is None:
+                t0 = time.perf_counter()
+                check_onnx(self.source.path)  # a bad source never becomes an fp32
+                shutil.copyfile(self.source.path, staged)
+                rec = {**file_record(staged), "precision": "fp32", "checker": True,
+                       "parity": None, "seconds": {"copy": time.perf_counter() - t0}}
+            else:
+                from facedistill.export.onnx import export_onnx
+
+                full = export_onnx(self.source.ckpt, staged, opset=self.request.opset,
+                                   parity_batches=(1, max(2, self.request.profile[2])))
+                rec = {k: full[k] for k in ("size_bytes", "sha256", "precision", "opset",
+                                            "checker", "parity", "parity_logits", "seconds")}
+            self.info = parse_metadata(get_metadata(load_onnx(staged)), source=str(staged))
+        except Exception as exc:
+            self.steps.fail("variants", "fp32", exc)
+            mapped = self.steps.errors[-1][1]  # a full disk: a one-line error naming --out
+            if mapped is exc:
+                raise
+            raise mapped from None
+        self._record("fp32", rec, "ok")
+        self.report["arch"] = self.info.arch
+        _step(self.progress, "export fp32", 1, 1)
+
+    def fp16(self) -> None:
+        from facedistill.export.quantize import convert_fp16
+
+        _step(self.progress, "convert fp16", 0, 1)
+        staged = self.folder.stage(self.name("fp16"))
+        rec = self.steps.run("variants", "fp16", lambda: convert_fp16(self.paths["fp32"], staged))
         if rec is not None:
-            variants["fp16"] = {**rec, "status": "ok"}
-            paths["fp16"] = fp16
-        _step(progress, "convert fp16", 1, 1)
+            self._record("fp16", rec, "ok")
+        _step(self.progress, "convert fp16", 1, 1)
 
-    # -- INT8 (into candidate files until the gate has passed) -----------------------------
-    finals = {name: out / f"{arch}.{name}.onnx" for name in int8_plan}
-    candidates = {name: out / f".{arch}.{name}.onnx.candidate" for name in int8_plan}
-    if int8_plan:
-        assert calib_root is not None
+    def int8(self, calib_root: Path) -> None:
+        """One INT8 file per recipe, ``pending`` until the gate has scored it."""
+        from facedistill.export.quantize import (
+            calibration_images,
+            preprocess_images,
+            quantize_int8,
+        )
+
+        assert self.info is not None
+        req = self.request
         t0 = time.perf_counter()
         try:
             images = preprocess_images(
-                info.preprocess, calibration_images(calib_root, calib_n, variant=variant),
-                progress=lambda d, t: _step(progress, "calibration images", d, t))
+                self.info.preprocess,
+                calibration_images(calib_root, req.calib_n, variant=self.source.variant),
+                progress=lambda d, t: _step(self.progress, "calibration images", d, t))
         except Exception as exc:  # noqa: BLE001 - every INT8 variant fails with it
-            images = None
-            for name in int8_plan:
-                steps.fail("variants", name, exc)
+            for name in req.int8_plan:
+                self.steps.fail("variants", name, exc)
+            return
         t_images = time.perf_counter() - t0
-        if images is not None:
-            report["data"]["calibration"] = {"root": str(calib_root), "split": "train",
-                                             "n_images": len(images), "method": calib_method}
-        for name, recipe in int8_plan.items() if images is not None else ():
-            _step(progress, f"quantize {name} ({recipe}, {calib_method})", 0, 1)
-            rec = steps.run("variants", name, lambda n=name, r=recipe: quantize_int8(
-                fp32, candidates[n], images, method=calib_method, recipe=r))
+        self.report["data"]["calibration"] = {"root": str(calib_root), "split": "train",
+                                              "n_images": len(images),
+                                              "method": req.calib_method}
+        pause_point("export:int8")  # test hook: a kill in the middle of an export
+        for name, recipe in req.int8_plan.items():
+            what = f"quantize {name} ({recipe}, {req.calib_method})"
+            _step(self.progress, what, 0, 1)
+            staged = self.folder.stage(self.name(name))
+            rec = self.steps.run("variants", name, lambda s=staged, r=recipe: quantize_int8(
+                self.paths["fp32"], s, images, method=req.calib_method, recipe=r))
             if rec is not None:
                 rec["seconds"] = {"calibration_images": t_images, **rec["seconds"]}
-                rec["path"] = str(finals[name])
                 rec["calibration"].update(data=str(calib_root), split="train", seed=0)
-                variants[name] = {**rec, "status": "pending"}
-                paths[name] = candidates[name]
-            _step(progress, f"quantize {name} ({recipe}, {calib_method})", 1, 1)
+                self._record(name, rec, "pending")
+            _step(self.progress, what, 1, 1)
 
-    # -- accuracy of every variant, the INT8 gate ----------------------------------------------
-    try:
-        emulated = {name for name in paths if name in int8_plan and _gate_kernels(
-            INT8_RECIPES[int8_plan[name]], str(cpu["int8_class"])) == "emulated"}
+    def score_and_gate(self, eval_root: Path | None) -> None:
+        """Score every variant, apply the INT8 gate, write accuracy into each file."""
+        from facedistill.export.quantize import INT8_RECIPES
+
+        assert self.info is not None
+        plan = self.request.int8_plan
+        emulated = {name for name in self.paths if name in plan and _gate_kernels(
+            INT8_RECIPES[plan[name]], str(self.cpu["int8_class"])) == "emulated"}
         if eval_root is not None:
-            _score(paths, info, eval_root, str(eval_split), variant, emulated, report, steps,
-                   progress)
-        for name in list(paths):
-            if name in int8_plan and variants[name].get("status") != "failed":
-                _gate(name, variants[name], report, gate, max_drop, emulated, cpu, steps,
-                      finals[name], str(eval_split))
-        # -- record accuracy in each file's metadata, finalise INT8 ---------------------------
-        for p in list(paths):
-            if variants[p].get("status") == "failed":
-                if p in int8_plan:
-                    paths[p].unlink(missing_ok=True)
-                del paths[p]
+            _score(self.paths, self.info, eval_root, str(self.request.eval_split),
+                   self.source.variant, emulated, self.report, self.progress)
+        for name in list(self.paths):
+            if name in plan:
+                _gate(name, self.variants[name], self.report, self.request, emulated,
+                      self.cpu, self.steps, self.folder.final(self.name(name)))
+        for p in list(self.paths):
+            v = self.variants[p]
+            if v.get("status") == "failed":
+                self.paths.pop(p).unlink(missing_ok=True)
                 continue
-            changes = {}
-            if "accuracy" in variants[p]:
-                changes["accuracy"] = json.dumps(variants[p]["accuracy"])
-            if "int8_gate" in variants[p]:
-                changes["int8_gate"] = json.dumps(variants[p]["int8_gate"])
-            if changes:
-                update_metadata(paths[p], **changes)
-            if p in int8_plan:
-                os.replace(paths[p], finals[p])
-                paths[p] = finals[p]
-            variants[p].update(file_record(paths[p]))
-            variants[p]["status"] = "ok"
-    finally:
-        for cand in candidates.values():
-            cand.unlink(missing_ok=True)
+            changes = {key: json.dumps(v[key]) for key in ("accuracy", "int8_gate") if key in v}
+            if self.steps.run("variants", p, lambda p=p, c=changes: self._seal(p, c)) is None:
+                self.paths.pop(p).unlink(missing_ok=True)
 
-    # -- TensorRT ------------------------------------------------------------------------------
-    if trt:
-        _build_engines(paths, arch, out, profile, workspace_mb, wanted, report, steps,
-                       progress)
+    def _seal(self, variant: str, changes: dict[str, str]) -> bool:
+        """Write the scores into the file's metadata; its final size and sha256."""
+        if changes:
+            update_metadata(self.paths[variant], **changes)
+        v = self.variants[variant]
+        v.update({**file_record(self.paths[variant]), "path": v["path"], "status": "ok"})
+        return True
 
-    report["seconds"]["total"] = time.perf_counter() - t_start
-    atomic_write_json(report_path, report)
-    steps.raise_if_failed(report_path)
-    return report
+    def engines(self) -> None:
+        """One engine per precision: fp32/fp16 from their ONNX, int8 from the TensorRT recipe;
+        the timing cache of the previous export is reused."""
+        from facedistill.export.tensorrt import TIMING_CACHE
+
+        cache = self.folder.final(TIMING_CACHE)
+        if cache.is_file():
+            shutil.copyfile(cache, self.folder.stage(TIMING_CACHE))
+        _build_engines(self.paths, self.source.arch, self.folder, self.request,
+                       self.report, self.steps, self.progress)
+
+    def commit(self) -> None:
+        """Swap the staged export in; the previous export's files this one did not write are
+        kept when they come from the same source (and are listed), removed when stale."""
+        previous = self.folder.previous_report(REPORT_NAME)
+        stale = _carry_previous(self.report, previous, self.folder, set(
+            p.name for p in self.folder.staging.iterdir()))
+        self.folder.commit(REPORT_NAME, self.report, remove=stale)
+
+
+def _carry_previous(report: dict[str, Any], previous: dict[str, Any] | None,
+                    folder: ExportFolder, written: set[str]) -> list[str]:
+    """Reconcile the new export with the previous one in the folder. A previous file this
+    export did not rewrite is *carried* (kept, and listed in the new report with
+    ``carried_from``) when it was exported from the same source and is unchanged on disk; an
+    engine also needs its ONNX file to be the one it was built from. Anything else the
+    previous report lists is stale (another model) and returned, to be removed. Without a
+    previous report nothing is known about the folder's other files: they stay, unlisted."""
+    if previous is None or previous.get("format") != REPORT_FORMAT:
+        return []
+    same = bool(report["source"].get("sha256")) and \
+        (previous.get("source") or {}).get("sha256") == report["source"]["sha256"]
+    since = previous.get("created_at")
+    stale: list[str] = []
+    onnx_sha: dict[str, str] = {}
+    for rec in report["variants"].values():
+        if rec.get("status") == "ok":
+            onnx_sha[Path(rec["path"]).name] = rec["sha256"]
+    for name, rec in (previous.get("variants") or {}).items():
+        fname = Path(str(rec.get("path", ""))).name
+        if rec.get("status") != "ok" or not fname or fname in written:
+            continue
+        path = folder.final(fname)
+        if not path.is_file():
+            continue
+        if not same or sha256_file(path) != rec.get("sha256"):
+            stale.append(fname)
+            continue
+        onnx_sha[fname] = str(rec["sha256"])
+        now = report["variants"].get(name)
+        if now is None:
+            report["variants"][name] = {**rec, "carried_from": since}
+        else:  # rejected by this export's gate: the earlier accepted file stays
+            now["previous"] = {**{k: rec.get(k) for k in (
+                "path", "size_bytes", "sha256", "accuracy", "int8_gate")}, "created_at": since}
+    for name, rec in (previous.get("engines") or {}).items():
+        files = [Path(str(rec.get(k, ""))).name for k in ("path", "sidecar")]
+        if rec.get("status") != "ok" or not files[0] or files[0] in written:
+            continue
+        if not folder.final(files[0]).is_file():
+            continue
+        try:
+            built_from = json.loads(folder.final(files[1]).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            built_from = {}
+        onnx_name = Path(str(rec.get("onnx", ""))).name
+        if same and name not in report["engines"] and \
+                onnx_sha.get(onnx_name) == built_from.get("onnx_sha256"):
+            report["engines"][name] = {**rec, "carried_from": since}
+        else:
+            stale += files
+    return stale
 
 
 def _ort_version() -> str | None:
@@ -528,7 +685,7 @@ def _ort_version() -> str | None:
 
 
 def _score(paths: dict[str, Path], info: ModelInfo, eval_root: Path, split: str,
-           variant: str | None, emulated: set[str], report: dict[str, Any], steps: _Steps,
+           variant: str | None, emulated: set[str], report: dict[str, Any],
            progress: StepProgress | None) -> None:
     """Score every variant on ``split`` and record accuracy and differences in the report."""
     from facedistill.bench.accuracy import split_images
@@ -555,18 +712,18 @@ def _score(paths: dict[str, Path], info: ModelInfo, eval_root: Path, split: str,
         variants[p]["seconds"]["evaluate"] = spent[p] + decode / len(paths)
 
 
-def _gate(name: str, v: dict[str, Any], report: dict[str, Any], gate: bool, max_drop: float,
-          emulated: set[str], cpu: dict[str, Any], steps: _Steps, final: Path,
-          split: str) -> None:
+def _gate(name: str, v: dict[str, Any], report: dict[str, Any], request: ExportRequest,
+          emulated: set[str], cpu: dict[str, Any], steps: _Steps, final: Path) -> None:
     """Apply the INT8 gate to variant ``name`` and record where and how it was measured."""
     acc = v.get("accuracy")
     kernels = "emulated" if name in emulated else "integer"
+    max_drop = request.max_drop
     v["int8_gate"] = {
         "recipe": v["recipe"]["name"], "kernels": kernels, "cpu": cpu.get("model"),
         "int8_class": cpu.get("int8_class"), "onnxruntime": report["machine"]["onnxruntime"],
         "split": acc["split"] if acc else None,
         "drop_points": None if acc is None else -100.0 * acc["delta_to_fp32"],
-        "max_drop_points": max_drop if gate else None,
+        "max_drop_points": max_drop if request.gate else None,
         "max_abs_diff_integer_vs_emulated": v.get("max_abs_diff_integer_vs_emulated")}
     if acc is None:
         return
@@ -576,26 +733,27 @@ def _gate(name: str, v: dict[str, Any], report: dict[str, Any], gate: bool, max_
                                                       "kernels": kernels}
     if name == "int8":  # the keys earlier reports had
         report["gate"].update(int8_drop_points=drop, passed=passed)
-    if gate and not passed:
+    if request.gate and not passed:
         base = 100 * (acc["mean_balanced"] - acc["delta_to_fp32"])
         why = (f"mean balanced accuracy drops {drop:.2f} points (fp32 {base:.2f}% -> "
                f"{name} {100 * acc['mean_balanced']:.2f}%, {kernels} kernels), more than "
                f"max_drop {max_drop:g}")
         steps.fail("variants", name, ExportError(
-            f"INT8 rejected: {why} on {split}; try another --calib-method, more --calib-n, "
-            "or --no-gate", path=final), gate=True)
+            f"INT8 rejected: {why} on {request.eval_split}; try another --calib-method, more "
+            "--calib-n, or --no-gate", path=final), gate=True)
         v.update(error=why, rejected_by_gate=True)
 
 
-def _build_engines(paths: dict[str, Path], arch: str, out: Path, profile: tuple[int, int, int],
-                   workspace_mb: int | None, wanted: Sequence[str], report: dict[str, Any],
-                   steps: _Steps, progress: StepProgress | None) -> None:
-    """One engine per precision: fp32/fp16 from their ONNX, int8 from the TensorRT recipe."""
-    from facedistill.export.tensorrt import build_engine
+def _build_engines(paths: dict[str, Path], arch: str, folder: ExportFolder,
+                   request: ExportRequest, report: dict[str, Any], steps: _Steps,
+                   progress: StepProgress | None) -> None:
+    """One engine per precision: fp32/fp16 from their (staged) ONNX, int8 from the TensorRT
+    recipe's file; built in the staging folder, recorded under their final paths."""
+    from facedistill.export.tensorrt import TIMING_CACHE, build_engine
     from facedistill.runtime.engine import sidecar_path
 
-    sources = {p: paths.get(p) for p in wanted if p != "int8"}
-    if "int8" in wanted:
+    sources = {p: paths.get(p) for p in request.precisions if p != "int8"}
+    if "int8" in request.precisions:
         sources["int8"] = paths.get("int8-trt")
     for p, onnx_path in sources.items():
         if onnx_path is None:
@@ -605,14 +763,17 @@ def _build_engines(paths: dict[str, Path], arch: str, out: Path, profile: tuple[
             steps.fail("engines", p, ExportError(f"{p} engine not built: {why}"))
             continue
         _step(progress, f"build {p} engine", 0, 1)
-        engine = out / f"{arch}.{p}.engine"
+        name = f"{arch}.{p}.engine"
+        engine = folder.stage(name)
         t0 = time.perf_counter()
         side = steps.run("engines", p, lambda o=onnx_path, e=engine: build_engine(
-            o, e, batches=profile, workspace_mb=workspace_mb))
+            o, e, batches=request.profile, workspace_mb=request.workspace_mb,
+            timing_cache=folder.stage(TIMING_CACHE)))
         if side is not None:
             report["engines"][p] = {
-                "path": str(engine), "sidecar": str(sidecar_path(engine)),
-                "onnx": str(onnx_path), "status": "ok",
+                "path": str(folder.final(name)),
+                "sidecar": str(folder.final(sidecar_path(engine).name)),
+                "onnx": str(folder.final(onnx_path.name)), "status": "ok",
                 "size_bytes": engine.stat().st_size, "sha256": side["engine_sha256"],
                 **{k: side[k] for k in ("trt_version", "gpu_name", "compute_capability",
                                         "precision", "profile", "built_at", "build")},

@@ -107,10 +107,15 @@ def test_table_output(tiny_export: tuple[dict[str, Any], Path], tiny_synth: Path
     assert f"wrote {tmp_path / 'export_report.json'}" in done.stdout
 
 
-def test_a_failing_precision_keeps_the_others(tiny_export: tuple[dict[str, Any], Path],
-                                              tiny_synth: Path, tmp_path: Path) -> None:
-    """A corrupt training image breaks INT8 calibration: fp32 and fp16 are still written and
-    scored, export_report.json records the INT8 error naming the image, exit code 2."""
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_failing_precision_writes_nothing_and_keeps_the_previous_export(
+        tiny_export: tuple[dict[str, Any], Path], tiny_synth: Path, tmp_path: Path) -> None:
+    """A corrupt training image breaks INT8 calibration: fp16 is still converted and scored
+    (the table shows it), the error names the image for both recipes, exit code 2 - and the
+    folder keeps the previous export byte for byte (a first export leaves no folder)."""
     _, out = tiny_export
     data = tmp_path / "data"
     shutil.copytree(tiny_synth, data)
@@ -119,22 +124,34 @@ def test_a_failing_precision_keeps_the_others(tiny_export: tuple[dict[str, Any],
                        if line.split()[1] == "0")
     bad = data / "img_align_celeba" / first_train
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    args = (out / "snet3.fp32.onnx", "--precision", "fp16,int8", "--int8-recipe",
+            "cpu,tensorrt", "--calib-n", "100000", "--data", data, "--quiet")
+    first = tmp_path / "first"
+    line = _one_line_error(_cli(*args, "--out", first))
+    assert "2 export steps failed" in line and first_train in line
+    assert not first.exists()
+
     dest = tmp_path / "export"
-    done = _cli(out / "snet3.fp32.onnx", "--precision", "fp16,int8", "--int8-recipe",
-                "cpu,tensorrt", "--calib-n", "100000", "--data", data, "--out", dest,
-                "--quiet")
+    shutil.copytree(out, dest)
+    before = _snapshot(dest)
+    done = _cli(*args, "--out", dest)
     line = _one_line_error(done)
     assert "2 export steps failed" in line and first_train in line
-    report = json.loads((dest / "export_report.json").read_text())
+    assert f"nothing was written: {dest} holds the previous export, unchanged" in line
+    assert _snapshot(dest) == before
+    assert "int8 failed" in done.stdout and "int8-trt failed" in done.stdout  # the table
+    row = next(ln for ln in done.stdout.splitlines() if "fp16" in ln and "%" in ln)
+    assert " ok " in row
+    assert "wrote " not in done.stdout
+
+    done = _cli(*args, "--out", dest, "--json")  # --json: the attempt's report on stdout
+    report = json.loads(done.stdout)
     v = report["variants"]
     assert (v["fp32"]["status"], v["fp16"]["status"]) == ("ok", "ok")
     assert v["fp16"]["accuracy"]["n_images"] == 47
     for name in ("int8", "int8-trt"):
         assert v[name]["status"] == "failed" and first_train in v[name]["error"]
-        assert not (dest / f"snet3.{name}.onnx").exists()
-    assert sorted(p.name for p in dest.iterdir()) == [
-        "export_report.json", "snet3.fp16.onnx", "snet3.fp32.onnx"]
-    assert "int8 failed" in done.stdout and "snet3.fp16.onnx" in done.stdout  # the table
+    assert _snapshot(dest) == before
 
 
 def test_int8_recipe_option(tiny_teacher: Path, tmp_path: Path) -> None:

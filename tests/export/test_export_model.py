@@ -348,19 +348,22 @@ def test_int8_engine_without_the_tensorrt_recipe_is_a_recorded_failure(
         tiny_export: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
     """`--trt --int8-recipe cpu`: the int8 engine cannot come from the CPU file (its int32
     biases); the report says why and the export fails at the end (no GPU needed to see it)."""
-    from facedistill.export.api import _build_engines, _Steps
-    from facedistill.export.onnx import ExportError
+    from facedistill.export.api import ExportFailed, ExportRequest, _build_engines, _Steps
+    from facedistill.export.folder import ExportFolder
 
     report, out = tiny_export
     rep = {"variants": {"fp32": {"status": "ok"}, "int8": {"status": "ok"}}, "engines": {}}
     steps = _Steps(rep)
-    _build_engines({"int8": out / "snet3.int8.onnx"}, "snet3", tmp_path, (1, 4, 8), None,
-                   ["int8"], rep, steps, None)
+    request = ExportRequest(precisions=("int8",), int8_plan={"int8": "cpu"}, profile=(1, 4, 8))
+    with ExportFolder(tmp_path) as folder:
+        _build_engines({"int8": out / "snet3.int8.onnx"}, "snet3", folder, request, rep, steps,
+                       None)
     assert rep["engines"]["int8"]["status"] == "failed"
     assert "add 'tensorrt' to --int8-recipe" in rep["engines"]["int8"]["error"]
-    with pytest.raises(ExportError, match="int8 engine not built") as err:
-        steps.raise_if_failed(tmp_path / "export_report.json")
-    assert type(err.value) is ExportError  # not a GateError: the pipeline must stop on it
+    with pytest.raises(ExportFailed, match="int8 engine not built") as err:
+        steps.raise_if_failed(tmp_path)
+    assert type(err.value) is ExportFailed  # not a GateError: the pipeline must stop on it
+    assert err.value.failed == ["int8 engine"] and not err.value.committed
     assert not list(tmp_path.iterdir())
 
 
