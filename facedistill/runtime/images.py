@@ -31,9 +31,13 @@ give the same model input.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -71,6 +75,33 @@ def max_pixels() -> int:
     return value
 
 
+_FD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _c_stderr_captured(notes: list[str]) -> Iterator[None]:
+    """Route file descriptor 2 to a scratch file while the body runs and put what landed
+    there into ``notes``. libtiff, which PIL calls for compressed TIFFs, prints its decoding
+    complaints ("ZIPDecode: Decoding error at scanline 0") straight to the C stderr, past
+    Python; they become part of the one-line error instead. Process-wide, so it is held only
+    around a TIFF's decode, under a lock."""
+    with _FD_LOCK, tempfile.TemporaryFile() as scratch:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep quiet
+            yield
+            return
+        try:
+            os.dup2(scratch.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            text = scratch.read(4096).decode("utf-8", "replace")
+            notes.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
 def describe(src: object, index: int | None = None) -> str:
     """How errors name an image: its path, else ``<array>``/``<bytes>``/``<PIL image>`` and its
     position in a batch."""
@@ -91,6 +122,7 @@ def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
     """Decode one encoded image: the pixel budget checked on the header first, then the
     pixels, then the EXIF orientation applied. Every file reader of the project uses this."""
     img = None
+    notes: list[str] = []  # what libtiff printed while decoding, if it did
     budget = max_pixels()
     try:
         with warnings.catch_warnings():
@@ -106,7 +138,11 @@ def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
                 raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over the "
                                  f"{budget / 1e6:g} Mpx budget (FACEDISTILL_MAX_PIXELS)",
                                  path=where)
-            img.load()
+            if img.format == "TIFF":
+                with _c_stderr_captured(notes):
+                    img.load()
+            else:
+                img.load()
     except FileNotFoundError:
         raise ImageError("no such image file", path=where) from None
     except IsADirectoryError:
@@ -120,6 +156,8 @@ def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
         if img is not None:
             img.close()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if notes:  # libtiff's own words say more than PIL's "decoder error -2"
+            reason = f"{reason} ({notes[0].removeprefix('tempfile.tif: ')})"
         raise ImageError(f"cannot decode image: {reason}", path=where) from None
     try:
         ImageOps.exif_transpose(img, in_place=True)

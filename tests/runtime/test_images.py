@@ -131,3 +131,25 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
             decode(path)
         assert isinstance(err.value, UserError)
         assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate"])
+def test_damaged_compressed_tiff_is_one_error_and_no_libtiff_stderr(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], compression: str) -> None:
+    """libtiff prints its decode complaints to the C stderr ("ZIPDecode: Decoding error at
+    scanline 0"); they belong in the one-line error, not on the terminal (defect 16)."""
+    raw = bytearray(_encode(Image.fromarray(_photo()), "TIFF", compression=compression))
+    ifd = int.from_bytes(raw[4:8], "little")  # the strips lie between the header and the IFD
+    for i in range(16, ifd - 16, 7):
+        raw[i] ^= 0x5A
+    bad = tmp_path / "damaged.tif"
+    bad.write_bytes(bytes(raw))
+    good = tmp_path / "good.tif"
+    good.write_bytes(_encode(Image.fromarray(_photo()), "TIFF", compression=compression))
+    capfd.readouterr()
+    with pytest.raises(ImageError, match=r"cannot decode image: .*\(.*Decod|code not yet") as err:
+        decode(bad)
+    assert str(err.value).startswith(f"{bad}: ") and "\n" not in str(err.value)
+    assert np.asarray(load_rgb(good)).shape[2] == 3
+    out, errs = capfd.readouterr()
+    assert (out, errs) == ("", "")
