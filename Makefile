@@ -23,7 +23,7 @@ install: $(STAMP)
 
 # The main job: data -> teacher -> selection -> students -> export -> bench -> report, resumable.
 demo: $(STAMP)
-	$(BIN)/facedistill pipeline --config $(DEMO_CONFIG)
+	$(BIN)/facedistill --config $(DEMO_CONFIG) pipeline
 
 # ruff, then the layer map of pyproject's [tool.importlinter] (CONTRIBUTING.md)
 lint: $(STAMP)

@@ -10,9 +10,10 @@ A config file sets option defaults per command; options given on the command lin
     [data.check]          # facedistill data check
     root = "data/synth"
 
-Keys are the options' names (``--calib-n`` may be written ``calib_n`` or ``calib-n``). An
-unknown table or key is an error naming the file and the dotted key, so a typo never passes
-silently. The defaults themselves live in the library's dataclasses (e.g.
+Keys are the options' long names without their dashes (``--calib-n`` is ``calib_n``, also
+written ``calib-n``; ``--json`` is ``json``), arguments go by their name (``root``). An unknown
+table or key is an error naming the file and the dotted key, with the nearest known name, so a
+typo never passes silently. The defaults themselves live in the library's dataclasses (e.g.
 :class:`SynthConfig`, :class:`TrainConfig`), the one source the CLI reads them from.
 """
 
@@ -59,10 +60,26 @@ def unknown_name(what: str, name: str, known: Sequence[str]) -> str:
     return f"unknown {what} {show(name)} ({hint}known: {', '.join(known) or 'none'})"
 
 
+def option_key(param: click.Parameter) -> str:
+    """The TOML key of a command's parameter: an option's long name without its dashes, in
+    TOML's spelling (``--calib-n`` -> ``calib_n``, ``--json`` -> ``json``, ``--from`` ->
+    ``from``); an argument's name (``root``, ``source``)."""
+    if isinstance(param, click.Option):
+        longs = [o for o in param.opts if o.startswith("--")]
+        return (longs[0] if longs else param.opts[0]).lstrip("-").replace("-", "_")
+    return str(param.name)
+
+
+def toml_keys(command: click.Command) -> dict[str, click.Parameter]:
+    """``{TOML key: parameter}`` of ``command``: the keys its config table may hold."""
+    return {option_key(p): p for p in command.params if p.name and p.name != "help"}
+
+
 def to_default_map(
     command: click.Command, table: dict[str, Any], path: str | os.PathLike[str], prefix: str = ""
 ) -> dict[str, Any]:
-    """Check ``table`` against ``command``'s tree and return click's ``default_map``."""
+    """Check ``table`` against ``command``'s tree and return click's ``default_map`` (keyed by
+    the parameters' names, as click wants it)."""
     result: dict[str, Any] = {}
     if isinstance(command, click.Group):
         for key, value in table.items():
@@ -77,14 +94,13 @@ def to_default_map(
                                   field=dotted)
             result[key] = to_default_map(sub, value, path, prefix=f"{dotted}.")
         return result
-    params = {p.name: p for p in command.params if p.name and p.name != "help"}
+    params = toml_keys(command)
     for key, value in table.items():
-        name = key.replace("-", "_")
         dotted = f"{prefix}{key}"
-        if name not in params:
+        param = params.get(key.replace("-", "_"))
+        if param is None:
             raise ConfigError(unknown_name("option", key, sorted(params)), path=path,
                               field=dotted)
-        param = params[name]
         if param.multiple and not isinstance(value, list):
             value = [value]
         wrong = toml_type_error(param, value)
@@ -96,8 +112,28 @@ def to_default_map(
         except click.BadParameter as exc:
             raise ConfigError(f"bad value {value!r}: {exc.message}", path=path,
                               field=dotted) from None
-        result[name] = value
+        result[str(param.name)] = value
     return result
+
+
+class NumberList(click.ParamType):
+    """A comma list of numbers on the command line (``--teacher-widths 1,0.5``), a list of
+    numbers in TOML (``teacher_widths = [1.0, 0.5]``): each occurrence -> a list of floats."""
+
+    name = "numbers"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> list[float]:
+        if isinstance(value, list):
+            return value
+        items = [value] if isinstance(value, int | float) else str(value).split(",")
+        try:
+            out = [float(v) for v in items if str(v).strip()]
+        except ValueError:
+            self.fail(f"expected numbers like 1,0.5; got {value!r}", param, ctx)
+        if not out or not all(math.isfinite(v) for v in out):
+            self.fail(f"expected finite numbers like 1,0.5; got {value!r}", param, ctx)
+        return out
 
 
 def _kind(value: Any) -> str:
@@ -125,6 +161,9 @@ def toml_type_error(param: click.Parameter, value: Any) -> str | None:
         elif isinstance(t, click.types.FloatParamType):
             ok = isinstance(item, int | float) and not isinstance(item, bool)
             want = "a number"
+        elif isinstance(t, NumberList):
+            ok = isinstance(item, int | float | str) and not isinstance(item, bool)
+            want = "a number"
         else:  # paths, choices, strings and the options parsed by a callback ("1,8,32")
             ok, want = isinstance(item, str), "a string"
         if not ok:
@@ -134,29 +173,33 @@ def toml_type_error(param: click.Parameter, value: Any) -> str | None:
 
 def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> dict[str, Any]:
     result = to_default_map(command, read_toml(path), path)
-    _check_values(result, path)
+    _check_values(command, result, path)
     return result
 
 
-def _check_values(default_map: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def _check_values(root: click.Command, default_map: dict[str, Any],
+                  path: str | os.PathLike[str]) -> None:
     """Run the config dataclasses' own checks on the tables they cover, so that a value they
     reject (``epochs = 0``) names the config file and its dotted key, not the command line."""
     for keys, cls in (("train", TrainConfig), ("compress", TrainConfig),
                       ("data.synth", SynthConfig)):
         table: Any = default_map
+        command: Any = root
         for key in keys.split("."):
             table = table.get(key) if isinstance(table, dict) else None
-        if not table:
+            command = command.commands.get(key) if isinstance(command, click.Group) else None
+        if not table or command is None:
             continue
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in table.items() if k in known}
+        key_of = {p.name: option_key(p) for p in command.params}
         try:
             cfg = cls(**values)
             if hasattr(cfg, "validate"):
                 cfg.validate()
         except UserError as exc:
-            raise ConfigError(exc.message, path=path,
-                              field=f"{keys}.{exc.field}" if exc.field else keys) from None
+            where = f"{keys}.{key_of.get(exc.field, exc.field)}" if exc.field else keys
+            raise ConfigError(exc.message, path=path, field=where) from None
 
 
 # -- the synthetic dataset (here, not beside its generator: the CLI reads these defaults without
@@ -261,6 +304,22 @@ class TrainConfig:
     def from_record(cls, record: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in known})
+
+
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def export_precisions(onnx: bool, fp16: bool, int8: bool, precision: str | None) -> list[str]:
+    """The ONNX variants an export writes, from ``export``'s options (the CLI's and the
+    pipeline's ``[export]`` table): the flags plus the comma list ``precision``; none of them
+    means all three. fp32 is always written (the others derive from it)."""
+    chosen = [p for p, on in (("fp32", onnx), ("fp16", fp16), ("int8", int8)) if on]
+    chosen += [p.strip().lower() for p in (precision or "").split(",") if p.strip()]
+    bad = [p for p in chosen if p not in EXPORT_PRECISIONS]
+    if bad:
+        raise ConfigError(f"unknown precision {bad[0]!r} (fp32, fp16, int8)", field="precision")
+    chosen = chosen or list(EXPORT_PRECISIONS)
+    return [p for p in EXPORT_PRECISIONS if p in chosen or p == "fp32"]
 
 
 def parse_term_weights(items: Sequence[str]) -> dict[str, float] | None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from facedistill import __version__
@@ -50,7 +51,7 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
     assert_one_line_error(run("data", "check", str(tmp_path / "missing")), "missing")
     assert_one_line_error(run("pipeline", "--teacher-widths", "1,wide", "--status",
-                              "--out", str(tmp_path / "run")), "pipeline.teacher_widths", "wide")
+                              "--out", str(tmp_path / "run")), "'--teacher-widths'", "1,wide")
     assert_one_line_error(run("pipeline", "--teacher-widths", "1,0.5", "--teachers", "3",
                               "--status", "--out", str(tmp_path / "run")),
                           "pipeline.teacher_widths", "2 teacher widths but teachers = 3")
@@ -189,7 +190,7 @@ def test_a_corrupt_image_read_in_a_worker_process_is_one_line(tiny_synth: Path,
         ({"train": {"data": 5}}, "train.data", "expected a string, got an integer"),
         ({"train": {"lr": [1, 2]}}, "train.lr", "expected a number, got a list"),
         ({"train": {"out": {}}}, "train.out", "expected a string, got a table"),
-        ({"compress": {"teachers": 5}}, "compress.teachers", "expected a string, got an integer"),
+        ({"compress": {"teacher": 5}}, "compress.teacher", "expected a string, got an integer"),
         ({"train": {"epochs": 1.5}}, "train.epochs", "expected an integer, got a float"),
         ({"train": {"epochs": True}}, "train.epochs", "expected an integer, got a boolean"),
         ({"train": {"deterministic": 1}}, "train.deterministic", "expected a boolean"),
@@ -215,16 +216,85 @@ def test_config_values_of_the_right_type_pass(tmp_path: Path) -> None:
     from facedistill.config import to_default_map
 
     table = {"train": {"lr": 1, "epochs": 2, "deterministic": True, "data": "d"},
-             "compress": {"teachers": "runs/t", "weights": ["selected=0.3"]},
-             "bench": {"batch": "1,32"}}
+             "compress": {"teacher": "runs/t", "weight": ["selected=0.3"]},
+             "bench": {"batch": "1,32", "json": True, "md": "b.md"}}
     got = to_default_map(cli, table, tmp_path / "c.toml")
+    # keyed by click's parameter names (what default_map wants)
     assert got["train"]["lr"] == 1 and got["compress"]["teachers"] == ["runs/t"]
+    assert got["compress"]["weights"] == ["selected=0.3"]
+    assert got["bench"]["as_json"] is True and got["bench"]["md_out"] == "b.md"
+
+
+def _leaves(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    out: dict[str, click.Command] = {}
+    for name, sub in group.commands.items():
+        out |= _leaves(sub, f"{prefix}{name}.") if isinstance(sub, click.Group) \
+            else {prefix + name: sub}
+    return out
+
+
+def test_toml_keys_are_the_option_names_for_every_command(tmp_path: Path) -> None:
+    """Each command's table takes exactly its options' long names (``--calib-n`` ->
+    ``calib_n``, ``--json`` -> ``json``, ``--from`` -> ``from``) and its arguments' names, and
+    every key lands on its own parameter; a parameter's Python name is not a key."""
+    from facedistill.cli import cli
+    from facedistill.config import to_default_map, toml_keys
+    from facedistill.errors import ConfigError
+
+    commands = _leaves(cli)
+    assert len(commands) == 11
+    for dotted, command in commands.items():
+        expected = set()
+        for p in command.params:
+            if isinstance(p, click.Option) and p.name != "help":
+                expected.add(next(o for o in p.opts if o.startswith("--"))[2:].replace("-", "_"))
+            elif isinstance(p, click.Argument):
+                expected.add(p.name)
+        keys = toml_keys(command)
+        assert set(keys) == expected, dotted
+        assert len({p.name for p in keys.values()}) == len(keys), dotted  # one key per param
+    export = toml_keys(commands["export"])
+    assert export["trt_profile"].name == "batches" and export["split"].name == "eval_split"
+    assert export["json"].name == "as_json"
+    assert toml_keys(commands["pipeline"])["from"].name == "start"
+    assert toml_keys(commands["train"])["warmup_epochs"].name == "warmup"
+    for table, key, near in [({"bench": {"as_json": True}}, "bench.as_json", "json"),
+                             ({"bench": {"md_out": "x"}}, "bench.md_out", "md"),
+                             ({"export": {"batches": "1,8"}}, "export.batches", "batch"),
+                             ({"pipeline": {"show_status": True}}, "pipeline.show_status",
+                              "status")]:
+        with pytest.raises(ConfigError) as err:
+            to_default_map(cli, table, tmp_path / "c.toml")
+        assert err.value.field == key and "unknown option" in err.value.message, key
+        assert near in err.value.message
+
+
+def test_one_name_one_meaning_across_the_verbs() -> None:
+    """An option name means the same thing in every verb that has it (issue 20): --batch is a
+    list of batch sizes (bench), --warmup a number of runs (bench), --precision a list of
+    export formats; training's are --warmup-epochs and --train-precision, the TensorRT profile
+    is --trt-profile, --json always a flag that prints JSON."""
+    from facedistill.cli import cli
+
+    commands = _leaves(cli)
+
+    def verbs_with(opt: str) -> set[str]:
+        return {name for name, cmd in commands.items() if any(opt in getattr(p, "opts", ())
+                                                              for p in cmd.params)}
+
+    assert verbs_with("--batch") == {"bench"} and verbs_with("--warmup") == {"bench"}
+    assert verbs_with("--precision") == {"export"}
+    assert verbs_with("--warmup-epochs") == verbs_with("--train-precision") == {"train",
+                                                                                "compress"}
+    json_opts = [p for cmd in commands.values() for p in cmd.params if "--json" in p.opts]
+    assert len(json_opts) == len(commands) and all(p.is_flag for p in json_opts)
 
 
 @pytest.mark.parametrize("text, key, needle", [
     ("[train]\nepochs = 0\n", "train.epochs", "must be > 0"),
     ("[compress]\nema = 1.5\n", "compress.ema", "EMA decay must be in [0, 1)"),
     ("[data.synth]\nn = 2\n", "data.synth.n", "at least 3"),
+    ("[train]\nwarmup_epochs = -1.0\n", "train.warmup_epochs", "warmup"),
 ])
 def test_values_the_configs_reject_name_the_file(tmp_path: Path, text: str, key: str,
                                                  needle: str) -> None:

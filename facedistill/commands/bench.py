@@ -43,7 +43,8 @@ def _batches(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
               help="Measure about this long per artifact and batch size [default: 2 when "
                    "--iters is not given].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for ONNX Runtime / torch [default: the runtime's own].")
+              help="CPU threads for ONNX Runtime / torch [default: one per physical core, as "
+                   "predict and the runtime use].")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="CelebA-format folder: also measure mean balanced accuracy on --split.")
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val",

@@ -35,13 +35,6 @@ def _step_bar(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
             bar.stop()
 
 
-def _precisions(onnx: bool, fp16: bool, int8: bool, precision: str | None) -> list[str]:
-    chosen = [p for p, on in (("fp32", onnx), ("fp16", fp16), ("int8", int8)) if on]
-    if precision:
-        chosen += [p.strip() for p in precision.split(",") if p.strip()]
-    return chosen or ["fp32", "fp16", "int8"]
-
-
 def _default_out(source: Path) -> Path:
     if source.is_dir():
         return source / "export"
@@ -117,8 +110,9 @@ def print_report(report: dict[str, Any], committed: bool = True) -> None:
               "given alone, only FP32 [default without precision flags: all three].")
 @click.option("--fp16", is_flag=True, help="FP16 ONNX (float32 inputs/outputs).")
 @click.option("--int8", is_flag=True, help="INT8 Q/DQ ONNX, calibrated on training images.")
-@click.option("--trt", is_flag=True, help="Also build a TensorRT engine per precision "
-                                          "(needs tensorrt, cuda-python and an NVIDIA GPU).")
+@click.option("--trt/--no-trt", default=False,
+              help="Also build a TensorRT engine per precision (needs tensorrt, cuda-python and "
+                   "an NVIDIA GPU) [default: no; the pipeline's: when TensorRT is installed].")
 @click.option("--precision", default=None, metavar="LIST",
               help="Comma list of fp32,fp16,int8 (adds to the flags). [default: all three when "
                    "no precision is chosen]")
@@ -140,7 +134,8 @@ def print_report(report: dict[str, Any], committed: bool = True) -> None:
 @click.option("--no-gate", is_flag=True, help="Keep INT8 whatever its accuracy.")
 @click.option("--no-eval", is_flag=True,
               help="Do not score the variants (INT8 then needs --no-gate).")
-@click.option("--batch", "batches", default="1,8,32", show_default=True, metavar="MIN,OPT,MAX",
+@click.option("--trt-profile", "batches", default="1,8,32", show_default=True,
+              metavar="MIN,OPT,MAX",
               help="TensorRT profile batch sizes; the FP32 parity check runs at 1 and MAX.")
 @click.option("--workspace-mb", type=int, default=None,
               help="TensorRT builder workspace limit in MiB [default: TensorRT's].")
@@ -165,6 +160,7 @@ def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precisi
     is shown, nothing is written (the previous export stays as it was) and the command exits
     2; an INT8 file the gate rejects is left out and the rest is written (exit 2 too).
     """
+    from facedistill.config import export_precisions
     from facedistill.export.api import ExportFailed, export_model
 
     out_dir = out or _default_out(source)
@@ -172,7 +168,7 @@ def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precisi
         with _step_bar(enabled=not quiet and not as_json) as update:
             report = export_model(
                 source, out_dir,
-                precisions=_precisions(onnx, fp16, int8, precision), opset=opset,
+                precisions=export_precisions(onnx, fp16, int8, precision), opset=opset,
                 calib_data=calib_data if calib_data is not None else data, calib_n=calib_n,
                 calib_method=calib_method, int8_recipe=int8_recipe, max_drop=max_drop,
                 gate=not no_gate,

@@ -4,36 +4,113 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from facedistill.clikit import EpochReporter, console, err_console, print_json
+from facedistill.config import NumberList
+
+if TYPE_CHECKING:
+    from facedistill.workflow.stages import PipelineConfig
+
+
+DEMO_CONFIG = Path("configs/demo.toml")
+
+# options of the stage commands that the pipeline decides itself: where files go, how it prints
+_OWN = frozenset({"out", "data", "teachers", "student", "selection", "source", "artifacts",
+                  "calib_data", "resume", "force", "as_json", "quiet", "json_out", "md_out",
+                  "plot_out"})
+# options that contradict the pipeline's job: an error when set
+_REFUSED = {("export", "no_eval"): "the pipeline scores every export (its INT8 gate and report)",
+            ("data.synth", "unlabeled"): "the pipeline's dataset needs its labels (an unlabeled "
+                                         "pool is [compress] unlabeled)"}
+# where the pipeline's default is not the single command's
+_PIPELINE_DEFAULTS = {"export": {"trt": "auto"}}  # engines wherever TensorRT is installed
+
+
+def _command(root: click.Group, table: str) -> click.Command:
+    cmd: click.Command = root
+    for part in table.split("."):
+        cmd = cmd.commands[part]  # type: ignore[attr-defined]
+    return cmd
+
+
+def _default(param: click.Parameter) -> Any:
+    value = param.default
+    if not isinstance(value, str | int | float | tuple | list | Path):
+        value = None  # None, or click's marker for "no default"
+    return list(value or ()) if param.multiple else value
+
+
+def pipeline_config(root: click.Group, default_map: dict[str, Any], source: str | Path, *,
+                    given: dict[str, Any] | None = None) -> PipelineConfig:
+    """The pipeline's options from the CLI's own: each stage table starts from its command's
+    option defaults and takes the config file's values (``default_map``, checked and keyed as
+    :func:`facedistill.config.load_default_map` returns it); ``given`` are ``pipeline``'s
+    options from the command line."""
+    from facedistill.config import option_key
+    from facedistill.errors import ConfigError
+    from facedistill.workflow.stages import STAGE_TABLES, PipelineConfig
+
+    sections: dict[str, dict[str, Any]] = {}
+    keys: dict[str, dict[str, str]] = {}
+    for name in (*STAGE_TABLES, "pipeline"):
+        table: Any = default_map
+        for part in name.split("."):
+            table = table.get(part, {}) if isinstance(table, dict) else {}
+        params = [p for p in _command(root, name).params if p.name and p.name != "help"]
+        keys[name] = {str(p.name): option_key(p) for p in params}
+        own = frozenset() if name == "pipeline" else _OWN
+        values = {str(p.name): _default(p) for p in params if p.name not in own}
+        values.update(_PIPELINE_DEFAULTS.get(name, {}))
+        for key, value in table.items():
+            if (name, key) in _REFUSED and value:
+                raise ConfigError(f"not for the pipeline: {_REFUSED[name, key]}", path=source,
+                                  field=f"{name}.{keys[name][key]}")
+            if key in values:
+                values[key] = value
+        sections[name] = values
+    sections["pipeline"].update(given or {})
+    synth_table = (default_map.get("data") or {}).get("synth")
+    synth = synth_table is not None  # the data stage generates [data.synth]'s dataset
+    data = sections["pipeline"]["data"]
+    if data is None and synth:
+        data = synth_table.get("out") or next(
+            _default(p) for p in _command(root, "data.synth").params if p.name == "out")
+    if data is None:
+        raise ConfigError("no dataset: give [pipeline] data (a CelebA-format folder) or a "
+                          "[data.synth] table", path=source, field="pipeline.data")
+    return PipelineConfig(sections=sections, synth=synth, data=Path(data), source=str(source),
+                          keys=keys)
+
+
+def load_pipeline_config(root: click.Group, path: str | Path, **given: Any) -> PipelineConfig:
+    """:func:`pipeline_config` of a config file (for the library and the tests)."""
+    from facedistill.config import load_default_map
+
+    return pipeline_config(root, load_default_map(root, path), path, given=given)
 
 
 @click.command("pipeline")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None,
-              help="TOML file: [data.synth], [train], [select], [compress], [export], [bench], "
-                   "[pipeline] [default: the global --config, else configs/demo.toml].")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder [default: the config's [pipeline] out, else runs/demo].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="runs/demo",
+              show_default=True, help="Run folder.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CelebA-format folder [default: the config's [pipeline] data or "
-                   "[data.synth] out].")
-@click.option("--students", multiple=True, help="Students to distil (repeat or comma-separate) "
-              "[default: the config's, else snet1, snet2, snet3].")
-@click.option("--teachers", type=int, default=None,
+              help="CelebA-format folder [default: [data.synth] out when the config has that "
+                   "table].")
+@click.option("--students", multiple=True, default=("snet1", "snet2", "snet3"),
+              show_default=True, help="Students to distil (repeat or comma-separate).")
+@click.option("--teachers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train an ensemble of this many teachers (seeds train.seed + i) and distil "
-                   "every student from all of them [default: the config's, else 1].")
-@click.option("--teacher-widths", multiple=True, metavar="W1,W2,...",
+                   "every student from all of them.")
+@click.option("--teacher-widths", type=NumberList(), multiple=True, metavar="W1,W2,...",
               help="An ensemble of teachers of these widths (one per teacher, seeds "
-                   "train.seed + i) [default: the config's, else every teacher at train.width].")
+                   "train.seed + i) [default: every teacher at train.width].")
 @click.option("--twins", multiple=True,
               help="Students that also train on the labels alone with the same budget, for "
-                   "the report's distillation-gain table [default: the config's, else none].")
-@click.option("--bench-precisions", multiple=True,
-              help="ONNX precisions the bench stage times [default: fp32, int8].")
+                   "the report's distillation-gain table [default: none].")
+@click.option("--bench-precisions", multiple=True, default=("fp32", "int8"), show_default=True,
+              help="ONNX precisions the bench stage times.")
 @click.option("--from", "start", default=None, metavar="STAGE",
               help="Redo this stage (or group) and everything after it.")
 @click.option("--only", default=None, metavar="STAGE",
@@ -43,43 +120,37 @@ from facedistill.clikit import EpochReporter, console, err_console, print_json
               help="Show which stages are up to date and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def command(config_path: Path, out: Path | None, data: Path | None, students: tuple[str, ...],
-            teachers: int | None, teacher_widths: tuple[str, ...], twins: tuple[str, ...], bench_precisions: tuple[str, ...],
-            start: str | None,
-            only: str | None,
+def command(out: Path, data: Path | None, students: tuple[str, ...], teachers: int,
+            teacher_widths: tuple[list[float], ...], twins: tuple[str, ...],
+            bench_precisions: tuple[str, ...], start: str | None, only: str | None,
             show_status: bool, as_json: bool, quiet: bool) -> None:
     """Run the main job end to end into one run folder, with one report.
 
     \b
     Stages: data, teacher, select, students (student:snet1 ..., twin:snet3 ...), export
-    (export:MODEL ...),
-    bench, report. A re-run skips the stages whose inputs (config values, upstream files) did
-    not change and redoes those that did; an interrupted run resumes at the interrupted stage,
-    mid-training included.
+    (export:MODEL ...), bench, report. The options of each stage are those of its command,
+    from the global --config's tables ([data.synth], [train], [select], [compress], [export],
+    [bench], [pipeline]; default: configs/demo.toml). A re-run skips the stages whose inputs
+    (config values, upstream files) did not change and redoes those that did; an interrupted
+    run resumes at the interrupted stage, mid-training included.
     """
-    from facedistill.config import read_toml
-    from facedistill.workflow.stages import Pipeline, PipelineConfig
+    from facedistill.config import load_default_map
+    from facedistill.workflow.stages import Pipeline
 
-    # one config file: the verb's --config, else the global one, else the demo's
-    root = click.get_current_context().find_root()
-    config_path = config_path or (root.obj or {}).get("config") or Path("configs/demo.toml")
-
-    tables = read_toml(config_path)
-    section = dict(tables.get("pipeline", {}))
-    if students:
-        section["students"] = [s for v in students for s in v.split(",") if s.strip()]
-    if teachers is not None:
-        section["teachers"] = teachers
-    if teacher_widths:
-        section["teacher_widths"] = [w for v in teacher_widths for w in str(v).split(",")
-                                     if w.strip()]
-    if twins:
-        section["twins"] = [s for v in twins for s in v.split(",") if s.strip()]
-    if bench_precisions:
-        section["bench_precisions"] = [s for v in bench_precisions for s in v.split(",")]
-    tables = {**tables, "pipeline": section}
-    cfg = PipelineConfig.from_tables(tables, data=data, source=str(config_path))
-    out = out or Path(cfg.sections["pipeline"]["out"])
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    path = (root.obj or {}).get("config")
+    default_map = root.default_map if path else None
+    if default_map is None:  # no global --config: the demo's
+        path = DEMO_CONFIG
+        default_map = load_default_map(root.command, path)
+    values = {"out": out, "data": data, "students": list(students), "teachers": teachers,
+              "teacher_widths": [w for ws in teacher_widths for w in ws], "twins": list(twins),
+              "bench_precisions": list(bench_precisions)}
+    given = {k: v for k, v in values.items()
+             if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+    cfg = pipeline_config(root.command, default_map, path, given=given)
+    out = Path(cfg.sections["pipeline"]["out"])
     show = not quiet and not as_json
     t_start = time.perf_counter()
 

@@ -35,7 +35,7 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lr", type=float, default=t.lr, show_default=True,
                      help="Peak learning rate (after warm-up)."),
         click.option("--weight-decay", type=float, default=t.weight_decay, show_default=True),
-        click.option("--warmup", type=float, default=t.warmup, show_default=True,
+        click.option("--warmup-epochs", "warmup", type=float, default=t.warmup, show_default=True,
                      help="Warm-up length in epochs; then cosine decay."),
         click.option("--grad-clip", type=float, default=t.grad_clip, show_default=True,
                      help="Max global gradient norm; 0 = off."),
@@ -45,7 +45,7 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "(1-p)/p from the training prevalence p, sqrt = its square root."),
         click.option("--ema", type=float, default=t.ema, show_default=True,
                      help="EMA decay of the weights (e.g. 0.999); 0 = off."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        click.option("--train-precision", "precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
                      default=t.precision, show_default=True,
                      help="auto: bf16 on GPUs that have it and on CPUs with AMX, fp16 AMP on "
                           "older GPUs, else fp32."),

@@ -85,6 +85,18 @@ def _check_precisions(precisions: Sequence[str] | str) -> list[str]:
     return [p for p in PRECISIONS if p in wanted or p == "fp32"]
 
 
+def want_trt(mode: bool | str) -> bool:
+    """Whether to build TensorRT engines: a bool, or ``"auto"`` (the pipeline's default): when
+    TensorRT can be imported here. ``True`` without it is an error, raised before any work."""
+    if isinstance(mode, bool):
+        return mode
+    if mode != "auto":
+        raise UserError(f"trt must be true, false or 'auto', not {mode!r}", field="trt")
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
 def _resolve_data(data: str | os.PathLike[str] | None, default: str | None, what: str,
                   where: str | os.PathLike[str], option: str = "--data") -> Path:
     if data is not None:
@@ -382,7 +394,7 @@ def export_model(
     gate: bool = True,
     eval_data: str | os.PathLike[str] | None = None,
     eval_split: str | None = "val",
-    trt: bool = False,
+    trt: bool | str = False,
     batches: Sequence[int] | str = (1, 8, 32),
     workspace_mb: int | None = None,
     progress: StepProgress | None = None,
@@ -394,10 +406,10 @@ def export_model(
     calibration uses ``calib_n`` seeded-random *training* images, evaluation the whole
     ``eval_split`` (``None`` skips evaluation, which the INT8 gate then refuses).
     ``int8_recipe`` names the INT8 recipes (:data:`~facedistill.export.quantize.INT8_RECIPES`;
-    default ``cpu``, plus ``tensorrt`` with ``trt``). ``max_drop`` is in percentage points of
-    mean balanced accuracy. ``batches`` are the TensorRT profile's (min, opt, max) and the
-    FP32 parity check runs at batch 1 and the max. ``progress(step, done, total)`` is called
-    as work proceeds.
+    default ``cpu``, plus ``tensorrt`` with ``trt``; ``trt``: see :func:`want_trt`).
+    ``max_drop`` is in percentage points of mean balanced accuracy. ``batches`` are the
+    TensorRT profile's (min, opt, max) and the FP32 parity check runs at batch 1 and the max.
+    ``progress(step, done, total)`` is called as work proceeds.
 
     The export is built in a staging folder and swapped in only when complete
     (:mod:`facedistill.export.folder`). A failing step does not stop the others, but then
@@ -410,7 +422,7 @@ def export_model(
     request = ExportRequest.check(
         precisions=precisions, opset=opset, calib_n=calib_n, calib_method=calib_method,
         int8_recipe=int8_recipe, max_drop=max_drop, gate=gate, eval_split=eval_split,
-        trt=trt, batches=batches, workspace_mb=workspace_mb)
+        trt=want_trt(trt), batches=batches, workspace_mb=workspace_mb)
     src = Path(checkpoint)
     if not src.exists():  # before importing torch to read it, or creating out_dir
         raise UserError("no such checkpoint file or run folder", path=src)

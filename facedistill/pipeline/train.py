@@ -456,7 +456,7 @@ class Trainer:
                 loss, terms = self.objective(logits, feats, y, x)
             if not torch.isfinite(loss):
                 raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step "
-                                f"{self.step + 1}; lower --lr or use --precision fp32")
+                                f"{self.step + 1}; lower --lr or use --train-precision fp32")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.dist.active:

@@ -107,10 +107,10 @@ def parse_profile(spec: str | int | Sequence[int]) -> tuple[int, int, int]:
     ``"1,8,32"`` -> (1, 8, 32); two values ``"1,32"`` -> (1, 32, 32) (optimised for the
     largest); one value ``"8"`` or ``8`` -> (8, 8, 8) (a fixed batch, e.g. for CUDA graphs).
     Sizes must be integers with ``1 <= min <= opt <= max``; anything else is a UserError
-    naming the field ``batch``.
+    naming the field ``trt_profile`` (the option that sets it).
     """
     if isinstance(spec, bool):
-        raise UserError(f"batch sizes must be integers, got {spec!r}", field="batch")
+        raise UserError(f"batch sizes must be integers, got {spec!r}", field="trt_profile")
     if isinstance(spec, (int, np.integer)):
         values: list[Any] = [int(spec)]
     elif isinstance(spec, str):
@@ -123,9 +123,10 @@ def parse_profile(spec: str | int | Sequence[int]) -> tuple[int, int, int]:
             raise ValueError
     except (TypeError, ValueError):
         raise UserError(f"batch sizes must be integers like 1,8,32; got {spec!r}",
-                        field="batch") from None
+                        field="trt_profile") from None
     if not 1 <= len(nums) <= 3:
-        raise UserError(f"give 1 to 3 batch sizes (min,opt,max), got {len(nums)}", field="batch")
+        raise UserError(f"give 1 to 3 batch sizes (min,opt,max), got {len(nums)}",
+                        field="trt_profile")
     if len(nums) == 1:
         nums = nums * 3
     elif len(nums) == 2:
@@ -133,7 +134,7 @@ def parse_profile(spec: str | int | Sequence[int]) -> tuple[int, int, int]:
     lo, opt, hi = nums
     if lo < 1 or not lo <= opt <= hi:
         raise UserError(f"batch sizes must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}",
-                        field="batch")
+                        field="trt_profile")
     return lo, opt, hi
 
 

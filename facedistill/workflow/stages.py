@@ -23,13 +23,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from facedistill import __version__
-from facedistill.config import SynthConfig, TrainConfig, parse_term_weights, read_toml, unknown_name
+from facedistill.config import SynthConfig, TrainConfig, export_precisions, parse_term_weights
 from facedistill.errors import ConfigError, UserError
 from facedistill.io import atomic_write_json, sha256_file
 
@@ -41,104 +41,53 @@ GROUPS = ("data", "teacher", "select", "students", "export", "bench", "report")
 # -- configuration ----------------------------------------------------------------------------
 
 _TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-# keys a command table may hold that the pipeline decides itself (paths, UI switches)
-_IGNORED = {"out", "data", "resume", "force", "json", "quiet", "as_json", "teachers", "teacher",
-            "student", "selection", "root", "run", "artifacts", "model", "plot", "md"}
-_SECTIONS: dict[str, dict[str, Any]] = {
-    "pipeline": {"students": list(STUDENTS), "twins": [], "teachers": 1, "teacher_widths": [],
-                 "bench_precisions": ["fp32", "int8"],
-                 "out": "runs/demo", "data": None},
-    "data.synth": {**asdict(SynthConfig()), "workers": None},  # the generator's own defaults
-    "train": {},
-    "select": {"k": 512, "solver": "fast", "split": "val", "lam": None, "sigma": 0.1,
-               "redundancy": "response", "bits": 24, "tables": 32,
-               "polarity": "positive", "batch_size": 256, "device": None, "workers": None},
-    "compress": {"method": "selected", "k": 512, "temperature": 1.0, "two_stage": 0, "weight": [],
-                 "unlabeled": None, "unlabeled_n": None,
-                 "split": "test"},
-    "export": {"precision": "fp32,fp16,int8", "opset": 18, "calib_n": 512,
-               "calib_method": "entropy", "max_drop": 1.0, "no_gate": False, "batches": "1,8,32",
-               "workspace_mb": None, "trt": "auto", "int8_recipe": "auto"},
-    "bench": {"batch": "1,32", "warmup": 10, "iters": None, "seconds": None, "threads": None,
-              "limit": None, "split": "val"},
-}
-_TRAIN_SECTIONS = ("train", "compress")
-# every command table a config file may hold (the CLI's commands; tests/workflow/test_stages.py
-# checks this against the CLI): the pipeline reads some, the others are not an error
-COMMAND_TABLES = ("data.synth", "data.check", "models", "train", "eval", "select", "compress",
-                  "export", "bench", "predict", "pipeline")
+_SYNTH_KEYS = {f.name for f in fields(SynthConfig)}
+#: the command tables whose options the stages read, besides ``[pipeline]``'s own
+STAGE_TABLES = ("data.synth", "train", "select", "compress", "export", "bench")
 
 
-def _int_list(value: Any, what: str) -> list[int]:
+def _int_list(value: Any, what: str, path: str | None = None) -> list[int]:
     items = value if isinstance(value, list) else str(value).split(",")
     try:
         out = [int(v) for v in items]
     except ValueError:
-        raise ConfigError(f"expected comma-separated integers, not {value!r}", field=what) from None
+        raise ConfigError(f"expected comma-separated integers, not {value!r}", path=path,
+                          field=what) from None
     if not out or min(out) < 1:
-        raise ConfigError(f"expected integers >= 1, not {value!r}", field=what)
+        raise ConfigError(f"expected integers >= 1, not {value!r}", path=path, field=what)
     return out
 
 
 def _str_list(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [str(v).strip() for v in items if str(v).strip()]
+    """``"a,b"``, ``["a", "b"]`` or ``("a,b",)`` (a repeatable option given a comma list) ->
+    ``["a", "b"]``."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [v.strip() for item in items if item is not None for v in str(item).split(",")
+            if v.strip()]
 
 
 @dataclass
 class PipelineConfig:
-    """The stages' options, resolved: defaults, then the TOML file, then ``overrides``."""
+    """The stages' options, resolved (``facedistill.commands.pipeline.pipeline_config`` builds
+    it from the CLI's own options: their defaults, then the config file, then the command line).
+
+    ``sections``: per command table (``train``, ``export``, ... and ``pipeline``), the options
+    the pipeline reads, by parameter name. ``keys``: per table, parameter name -> the TOML key
+    (the option's name), so that an error names what the user wrote.
+    """
 
     sections: dict[str, dict[str, Any]]
     synth: bool  # whether the data stage generates the synthetic dataset
     data: Path
     source: str | None = None
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    @classmethod
-    def from_tables(cls, tables: Mapping[str, Any], *, data: str | os.PathLike[str] | None = None,
-                    source: str | None = None) -> PipelineConfig:
-        flat: dict[str, dict[str, Any]] = {}
-        for name, value in tables.items():
-            if name == "data" and isinstance(value, dict):
-                for sub, table in value.items():
-                    flat[f"data.{sub}"] = table
-            else:
-                flat[name] = value
-        sections = {name: dict(defaults) for name, defaults in _SECTIONS.items()}
-        for name, table in flat.items():
-            if name not in COMMAND_TABLES:
-                raise ConfigError(unknown_name("command table", name, COMMAND_TABLES),
-                                  path=source, field=name)
-            if name not in sections and name not in ("data.check", "eval"):
-                continue  # tables of other commands ([models], ...) do not concern the pipeline
-            if not isinstance(table, dict):
-                raise ConfigError(f"[{name}] must be a table", path=source, field=name)
-            if name in ("data.check", "eval"):
-                continue
-            for key, value in table.items():
-                k = key.replace("-", "_")
-                known = set(_SECTIONS[name]) | (_TRAIN_KEYS if name in _TRAIN_SECTIONS else set())
-                pipeline_own = name == "pipeline" and k in ("out", "data", "teachers")
-                if k in _IGNORED and not pipeline_own:
-                    continue
-                if k not in known:
-                    raise ConfigError(unknown_name("option", key, sorted(known)),
-                                      path=source, field=f"{name}.{key}")
-                sections[name][k] = value
-        synth = "data.synth" in flat
-        if data is None:
-            data = flat.get("pipeline", {}).get("data") or (
-                flat.get("data.synth", {}).get("out", "data/synth") if synth else None)
-        if data is None:
-            raise ConfigError("no dataset: give [pipeline] data (a CelebA-format folder) or a "
-                              "[data.synth] table", path=source, field="pipeline.data")
-        cfg = cls(sections=sections, synth=synth, data=Path(data), source=source)
-        cfg.validate()
-        return cfg
+    def __post_init__(self) -> None:
+        self.validate()
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], **kw: Any) -> PipelineConfig:
-        return cls.from_tables(read_toml(path), source=str(path), **kw)
+    def key_of(self, table: str, name: str) -> str:
+        """The dotted TOML key of parameter ``name`` of ``[table]`` (``train.warmup_epochs``)."""
+        return f"{table}.{self.keys.get(table, {}).get(name, name)}"
 
     def validate(self) -> None:
         students = _str_list(self.sections["pipeline"]["students"])
@@ -163,8 +112,9 @@ class PipelineConfig:
         for s in students:
             self.student_config(s)
         self.precisions()
-        _int_list(self.sections["export"]["batches"], "export.batches")
-        _int_list(self.sections["bench"]["batch"], "bench.batch")
+        _int_list(self.sections["export"]["batches"], self.key_of("export", "batches"),
+                  self.source)
+        _int_list(self.sections["bench"]["batch"], self.key_of("bench", "batch"), self.source)
         self.term_weights()
 
     def teacher_widths(self) -> list[float]:
@@ -193,9 +143,10 @@ class PipelineConfig:
     def term_weights(self) -> dict[str, float] | None:
         """The students' loss-term weight overrides (``[compress] weight``), or None."""
         try:
-            return parse_term_weights(_str_list(self.sections["compress"]["weight"]))
+            return parse_term_weights(_str_list(self.sections["compress"]["weights"]))
         except ConfigError as exc:
-            raise ConfigError(exc.message, path=self.source, field="compress.weight") from None
+            raise ConfigError(exc.message, path=self.source,
+                              field=self.key_of("compress", "weights")) from None
 
     def _train(self, section: str, arch: str) -> TrainConfig:
         table = self.sections[section]
@@ -204,9 +155,8 @@ class PipelineConfig:
             return TrainConfig(arch=arch, **kw)
         except ConfigError as exc:
             raise ConfigError(exc.message, path=self.source,
-                              field=f"{section}.{exc.field}" if exc.field else section) from None
-        except TypeError as exc:
-            raise ConfigError(str(exc), path=self.source, field=section) from None
+                              field=self.key_of(section, exc.field) if exc.field else section
+                              ) from None
 
     def teacher_config(self) -> TrainConfig:
         return self._train("train", str(self.sections["train"].get("arch", "tnet")))
@@ -215,14 +165,14 @@ class PipelineConfig:
         return self._train("compress", student)
 
     def precisions(self) -> list[str]:
-        got = _str_list(self.sections["export"]["precision"])
-        if "fp32" not in got:
-            got.insert(0, "fp32")  # the reference every other precision is measured against
-        bad = [p for p in got if p not in ("fp32", "fp16", "int8")]
-        if bad:
-            raise ConfigError(f"unknown precision {bad[0]!r} (fp32, fp16, int8)",
-                              path=self.source, field="export.precision")
-        return got
+        """The ONNX variants each export writes: ``export``'s own rule over its flags and
+        ``precision`` list."""
+        e = self.sections["export"]
+        try:
+            return export_precisions(e["onnx"], e["fp16"], e["int8"], e["precision"])
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=self.source,
+                              field=self.key_of("export", "precision")) from None
 
 
 # -- the stages --------------------------------------------------------------------------------
@@ -312,7 +262,7 @@ class Pipeline:
         teacher = self.cfg.teacher_config().to_record()
         data_params: dict[str, Any] = {"root": str(self.cfg.data), "synth": None}
         if self.cfg.synth:
-            data_params["synth"] = {k: v for k, v in s["data.synth"].items() if k != "workers"}
+            data_params["synth"] = {k: v for k, v in s["data.synth"].items() if k in _SYNTH_KEYS}
         stages = [Stage("data", "data", (), data_params, _run_data)]
         widths = s["pipeline"]["teacher_widths"]
         for i, name in enumerate(self.teachers):
@@ -340,7 +290,8 @@ class Pipeline:
                         "unlabeled_n": None}
                 stages.append(Stage(f"twin:{student}", "students", ("data", *teachers), twin,
                                     _run_student))
-        export = {k: v for k, v in s["export"].items() if k != "precision"}
+        export = {k: v for k, v in s["export"].items()
+                  if k not in ("precision", "onnx", "fp16", "int8", "no_eval")}
         export["precisions"] = self.cfg.precisions()
         for model in self.models:
             src = model if model.startswith("teacher") else f"student:{model}"
@@ -487,7 +438,7 @@ def _run_data(ctx: StageContext) -> dict[str, Any]:
         from facedistill.data.synth import generate
 
         synth = cfg.sections["data.synth"]
-        sc = SynthConfig(**{k: v for k, v in synth.items() if k != "workers"})
+        sc = SynthConfig(**{k: v for k, v in synth.items() if k in _SYNTH_KEYS})
         man = generate(root, sc, workers=synth.get("workers"))
         result["reused"] = bool(man.get("reused"))
     index = CelebAIndex.load(root)
@@ -576,8 +527,8 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
                               calib_n=p["calib_n"], calib_method=p["calib_method"],
                               int8_recipe=p["int8_recipe"],
                               max_drop=p["max_drop"], gate=not p["no_gate"],
-                              eval_data=ctx.pipeline.cfg.data, trt=_want_trt(p["trt"]),
-                              batches=tuple(_int_list(p["batches"], "export.batches")),
+                              eval_data=ctx.pipeline.cfg.data, eval_split=p["eval_split"],
+                              trt=p["trt"], batches=tuple(_int_list(p["batches"], "batches")),
                               workspace_mb=p["workspace_mb"])
     except GateError as exc:
         # INT8 that loses too much accuracy is left out of this model's deployment (the
@@ -587,15 +538,6 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
     files = sorted(str(f) for f in out.glob("*.onnx"))
     return {"dir": str(out), "report": str(out / "export_report.json"), "onnx": files,
             "variants": _variants(report), "gate": report.get("gate"), "files": _files(*files)}
-
-
-def _want_trt(value: Any) -> bool:
-    """``auto``: build TensorRT engines when TensorRT is importable here."""
-    if value == "auto":
-        import importlib.util
-
-        return importlib.util.find_spec("tensorrt") is not None
-    return bool(value)
 
 
 def _variants(report: Mapping[str, Any]) -> dict[str, str]:
@@ -621,7 +563,8 @@ def _run_bench(ctx: StageContext) -> dict[str, Any]:
         variants = ctx.upstream[f"export:{model}"]["variants"]
         artifacts += [variants[prec] for prec in p["precisions"] if prec in variants]
     out = ctx.out / "bench"
-    result = run_bench(artifacts, batches=tuple(_int_list(p["batch"], "bench.batch")),
+    result = run_bench(artifacts, backend=p["backend"],
+                       batches=tuple(_int_list(p["batch"], "bench.batch")),
                        warmup=p["warmup"], iters=p["iters"], seconds=p["seconds"],
                        threads=p["threads"], data=ctx.pipeline.cfg.data, split=p["split"],
                        limit=p["limit"])

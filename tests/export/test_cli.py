@@ -45,8 +45,8 @@ def test_a_failed_preflight_creates_no_output_folder(tiny_teacher: Path, tmp_pat
 
 
 def test_bad_options_exit_2(tiny_teacher: Path, tmp_path: Path) -> None:
-    line = _one_line_error(_cli(tiny_teacher, "--batch", "8,1", "--out", tmp_path))
-    assert "field 'batch'" in line and "min <= opt <= max" in line
+    line = _one_line_error(_cli(tiny_teacher, "--trt-profile", "8,1", "--out", tmp_path))
+    assert "field 'trt_profile'" in line and "min <= opt <= max" in line
     line = _one_line_error(_cli(tiny_teacher, "--precision", "fp8", "--out", tmp_path))
     assert "unknown precision 'fp8'" in line
     blocker = tmp_path / "file"
@@ -67,7 +67,7 @@ def test_trt_without_tensorrt(tiny_teacher: Path, tmp_path: Path) -> None:
 def test_json_from_a_run_prints_nothing_else(tiny_teacher: Path, tmp_path: Path) -> None:
     """The torch exporter, ONNX Runtime and the quantizer are silenced: with --json, stdout is
     exactly the report and stderr is empty."""
-    done = _cli(tiny_teacher, "--onnx", "--batch", "1,2,4", "--json", "--out", tmp_path)
+    done = _cli(tiny_teacher, "--onnx", "--trt-profile", "1,2,4", "--json", "--out", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     report = json.loads(done.stdout)

@@ -226,7 +226,7 @@ def test_option_errors_name_the_field(tiny_teacher: Path, tmp_path: Path) -> Non
 
     cases = [({"precisions": ("fp8",)}, "precision"), ({"opset": 9}, "opset"),
              ({"calib_method": "mse"}, "calib_method"), ({"calib_n": 0}, "calib_n"),
-             ({"batches": (8, 1, 32)}, "batch"), ({"workspace_mb": 0}, "workspace_mb"),
+             ({"batches": (8, 1, 32)}, "trt_profile"), ({"workspace_mb": 0}, "workspace_mb"),
              ({"eval_split": None}, "eval_split")]
     for kwargs, field in cases:
         with pytest.raises(UserError) as err:

@@ -39,7 +39,7 @@ def test_parse_profile() -> None:
     for bad in ("0,8,32", "8,1,32", "1,64,32", "1,2,3,4", "a,b", "", 0, True, [1.5, 2]):
         with pytest.raises(UserError) as err:
             parse_profile(bad)
-        assert err.value.field == "batch", bad
+        assert err.value.field == "trt_profile", bad
 
 
 def test_precision_plan_follows_the_tensorrt_version() -> None:

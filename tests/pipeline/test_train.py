@@ -40,7 +40,7 @@ def tiny_cfg(**kw: object) -> TrainConfig:
 
 def cli_args(data: Path, out: Path, epochs: int, *extra: str) -> list[str]:
     return ["train", "--arch", "snet3", "--width", "0.25", "--size", "32", "--batch-size", "32",
-            "--workers", "0", "--lr", "3e-3", "--warmup", "0.5", "--epochs", str(epochs),
+            "--workers", "0", "--lr", "3e-3", "--warmup-epochs", "0.5", "--epochs", str(epochs),
             "--data", str(data), "--out", str(out), "--quiet", *extra]
 
 
