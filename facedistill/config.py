@@ -75,6 +75,40 @@ def toml_keys(command: click.Command) -> dict[str, click.Parameter]:
     return {option_key(p): p for p in command.params if p.name and p.name != "help"}
 
 
+def command_at(root: click.Group, dotted: str) -> click.Command:
+    """The command of a config table (``data.synth`` -> ``facedistill data synth``)."""
+    cmd: click.Command = root
+    for part in dotted.split("."):
+        cmd = cmd.commands[part]  # type: ignore[attr-defined]
+    return cmd
+
+
+def option_default(param: click.Parameter) -> Any:
+    """A parameter's default as a config value (a list for a repeatable option)."""
+    value = param.default
+    if not isinstance(value, str | int | float | tuple | list | Path):
+        value = None  # None, or click's marker for "no default"
+    return list(value or ()) if param.multiple else value
+
+
+def config_table(default_map: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """Table ``dotted`` of a ``default_map`` (:func:`load_default_map`), ``{}`` when absent."""
+    table: Any = default_map
+    for part in dotted.split("."):
+        table = table.get(part, {}) if isinstance(table, dict) else {}
+    return dict(table)
+
+
+def table_options(root: click.Group, default_map: dict[str, Any], dotted: str
+                  ) -> dict[str, Any]:
+    """``{parameter name: value}`` of the command of table ``dotted``: its defaults, then the
+    config's values. What another command reads of that table (the pipeline's stages,
+    ``compress``'s own selection)."""
+    values = {str(p.name): option_default(p) for p in command_at(root, dotted).params
+              if p.name and p.name != "help"}
+    return values | config_table(default_map, dotted)
+
+
 def to_default_map(
     command: click.Command, table: dict[str, Any], path: str | os.PathLike[str], prefix: str = ""
 ) -> dict[str, Any]:

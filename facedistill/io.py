@@ -65,9 +65,13 @@ def staging_dir(final: str | os.PathLike[str], tag: str = "tmp") -> Path:
     into place; made with the umask's mode, not mkdtemp's 0700, since it becomes ``final``.
     Staging folders of the same name that a killed run left (a day old) are removed first."""
     final = Path(final)
-    sweep_stale(final.parent, f".{glob.escape(final.name)}.{tag}-*", STALE_DIR_S)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(final.parent, f".{glob.escape(final.name)}.{tag}-*", STALE_DIR_S)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
+    except OSError as exc:  # a read-only or full disk: one line naming the artifact
+        raise write_error(exc, final) from None
     return tmp
 
 

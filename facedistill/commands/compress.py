@@ -9,8 +9,13 @@ import click
 
 from facedistill.clikit import EpochReporter, console, print_json, progress_bar
 from facedistill.commands.train import _rank, _train_config, _train_options
-from facedistill.config import parse_term_weights
+from facedistill.config import parse_term_weights, table_options
 from facedistill.errors import ConfigError
+
+# what a `selected` compress without --selection takes of `select`'s options ([select] table);
+# k, the data, the device and the workers are compress's own
+_SELECT_OPTIONS = ("split", "solver", "lam", "sigma", "polarity", "redundancy", "bits", "tables",
+                   "batch_size")
 
 
 def _term_weights(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -34,7 +39,8 @@ def _term_weights(ctx: click.Context, param: click.Parameter, values: tuple[str,
 @click.option("--k", "k", type=int, default=512, show_default=True,
               help="Neurons to select (method selected, when no --selection is given).")
 @click.option("--selection", type=click.Path(path_type=Path), default=None,
-              help="A selection.json from 'facedistill select' [default: run it, cached].")
+              help="A selection.json from 'facedistill select' [default: run it with the config's "
+                   "[select] options, cached].")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
               help="Softening of the soft targets (1 = the paper's baseline).")
 @click.option("--two-stage", type=int, default=0, show_default=True,
@@ -64,10 +70,16 @@ def compress_cmd(student: str, teachers: tuple[Path, ...], method: str, k: int,
     cfg = _train_config(student, kw)
     out = out or Path("runs") / f"{student}-{method}"
     if method == "selected" and selection is None:
+        # selected here: with the config's [select] options (the same as `facedistill select`)
+        root = click.get_current_context().find_root()
+        picked = table_options(root.command, root.default_map or {}, "select")  # type: ignore[arg-type]
+        options = {name: picked[name] for name in _SELECT_OPTIONS}
         with progress_bar("teacher responses", enabled=not quiet and not as_json) as update:
             selection = Path(prepare_selection(list(teachers), data, out, k=k,
                                                variant=cfg.variant, workers=cfg.workers,
-                                               device=cfg.device, progress=update))
+                                               device=cfg.device, progress=update,
+                                               options=options, staged=True,
+                                               resume=resume, force=force))
     reporter = EpochReporter(enabled=not quiet and not as_json)
     result = compress(cfg, list(teachers), data, out, method=method, k=k, selection=selection,
                       temperature=temperature, two_stage=two_stage, weights=weights,

@@ -29,55 +29,36 @@ _REFUSED = {("export", "no_eval"): "the pipeline scores every export (its INT8 g
 _PIPELINE_DEFAULTS = {"export": {"trt": "auto"}}  # engines wherever TensorRT is installed
 
 
-def _command(root: click.Group, table: str) -> click.Command:
-    cmd: click.Command = root
-    for part in table.split("."):
-        cmd = cmd.commands[part]  # type: ignore[attr-defined]
-    return cmd
-
-
-def _default(param: click.Parameter) -> Any:
-    value = param.default
-    if not isinstance(value, str | int | float | tuple | list | Path):
-        value = None  # None, or click's marker for "no default"
-    return list(value or ()) if param.multiple else value
-
-
 def pipeline_config(root: click.Group, default_map: dict[str, Any], source: str | Path, *,
                     given: dict[str, Any] | None = None) -> PipelineConfig:
     """The pipeline's options from the CLI's own: each stage table starts from its command's
     option defaults and takes the config file's values (``default_map``, checked and keyed as
     :func:`facedistill.config.load_default_map` returns it); ``given`` are ``pipeline``'s
     options from the command line."""
-    from facedistill.config import option_key
+    from facedistill.config import command_at, config_table, option_key, table_options
     from facedistill.errors import ConfigError
     from facedistill.workflow.stages import STAGE_TABLES, PipelineConfig
 
     sections: dict[str, dict[str, Any]] = {}
     keys: dict[str, dict[str, str]] = {}
     for name in (*STAGE_TABLES, "pipeline"):
-        table: Any = default_map
-        for part in name.split("."):
-            table = table.get(part, {}) if isinstance(table, dict) else {}
-        params = [p for p in _command(root, name).params if p.name and p.name != "help"]
-        keys[name] = {str(p.name): option_key(p) for p in params}
+        keys[name] = {str(p.name): option_key(p) for p in command_at(root, name).params
+                      if p.name}
         own = frozenset() if name == "pipeline" else _OWN
-        values = {str(p.name): _default(p) for p in params if p.name not in own}
+        values = {k: v for k, v in table_options(root, {}, name).items() if k not in own}
         values.update(_PIPELINE_DEFAULTS.get(name, {}))
+        table = config_table(default_map, name)
         for key, value in table.items():
             if (name, key) in _REFUSED and value:
                 raise ConfigError(f"not for the pipeline: {_REFUSED[name, key]}", path=source,
                                   field=f"{name}.{keys[name][key]}")
-            if key in values:
-                values[key] = value
-        sections[name] = values
+        sections[name] = values | {k: v for k, v in table.items() if k in values}
     sections["pipeline"].update(given or {})
-    synth_table = (default_map.get("data") or {}).get("synth")
-    synth = synth_table is not None  # the data stage generates [data.synth]'s dataset
+    # a [data.synth] table: the data stage generates that dataset
+    synth = isinstance((default_map.get("data") or {}).get("synth"), dict)
     data = sections["pipeline"]["data"]
     if data is None and synth:
-        data = synth_table.get("out") or next(
-            _default(p) for p in _command(root, "data.synth").params if p.name == "out")
+        data = table_options(root, default_map, "data.synth")["out"]
     if data is None:
         raise ConfigError("no dataset: give [pipeline] data (a CelebA-format folder) or a "
                           "[data.synth] table", path=source, field="pipeline.data")

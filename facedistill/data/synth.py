@@ -45,7 +45,7 @@ from facedistill.config import SynthConfig
 from facedistill.data.synth_model import Face, Identity, sample_face, sample_identity
 from facedistill.data.synth_render import render_aligned, render_wild
 from facedistill.errors import UserError
-from facedistill.io import atomic_write_json, atomic_write_text, staging_dir
+from facedistill.io import atomic_write_json, atomic_write_text, staging_dir, write_error
 
 GENERATOR_VERSION = 4
 MANIFEST = "synth.json"
@@ -238,7 +238,6 @@ def generate(
         raise UserError(f"--workers must be >= 1, got {workers}", field="workers")
 
     start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(out)
     try:
         (tmp / "img_align_celeba").mkdir()
@@ -286,7 +285,10 @@ def generate(
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        mapped = write_error(exc, out)  # a full disk mid-way: one line naming the dataset
+        if mapped is not exc:
+            raise mapped from None
         raise
     return {**manifest, "seconds": time.perf_counter() - start, "reused": False}

@@ -274,7 +274,8 @@ class _Steps:
         """Nothing failed but the INT8 gate (then the export is still committed)."""
         return bool(self.errors) and {name for name, _ in self.errors} <= self.gated
 
-    def raise_if_failed(self, out: Path) -> None:
+    def raise_if_failed(self, out: Path, created: bool = False) -> None:
+        """``created``: ``out`` is new (made by this export, removed again when it fails)."""
         if not self.errors:
             return
         names = [name for name, _ in self.errors]
@@ -283,7 +284,8 @@ class _Steps:
         extra: dict[str, Any] = ({"rejected": names} if gated else {"failed": names})
         where = (f"the export was written without {', '.join(names)}; report: "
                  f"{out / REPORT_NAME}" if gated else
-                 f"nothing was written: {out} holds the previous export, unchanged")
+                 f"nothing was written: {out} was new and is removed again" if created else
+                 f"nothing was written: {out} is as it was")
         if len(self.errors) == 1 and isinstance(self.errors[0][1], UserError):
             exc = self.errors[0][1]
             raise kind(f"{exc.message} ({where})", path=exc.path, line=exc.line,
@@ -459,7 +461,7 @@ def export_model(
                 job.commit()
         except UserError as exc:  # e.g. a corrupt evaluation image: nothing is committed
             raise folder.public_error(write_error(exc, folder.out)) from None
-    job.steps.raise_if_failed(folder.out)
+    job.steps.raise_if_failed(folder.out, created=folder.created)
     return job.report
 
 

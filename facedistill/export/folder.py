@@ -18,7 +18,6 @@ are refused (an exclusive ``flock`` on the folder).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -71,17 +70,23 @@ def _apply(out: Path, staging: Path, remove: Iterable[str], move: Iterable[str])
 class ExportFolder:
     """``with ExportFolder(out) as folder:`` - the lock, the roll-forward of a killed commit,
     a fresh staging folder; on leaving, an uncommitted staging folder is removed, and ``out``
-    itself when this export created it and left nothing in it."""
+    (with the parents made for it) when this export created it and left nothing in it."""
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.out = Path(out)
         self.staging = self.out / ".export-unset.staging"
         self.created = False
+        self.new_dirs: list[Path] = []  # out and the parents this export made, deepest first
         self.committed = False
         self._fd: int | None = None
 
     def __enter__(self) -> ExportFolder:
         self.created = not self.out.exists()
+        self.new_dirs = []
+        d = self.out.absolute()
+        while not d.exists():
+            self.new_dirs.append(d)
+            d = d.parent
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY)
@@ -112,9 +117,12 @@ class ExportFolder:
     def _cleanup(self) -> None:
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
-        if self.created and not self.committed:
-            with contextlib.suppress(OSError):
-                self.out.rmdir()  # only when empty: nothing of anyone else's is removed
+        if not self.committed:
+            for d in self.new_dirs:  # only when empty: nothing of anyone else's is removed
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
         self._release()
 
     def _release(self) -> None:

@@ -12,6 +12,7 @@ sha256 and the selected indices under ``extra["distill"]``.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,14 @@ def resolve_selection(
     workers: int,
     device: str,
     progress: Callable[[int, int], None] | None = None,
+    options: Mapping[str, Any] | None = None,
+    staged: bool = True,
 ) -> dict[str, Any]:
     """The selection record: read from ``selection`` (and checked against the teachers) or
-    computed now into ``out/selection`` (responses cached there)."""
+    computed now with ``options`` (:func:`~facedistill.pipeline.selection.run_selection`'s:
+    solver, lam, split, ...) into ``out/selection`` (responses cached there) - ``staged``:
+    into the run's staging folder, which :func:`compress` publishes as ``out/selection`` once
+    the run is done."""
     from facedistill.io import sha256_file
     from facedistill.pipeline.selection import run_selection
     from facedistill.selection.file import read_selection
@@ -85,8 +91,50 @@ def resolve_selection(
     if k > width:
         raise UserError(f"--k {k} is more than the {width} neurons of the teacher(s)",
                         field="k")
-    return run_selection([c["path"] for c in ckpts], k, data=data, out=out / "selection",
-                         workers=workers, device=device, progress=progress)
+    target = _selection_staging(out) if staged else out / SELECTION
+    return run_selection([c["path"] for c in ckpts], k, data=data, out=target,
+                         workers=workers, device=device, progress=progress, **(options or {}))
+
+
+SELECTION = "selection"  # a compress run's own selection: OUT/selection/selection.json
+_STAGING = ".selection.staging"  # where it is made until the run it belongs to is done
+
+
+def _selection_staging(out: Path) -> Path:
+    """The folder a compress run makes its own selection in: beside ``out/selection``, which
+    belongs to the run already there and is replaced only with it (an interrupted run's
+    staging is reused by the next). The responses cache of ``out/selection`` is linked in, so
+    a new selection over the same teachers does not run them again."""
+    staging = out / _STAGING
+    old_cache, cache = out / SELECTION / "cache", staging / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    if old_cache.is_dir():
+        for f in old_cache.iterdir():
+            if f.is_file() and not (cache / f.name).exists():
+                try:
+                    os.link(f, cache / f.name)
+                except OSError:  # no hard links here: the cache is filled anew
+                    break
+    return staging
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _publish_selection(out: Path) -> None:
+    """The finished run's selection replaces the old run's ``out/selection``."""
+    staging = out / _STAGING
+    if not staging.is_dir():
+        return
+    final = out / SELECTION
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
 
 
 def prepare_selection(
@@ -99,14 +147,27 @@ def prepare_selection(
     workers: int = 1,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    options: Mapping[str, Any] | None = None,
+    staged: bool = False,
+    resume: bool = False,
+    force: bool = False,
 ) -> str:
-    """Run (or reuse) the selection a ``selected`` compress into ``out`` will use; its path."""
+    """Run (or reuse) the selection a ``selected`` compress will use (with the selection
+    ``options``, e.g. a config's ``[select]`` table), into ``out/selection``; its path.
+    ``staged``: for the compress run ``out`` itself - refused, before anything is written,
+    where :func:`compress` would refuse ``out`` (a run there, no ``force``), and made in the
+    run's staging folder, published by :func:`compress` when the run is done."""
     from facedistill.data.celeba import CelebAIndex
+    from facedistill.pipeline.train import prepare_run
+
+    if staged:
+        prepare_run(Path(out), resume=resume, force=force)
 
     index = CelebAIndex.load(data, variant=variant)
     ckpts = load_teachers(teachers, list(index.attribute_names))
     rec = resolve_selection(ckpts, k=k, data=data, selection=None, out=Path(out),
-                            workers=workers, device=device, progress=progress)
+                            workers=workers, device=device, progress=progress, options=options,
+                            staged=staged)
     return str(rec["path"])
 
 
@@ -142,11 +203,12 @@ def compress(
     from facedistill.nn.checkpoint import model_from_checkpoint
     from facedistill.pipeline.distill import build_objective
     from facedistill.pipeline.evaluate import evaluate_checkpoint
-    from facedistill.pipeline.train import positive_weights, train
+    from facedistill.pipeline.train import positive_weights, prepare_run, train
 
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     out = Path(out)
+    prepare_run(out, resume=resume, force=force)  # refuse before any file is written
     index = CelebAIndex.load(data, variant=cfg.variant)
     ckpts = load_teachers(teachers, list(index.attribute_names))
     sel = None
@@ -182,12 +244,22 @@ def compress(
         "temperature": temperature,
         "two_stage": two_stage,
         "selection": None if sel is None else {
-            "path": sel.get("path"), "k": sel["k"], "indices": sel["indices"],
-            "solver": sel.get("solver")},
+            "path": _final_selection_path(out, sel.get("path")), "k": sel["k"],
+            "indices": sel["indices"], "solver": sel.get("solver")},
     }
     before = (objective.cache.hits, objective.cache.misses) if objective.cache else (0, 0)
-    train(cfg, data, out, resume=resume, force=force, reporter=reporter, objective=objective,
-          extra={"distill": record}, index=index, unlabeled=unlabeled, unlabeled_n=unlabeled_n)
+    old_last = _stamp(out / "last.pt")
+    try:
+        train(cfg, data, out, resume=resume, force=force, reporter=reporter, objective=objective,
+              extra={"distill": record}, index=index, unlabeled=unlabeled,
+              unlabeled_n=unlabeled_n)
+    except BaseException:
+        if _stamp(out / "last.pt") not in (None, old_last):
+            _publish_selection(out)  # the run on disk is the new one: its selection goes with it
+        else:  # the old run (or none) is what stays: so does its selection
+            shutil.rmtree(out / _STAGING, ignore_errors=True)
+        raise
+    _publish_selection(out)
     cache = {"hits": 0, "misses": 0}
     if objective.cache is not None:  # batches whose teacher outputs an earlier student computed
         cache = {"hits": objective.cache.hits - before[0],
@@ -224,6 +296,13 @@ def compress(
     atomic_write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", compare_markdown(result))
     return result
+
+
+def _final_selection_path(out: Path, path: str | None) -> str | None:
+    """Where a selection made in the run's staging folder will lie once published."""
+    if path is not None and Path(path).parent == out / _STAGING:
+        return str(out / SELECTION / Path(path).name)
+    return path
 
 
 _TEACHER_EVALS: dict[tuple[Any, ...], dict[str, Any]] = {}

@@ -27,7 +27,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_compress_end_to_end_records_the_teacher_and_the_selection(
         tiny_synth: Path, tiny_teacher: Path, tmp_path: Path) -> None:
     out = tmp_path / "student"
-    proc = run_cli("compress", "--student", "snet3", "--width", "0.25", "--size", "32",
+    config = tmp_path / "c.toml"  # compress's own selection takes select's table
+    config.write_text('[select]\nsolver = "exact"\nsplit = "train"\n')
+    proc = run_cli("--config", str(config), "compress", "--student", "snet3", "--width", "0.25", "--size", "32",
                    "--teacher", str(tiny_teacher), "--data", str(tiny_synth), "--k", "300",
                    "--epochs", "1", "--batch-size", "32", "--workers", "0", "--out", str(out),
                    "--weight", "selected=0.5", "--json", "--quiet")
@@ -43,6 +45,7 @@ def test_compress_end_to_end_records_the_teacher_and_the_selection(
     distill = ckpt["extra"]["distill"]
     sel = json.loads((out / "selection" / "selection.json").read_text())
     assert distill["method"] == "selected"
+    assert sel["solver"] == "exact" and sel["config"]["split"] == "train"
     assert distill["weights"] == {"labels": 1.0, "selected": 0.5}
     assert distill["selection"]["indices"] == sel["indices"] and len(sel["indices"]) == 300
     assert distill["teachers"][0]["sha256"] == sel["teachers"][0]["sha256"]
