@@ -83,9 +83,10 @@ def command_at(root: click.Group, dotted: str) -> click.Command:
     return cmd
 
 
-def option_default(param: click.Parameter) -> Any:
-    """A parameter's default as a config value (a list for a repeatable option)."""
-    value = param.default
+def option_default(command: click.Command, param: click.Parameter) -> Any:
+    """A parameter's default as a config value, as click resolves it (a flag without one is
+    false; a list for a repeatable option)."""
+    value = param.get_default(click.Context(command), call=True)
     if not isinstance(value, str | int | float | tuple | list | Path):
         value = None  # None, or click's marker for "no default"
     return list(value or ()) if param.multiple else value
@@ -104,7 +105,8 @@ def table_options(root: click.Group, default_map: dict[str, Any], dotted: str
     """``{parameter name: value}`` of the command of table ``dotted``: its defaults, then the
     config's values. What another command reads of that table (the pipeline's stages,
     ``compress``'s own selection)."""
-    values = {str(p.name): option_default(p) for p in command_at(root, dotted).params
+    command = command_at(root, dotted)
+    values = {str(p.name): option_default(command, p) for p in command.params
               if p.name and p.name != "help"}
     return values | config_table(default_map, dotted)
 

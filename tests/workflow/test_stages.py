@@ -316,3 +316,21 @@ def test_an_ensemble_of_teachers_runs_end_to_end(tiny_synth: Path, tmp_path: Pat
     bad.write_text(bad.read_text().replace('twins = ["snet3"]', "teachers = 0"))
     with pytest.raises(ConfigError, match=r"pipeline\.teachers.*0 is not in the range x>=1"):
         load(bad)
+
+
+def test_the_stage_tables_start_from_the_commands_defaults(tmp_path: Path) -> None:
+    """One home for each default: with an empty config, the pipeline's teacher and students
+    are TrainConfig()'s, its export and bench options those of the commands (flags false)."""
+    from facedistill.config import TrainConfig, table_options
+
+    path = tmp_path / "empty.toml"
+    path.write_text(f'[pipeline]\ndata = "{tmp_path}"\n')
+    cfg = load(path)
+    assert cfg.teacher_config() == TrainConfig(arch="tnet")
+    assert cfg.student_config("snet3") == TrainConfig(arch="snet3")
+    assert table_options(cli, {}, "train")["deterministic"] is False
+    export = cfg.sections["export"]
+    assert export["no_gate"] is False and export["trt"] == "auto"  # the pipeline's one default
+    assert export["batches"] == table_options(cli, {}, "export")["batches"] == "1,8,32"
+    assert cfg.sections["bench"]["batch"] == "1,32" and cfg.precisions() == ["fp32", "fp16",
+                                                                             "int8"]
