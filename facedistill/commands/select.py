@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from facedistill.clikit import console, print_json, progress_bar
+
+if TYPE_CHECKING:
+    from facedistill.selection.file import SelectionRecord
 
 
 @click.command("select")
@@ -59,22 +62,22 @@ def select_cmd(teachers: tuple[Path, ...], data: Path | None, k: int, solver: st
                                batch_size=batch_size, workers=workers, device=device,
                                progress=update)
     if as_json:
-        print_json(record)
+        print_json({**record.to_json(), "path": str(record.path)})
         return
     _print_selection(record)
 
 
-def _print_selection(rec: dict[str, Any]) -> None:
+def _print_selection(rec: SelectionRecord) -> None:
     from rich.table import Table
 
-    table = Table(title=f"selected {rec['k']} of {rec['candidates']} neurons "
-                        f"({rec['solver']}, lam={rec['config']['lam']}, split {rec['data']['split']}, "
-                        f"{rec['data']['images']} images)")
+    table = Table(title=f"selected {rec.k} of {rec.candidates} neurons "
+                        f"({rec.solver}, lam={rec.config['lam']}, split {rec.data['split']}, "
+                        f"{rec.data['images']} images)")
     for col in ("teacher", "neurons", "selected", "mean u selected", "mean u rest", "cached"):
         table.add_column(col, justify="left" if col == "teacher" else "right")
-    u = rec["u"]
-    chosen = set(rec["indices"])
-    for t, info in enumerate(rec["teachers"]):
+    u = rec.u
+    chosen = set(rec.indices)
+    for t, info in enumerate(rec.teachers):
         cols = range(info["offset"], info["offset"] + info["neurons"])
         mine = [u[i] for i in cols if i in chosen]
         rest = [u[i] for i in cols if i not in chosen]
@@ -83,19 +86,19 @@ def _print_selection(rec: dict[str, Any]) -> None:
                       f"{sum(rest) / len(rest):.3f}" if rest else "-",
                       "yes" if info["cached"] else "no")
     console.print(table)
-    secs = rec["seconds"]
-    state = "converged" if rec["converged"] else "NOT converged (max_iter reached)"
-    console.print(f"mean accuracy X: selected {100 * rec['mean_x_selected']:.2f}%, "
-                  f"all {100 * rec['mean_x_all']:.2f}%; {rec['iterations']} iterations, {state}; "
+    secs = rec.seconds
+    state = "converged" if rec.converged else "NOT converged (max_iter reached)"
+    console.print(f"mean accuracy X: selected {100 * rec.mean_x_selected:.2f}%, "
+                  f"all {100 * rec.mean_x_all:.2f}%; {rec.iterations} iterations, {state}; "
                   f"responses {secs['collect']:.1f}s, X {secs['accuracy']:.1f}s, "
                   f"solve {secs['solve']:.2f}s")
-    red = rec.get("redundancy")
+    red = rec.redundancy
     if red:
         console.print(f"mean |corr| of responses: selected {red['mean_abs_corr_selected']:.3f}, "
                       f"random {red['mean_abs_corr_random']:.3f}, "
-                      f"top-{rec['k']} by u {red['mean_abs_corr_top_u']:.3f} "
-                      f"({rec['config'].get('redundancy', 'profile')} kernel)")
-    console.print(f"wrote {rec['path']}")
+                      f"top-{rec.k} by u {red['mean_abs_corr_top_u']:.3f} "
+                      f"({rec.config.get('redundancy', 'profile')} kernel)")
+    console.print(f"wrote {rec.path}")
 
 
 command = select_cmd

@@ -79,11 +79,11 @@ def resolve_selection(
     if selection is not None:
         rec = read_selection(selection)
         want = [sha256_file(c["path"]) for c in ckpts]
-        have = [t.get("sha256") for t in rec.get("teachers", [])]
+        have = [t.get("sha256") for t in rec.teachers]
         if have != want:
             raise UserError("this selection was made for other teacher checkpoints (sha256 "
                             "differ); run select again or drop --selection",
-                            path=rec["path"])
+                            path=rec.path)
         return rec
     from facedistill.nn.models import FEATURE_DIM
 
@@ -168,7 +168,7 @@ def prepare_selection(
     rec = resolve_selection(ckpts, k=k, data=data, selection=None, out=Path(out),
                             workers=workers, device=device, progress=progress, options=options,
                             staged=staged)
-    return str(rec["path"])
+    return str(rec.path)
 
 
 def compress(
@@ -221,7 +221,7 @@ def compress(
     if cfg.pos_weight != "none":
         pos_weight = positive_weights(index.attrs[index.select("train")], cfg.pos_weight)
     shas = [sha256_file(c["path"]) for c in ckpts]
-    objective = build_objective(method, models, selected=sel["indices"] if sel else None,
+    objective = build_objective(method, models, selected=list(sel.indices) if sel else None,
                                 temperature=temperature, pos_weight=pos_weight,
                                 teacher_sizes=sizes, two_stage=two_stage, weights=weights,
                                 teacher_keys=shas)
@@ -244,8 +244,8 @@ def compress(
         "temperature": temperature,
         "two_stage": two_stage,
         "selection": None if sel is None else {
-            "path": _final_selection_path(out, sel.get("path")), "k": sel["k"],
-            "indices": sel["indices"], "solver": sel.get("solver")},
+            "path": _final_selection_path(out, sel.path), "k": sel.k,
+            "indices": list(sel.indices), "solver": sel.solver},
     }
     before = (objective.cache.hits, objective.cache.misses) if objective.cache else (0, 0)
     old_last = _stamp(out / "last.pt")
@@ -298,11 +298,11 @@ def compress(
     return result
 
 
-def _final_selection_path(out: Path, path: str | None) -> str | None:
+def _final_selection_path(out: Path, path: Path | None) -> str | None:
     """Where a selection made in the run's staging folder will lie once published."""
-    if path is not None and Path(path).parent == out / _STAGING:
-        return str(out / SELECTION / Path(path).name)
-    return path
+    if path is not None and path.parent == out / _STAGING:
+        return str(out / SELECTION / path.name)
+    return None if path is None else str(path)
 
 
 _TEACHER_EVALS: dict[tuple[Any, ...], dict[str, Any]] = {}

@@ -16,13 +16,13 @@ import numpy as np
 
 from facedistill import __version__, metrics
 from facedistill.errors import UserError
-from facedistill.io import atomic_path, atomic_write_json, sha256_file
+from facedistill.io import atomic_path, sha256_file
 from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from facedistill.pipeline.data.dataset import CelebA
 from facedistill.pipeline.evaluate import checkpoint_data
 from facedistill.pipeline.infer import collect
 from facedistill.pipeline.train import data_record, resolve_device
-from facedistill.selection.file import FORMAT, plot_selection
+from facedistill.selection.file import SelectionRecord, plot_selection
 from facedistill.selection.solver import (
     DEFAULT_BITS,
     DEFAULT_TABLES,
@@ -153,10 +153,10 @@ def run_selection(
     device: str = "auto",
     plot: bool = True,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> SelectionRecord:
     """``facedistill select``: responses (cached) -> X -> mean field -> ``selection.json``,
     ``X.npy`` and ``selection.png`` beside it. ``out`` is the JSON file (or a folder for it).
-    Returns the JSON record."""
+    Returns the record written."""
     target = Path(out) if out is not None else default_output(teachers)
     if target.suffix.lower() != ".json":
         target = target / "selection.json"
@@ -183,35 +183,32 @@ def run_selection(
         t, j = resp.owner(g)
         selected.append({"index": g, "teacher": t, "neuron": j,
                          "u": float(sel.u[g]), "q": float(sel.q[g])})
-    record = {
-        "format": FORMAT,
-        "version": __version__,
-        "k": k,
-        "candidates": n,
-        "solver": sel.solver,
-        "config": {**sel.config, "polarity": polarity, "split": split},
-        "attributes": resp.attributes,
-        "teachers": resp.teachers,
-        "data": resp.data,
-        "indices": sel.indices.tolist(),
-        "selected": selected,
-        "thresholds": thresholds[sel.indices].tolist(),
-        "u": sel.u.tolist(),
-        "q": sel.q.tolist(),
-        "b": sel.b,
-        "energies": sel.energies,
-        "iterations": sel.iterations,
-        "converged": sel.converged,
-        "mean_x_selected": float(x[sel.indices].mean()),
-        "mean_x_all": float(x.mean()),
-        "redundancy": redundancy_summary(resp.features, sel.indices, sel.u),
-        "seconds": times,
-        "files": {"X": "X.npy", "plot": "selection.png" if plot else None},
-    }
+    record = SelectionRecord(
+        version=__version__,
+        k=k,
+        candidates=n,
+        solver=sel.solver,
+        config={**sel.config, "polarity": polarity, "split": split},
+        attributes=tuple(resp.attributes),
+        teachers=tuple(resp.teachers),
+        data=resp.data,
+        indices=tuple(sel.indices.tolist()),
+        selected=tuple(selected),
+        thresholds=tuple(thresholds[sel.indices].tolist()),
+        u=tuple(sel.u.tolist()),
+        q=tuple(sel.q.tolist()),
+        b=sel.b,
+        energies=tuple(sel.energies),
+        iterations=sel.iterations,
+        converged=sel.converged,
+        mean_x_selected=float(x[sel.indices].mean()),
+        mean_x_all=float(x.mean()),
+        redundancy=redundancy_summary(resp.features, sel.indices, sel.u),
+        seconds=times,
+        files={"X": "X.npy", "plot": "selection.png" if plot else None},
+    )
     with atomic_path(folder / "X.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, x.astype(np.float32), allow_pickle=False)
     if plot:
         plot_selection(x, sel, folder / "selection.png")
-    atomic_write_json(target, record)
-    record["path"] = str(target)
-    return record
+    return record.write(target)

@@ -1,14 +1,16 @@
 """``selection.json``: its format, the checked reader and the plot (no torch).
 
 The file is written by :func:`facedistill.pipeline.selection.run_selection`; students read it
-through :func:`read_selection` (``facedistill compress --selection``).
+through :func:`read_selection` (``facedistill compress --selection``); both hold it as a
+:class:`SelectionRecord`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from facedistill.selection.solver import Selection, normalise
 
 FORMAT = "facedistill.selection/v1"
 
-__all__ = ["FORMAT", "plot_selection", "read_selection"]
+__all__ = ["FORMAT", "SelectionRecord", "plot_selection", "read_selection"]
 
 
 def plot_selection(x: np.ndarray, sel: Selection, path: str | os.PathLike[str],
@@ -69,7 +71,77 @@ def plot_selection(x: np.ndarray, sel: Selection, path: str | os.PathLike[str],
 
 
 
-def read_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SelectionRecord:
+    """A ``selection.json`` (:data:`FORMAT`), typed: what ``select`` writes and ``compress``
+    and the pipeline read. Global neuron index ``i`` of teacher ``t`` is
+    ``teachers[t]["offset"] + j``; ``u``/``q`` cover all ``candidates``; ``thresholds`` and
+    ``selected`` the chosen ``indices`` only. ``path``: where it was read or written (not part
+    of the file)."""
+
+    k: int
+    candidates: int
+    indices: tuple[int, ...]
+    solver: str = "exact"
+    config: Mapping[str, Any] = field(default_factory=dict)  # solver settings, polarity, split
+    attributes: tuple[str, ...] = ()
+    teachers: tuple[Mapping[str, Any], ...] = ()  # path, sha256, arch, width, neurons, offset
+    data: Mapping[str, Any] = field(default_factory=dict)  # root, split, images
+    selected: tuple[Mapping[str, Any], ...] = ()  # index, teacher, neuron, u, q
+    thresholds: tuple[float, ...] = ()
+    u: tuple[float, ...] = ()
+    q: tuple[float, ...] = ()
+    b: float | None = None
+    energies: tuple[float, ...] = ()
+    iterations: int = 0
+    converged: bool = False
+    mean_x_selected: float | None = None
+    mean_x_all: float | None = None
+    redundancy: Mapping[str, Any] | None = None
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    files: Mapping[str, str | None] = field(default_factory=dict)
+    version: str | None = None  # the facedistill that wrote it
+    path: Path | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's JSON object (``path`` left out; tuples as lists)."""
+        body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
+        return {"format": FORMAT, **json.loads(json.dumps(body))}
+
+    @classmethod
+    def from_json(cls, rec: Any, path: str | os.PathLike[str] | None = None) -> SelectionRecord:
+        """Checked: the format, ``k`` and the indices (distinct, in range); the other fields
+        take their type's shape (files of older versions lack some)."""
+        where = Path(path) if path is not None else None
+        if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+            raise UserError(f"not a {FORMAT} file", path=where)
+        idx = rec.get("indices")
+        n = rec.get("candidates")
+        if (not isinstance(idx, list) or not isinstance(n, int) or len(idx) != rec.get("k")
+                or not all(isinstance(i, int) and 0 <= i < n for i in idx)
+                or len(set(idx)) != len(idx)):
+            raise UserError("the selected indices are missing, repeated or out of range",
+                            path=where, field="indices")
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "path" or f.name not in rec:
+                continue
+            value = rec[f.name]
+            kw[f.name] = tuple(value) if isinstance(value, list) else value
+        try:
+            return cls(**kw, path=where)
+        except TypeError as exc:  # pragma: no cover - a field of the wrong shape
+            raise UserError(f"malformed selection file: {exc}", path=where) from None
+
+    def write(self, path: str | os.PathLike[str]) -> SelectionRecord:
+        """Write it atomically to ``path``; the record with its ``path`` set."""
+        from facedistill.io import atomic_write_json
+
+        atomic_write_json(path, self.to_json())
+        return replace(self, path=Path(path))
+
+
+def read_selection(path: str | os.PathLike[str]) -> SelectionRecord:
     """A ``selection.json`` (or the folder holding it), checked: format, k, indices."""
     p = Path(path)
     if p.is_dir():
@@ -80,14 +152,4 @@ def read_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError("no selection file here", path=p) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"not a readable selection file ({exc})", path=p) from None
-    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
-        raise UserError(f"not a {FORMAT} file", path=p)
-    idx = rec.get("indices")
-    n = rec.get("candidates")
-    if (not isinstance(idx, list) or not isinstance(n, int) or len(idx) != rec.get("k")
-            or not all(isinstance(i, int) and 0 <= i < n for i in idx)
-            or len(set(idx)) != len(idx)):
-        raise UserError("the selected indices are missing, repeated or out of range",
-                        path=p, field="indices")
-    rec["path"] = str(p)
-    return rec
+    return SelectionRecord.from_json(rec, p)

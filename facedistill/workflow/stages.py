@@ -489,7 +489,7 @@ def _run_select(ctx: StageContext) -> dict[str, Any]:
                         device=sel["device"] or teacher.device)
     plot = target.parent / "selection.png"
     return {"selection": str(target), "plot": str(plot) if plot.exists() else None,
-            "k": rec["k"], "seconds": rec.get("seconds"), "files": _files(target)}
+            "k": rec.k, "seconds": dict(rec.seconds), "files": _files(target)}
 
 
 def _run_student(ctx: StageContext) -> dict[str, Any]:

@@ -260,7 +260,9 @@ def test_select_command_writes_outputs_and_reuses_responses(tiny_teacher: Path,
     rec = json.loads(first.stdout)
     assert rec["teachers"][0]["cached"] is False
     on_disk = read_selection(out)
-    assert on_disk["indices"] == rec["indices"] and len(rec["indices"]) == 100
+    assert list(on_disk.indices) == rec["indices"] and len(rec["indices"]) == 100
+    assert on_disk.path == out and on_disk.to_json() == {k: v for k, v in rec.items()
+                                                         if k != "path"}
     x = np.load(out.parent / "X.npy")
     n = rec["candidates"]
     assert x.shape == (n, 40) and np.all((x >= 0.5) & (x <= 1.0))
@@ -278,9 +280,9 @@ def test_select_an_ensemble_names_teacher_and_neuron(tiny_teacher: Path, tmp_pat
                                                      ) -> None:
     rec = PS.run_selection([tiny_teacher, tiny_teacher / "last.pt"], 64, out=tmp_path,
                           workers=0, plot=False)
-    width = rec["teachers"][0]["neurons"]
-    assert rec["candidates"] == 2 * width and rec["teachers"][1]["offset"] == width
-    for s in rec["selected"]:
+    width = rec.teachers[0]["neurons"]
+    assert rec.candidates == 2 * width and rec.teachers[1]["offset"] == width
+    for s in rec.selected:
         assert s["index"] == s["teacher"] * width + s["neuron"]
 
 
@@ -296,3 +298,26 @@ def test_select_command_errors_are_one_line(tiny_teacher: Path, tmp_path: Path) 
     bad.write_text('{"format": "other"}')
     with pytest.raises(UserError, match="not a facedistill.selection/v1 file"):
         read_selection(bad)
+
+
+def test_a_selection_record_round_trips_and_reads_older_files(tmp_path: Path) -> None:
+    """The typed record is the file: to_json -> from_json gives it back; a file of an older
+    version, without the later fields (redundancy, files, energies), still reads."""
+    from facedistill.selection.file import FORMAT, SelectionRecord
+
+    rec = SelectionRecord(k=2, candidates=5, indices=(4, 1), solver="fast",
+                          config={"lam": 0.5}, u=(0.1, 0.2, 0.3, 0.4, 0.5),
+                          seconds={"solve": 0.01})
+    back = read_selection(rec.write(tmp_path / "selection.json").path)
+    assert back == rec and back.path == tmp_path / "selection.json"
+    assert json.loads((tmp_path / "selection.json").read_text())["format"] == FORMAT
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": FORMAT, "k": 1, "candidates": 3, "indices": [2],
+                               "solver": "exact", "u": [0.0, 0.1, 0.9]}))
+    got = read_selection(old)
+    assert got.indices == (2,) and got.redundancy is None and got.u[2] == 0.9
+    for bad in ({"format": FORMAT, "k": 2, "candidates": 3, "indices": [1, 1]},
+                {"format": FORMAT, "k": 1, "candidates": 3, "indices": [3]}):
+        old.write_text(json.dumps(bad))
+        with pytest.raises(UserError, match="missing, repeated or out of range"):
+            read_selection(old)
