@@ -5,17 +5,14 @@ belong to the same model."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from facedistill.errors import UserError
+from tests.processes import kill_export_at
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -184,24 +181,6 @@ def test_a_full_disk_mid_export_keeps_the_previous_export(
 
 # -- real processes killed at known points ---------------------------------------------------
 
-def _export_until(point: str, src: Path, out: Path, data: Path) -> None:
-    """Run `facedistill export` in a process paused at ``point``, and SIGKILL it there."""
-    env = {**os.environ, "FACEDISTILL_PAUSE_AT": point, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "facedistill", "export", str(src), "--precision", "fp16,int8",
-         "--calib-n", "32", "--no-gate", "--data", str(data), "--out", str(out), "--quiet"],
-        stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert line.strip() == f"facedistill: paused at {point}", line + proc.stderr.read()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
 def test_a_kill_during_an_export_leaves_the_previous_one_intact(
         fp32_source: Path, tiny_synth: Path, tmp_path: Path) -> None:
     from facedistill.export import export_model
@@ -209,7 +188,7 @@ def test_a_kill_during_an_export_leaves_the_previous_one_intact(
     out = tmp_path / "out"
     export_model(fp32_source, out, precisions=("fp16",), eval_data=tiny_synth)
     before = _snapshot(out)
-    _export_until("export:int8", fp32_source, out, tiny_synth)
+    kill_export_at("export:int8", fp32_source, out, tiny_synth)
     after = _snapshot(out)
     leftovers = {k for k in after if k.startswith(".export-")}
     assert leftovers and {k: v for k, v in after.items() if k not in leftovers} == before
@@ -227,7 +206,7 @@ def test_a_kill_in_the_commit_is_rolled_forward(fp32_source: Path, tiny_synth: P
 
     out = tmp_path / "out"
     export_model(fp32_source, out, precisions=("fp16",), eval_data=tiny_synth)
-    _export_until(point, fp32_source, out, tiny_synth)
+    kill_export_at(point, fp32_source, out, tiny_synth)
     assert list(out.glob(".export-*.staging/COMMIT.json"))
     with ExportFolder(out) as folder:  # what every export does first
         report = _consistent(out, live=folder.staging)

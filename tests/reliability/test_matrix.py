@@ -13,8 +13,8 @@ it covers. Three kinds of case, each with its runner:
   pause points, then a later export cleans up or rolls the commit forward.
 
 Each case copies the session's shared artifacts (tests/conftest.py, tests/reliability/
-conftest.py) into its own tmp_path before damaging them. The default selection runs in about
-a minute on 2 cores; whole trainings and extra kill points are marked slow.
+conftest.py) into its own tmp_path before damaging them. Without the slow cases it runs in
+about 110 s on 2 cores; whole trainings and extra kill points are marked slow (~60 s more).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.processes import kill_export_at
 
 SLOW = pytest.mark.slow
 # what must never reach stderr: a traceback, PIL's bomb warning, ONNX Runtime's graph
@@ -844,27 +845,6 @@ def test_valid_input_passes_quietly(make: Callable[[Workspace], Passes], ws: Wor
 
 # -- 2, 13: SIGKILL at the export's pause points -------------------------------------------------
 
-def _export_killed_at(point: str, src: Path, out: Path, data: Path) -> None:
-    """`facedistill export` paused at ``point`` (it says so on stderr), then SIGKILLed."""
-    env = {**os.environ, "FACEDISTILL_PAUSE_AT": point, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "facedistill", "export", str(src), "--precision", "fp16,int8",
-         "--calib-n", "32", "--no-gate", "--data", str(data), "--out", str(out), "--quiet"],
-        stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert line.strip() == f"facedistill: paused at {point}", line + proc.stderr.read()
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
 def _consistent(out: Path) -> dict[str, Any]:
     """The report lists files whose bytes it records; no staging folder, no temp file."""
     report = json.loads((out / "export_report.json").read_text())
@@ -887,7 +867,7 @@ def test_a_killed_export_leaves_the_previous_one_and_is_recovered(point: str,
     Either way the next export leaves a consistent folder and no leftovers."""
     out = ws.export_dir()
     before = tree(out)
-    _export_killed_at(point, ws.onnx, out, ws.synth)
+    kill_export_at(point, ws.onnx, out, ws.synth)
     after = tree(out)
     staged = {k for k in after if k.startswith(".export-")}
     assert staged, "the killed export left no staging folder: was it killed in time?"
