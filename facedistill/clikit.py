@@ -37,26 +37,38 @@ def _make_progress(transient: bool) -> Any:
 
 
 @contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
+def step_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on stderr whose description follows the current step; yields
+    ``update(step, done, total)``, or None when not ``enabled`` (what the library's
+    ``progress=`` arguments take for "no progress")."""
     if not enabled:
-        yield lambda done, total: None
+        yield None
         return
     bar = _make_progress(transient=False)
     task = None
 
-    def update(done: int, total: int) -> None:
+    def update(step: str, done: int, total: int) -> None:
         nonlocal task
         if task is None:  # start on first report, so an early error prints no empty bar
             bar.start()
-            task = bar.add_task(description, total=total)
-        bar.update(task, completed=done, total=total)
+            task = bar.add_task(step, total=total)
+        bar.update(task, description=step, completed=done, total=total)
 
     try:
         yield update
     finally:
         if task is not None:
             bar.stop()
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    with step_bar(enabled) as update:
+        if update is None:
+            yield lambda done, total: None
+        else:
+            yield lambda done, total: update(description, done, total)
 
 
 def print_json(obj: Any) -> None:

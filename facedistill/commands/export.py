@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from facedistill.clikit import _make_progress, console, print_json
-
-
-@contextmanager
-def _step_bar(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress bar on stderr whose description follows the export's current step."""
-    if not enabled:
-        yield None
-        return
-    bar = _make_progress(transient=False)
-    task = None
-
-    def update(step: str, done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            bar.start()
-            task = bar.add_task(step, total=total)
-        bar.update(task, description=step, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if task is not None:
-            bar.stop()
+from facedistill.clikit import console, print_json, step_bar
 
 
 def _default_out(source: Path) -> Path:
@@ -165,7 +140,7 @@ def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precisi
 
     out_dir = out or _default_out(source)
     try:
-        with _step_bar(enabled=not quiet and not as_json) as update:
+        with step_bar(enabled=not quiet and not as_json) as update:
             report = export_model(
                 source, out_dir,
                 precisions=export_precisions(onnx, fp16, int8, precision), opset=opset,
