@@ -135,7 +135,7 @@ def _open(fp: str | os.PathLike[str] | io.BytesIO, where: str) -> Image.Image:
             if img.width * img.height > budget:
                 w, h = img.width, img.height
                 img.close()
-                raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over the "
+                raise ImageError(f"image is {w}x{h} ({w * h / 1e6:.3g} Mpx), over the "
                                  f"{budget / 1e6:g} Mpx budget (FACEDISTILL_MAX_PIXELS)",
                                  path=where)
             if img.format == "TIFF":

@@ -701,7 +701,7 @@ def test_load_image_is_the_runtimes_reader_exif_and_pixel_budget(
     assert img.size == (20, 40)  # upright: the stored 40x20 turned
     np.testing.assert_array_equal(np.asarray(img.convert("RGB")), load_rgb(photo))
     monkeypatch.setenv("FACEDISTILL_MAX_PIXELS", "500")
-    with pytest.raises(DataError, match=r"phone\.jpg: image is 40x20 \(0 Mpx\), over the "
+    with pytest.raises(DataError, match=r"phone\.jpg: image is 40x20 \(0\.0008 Mpx\), over the "
                                         r"0\.0005 Mpx budget \(FACEDISTILL_MAX_PIXELS\)"):
         load_image(photo)
     monkeypatch.setenv("FACEDISTILL_MAX_PIXELS", "many")
