@@ -15,10 +15,13 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facedistill.config import TrainConfig
 from facedistill.errors import UserError
+
+if TYPE_CHECKING:
+    from facedistill.selection.file import SelectionRecord
 
 METHODS = ("selected", "hint", "soft", "labels")
 
@@ -66,7 +69,7 @@ def resolve_selection(
     progress: Callable[[int, int], None] | None = None,
     options: Mapping[str, Any] | None = None,
     staged: bool = True,
-) -> dict[str, Any]:
+) -> SelectionRecord:
     """The selection record: read from ``selection`` (and checked against the teachers) or
     computed now with ``options`` (:func:`~facedistill.pipeline.selection.run_selection`'s:
     solver, lam, split, ...) into ``out/selection`` (responses cached there) - ``staged``:
