@@ -209,32 +209,28 @@ def toml_type_error(param: click.Parameter, value: Any) -> str | None:
 
 def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> dict[str, Any]:
     result = to_default_map(command, read_toml(path), path)
-    _check_values(command, result, path)
+    if isinstance(command, click.Group):
+        _check_values(command, result, path)
     return result
 
 
-def _check_values(root: click.Command, default_map: dict[str, Any],
+def _check_values(root: click.Group, default_map: dict[str, Any],
                   path: str | os.PathLike[str]) -> None:
     """Run the config dataclasses' own checks on the tables they cover, so that a value they
     reject (``epochs = 0``) names the config file and its dotted key, not the command line."""
-    for keys, cls in (("train", TrainConfig), ("compress", TrainConfig),
-                      ("data.synth", SynthConfig)):
-        table: Any = default_map
-        command: Any = root
-        for key in keys.split("."):
-            table = table.get(key) if isinstance(table, dict) else None
-            command = command.commands.get(key) if isinstance(command, click.Group) else None
-        if not table or command is None:
+    for dotted, cls in (("train", TrainConfig), ("compress", TrainConfig),
+                        ("data.synth", SynthConfig)):
+        table = config_table(default_map, dotted)
+        if not table:
             continue
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in table.items() if k in known}
-        key_of = {p.name: option_key(p) for p in command.params}
+        key_of = {p.name: option_key(p) for p in command_at(root, dotted).params}
         try:
-            cfg = cls(**values)
+            cfg = cls(**{k: v for k, v in table.items() if k in known})
             if hasattr(cfg, "validate"):
                 cfg.validate()
         except UserError as exc:
-            where = f"{keys}.{key_of.get(exc.field, exc.field)}" if exc.field else keys
+            where = f"{dotted}.{key_of.get(exc.field, exc.field)}" if exc.field else dotted
             raise ConfigError(exc.message, path=path, field=where) from None
 
 
@@ -342,6 +338,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in record.items() if k in known})
 
 
+#: the ONNX variants an export writes: runtime.metadata.PRECISIONS, which this module (below the
+#: runtime in the layer map) cannot import; tests/test_cli.py checks that the two agree
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 
 

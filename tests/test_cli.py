@@ -309,3 +309,11 @@ def test_values_the_configs_reject_name_the_file(tmp_path: Path, text: str, key:
         load_default_map(cli, path)
     line = err.value.format()
     assert line.startswith(f"{path}: field '{key}'") and needle in line
+
+
+def test_the_export_precisions_are_the_runtimes() -> None:
+    """config keeps its own copy of the tuple (it sits below the runtime in the layer map)."""
+    from facedistill.config import EXPORT_PRECISIONS
+    from facedistill.runtime.metadata import PRECISIONS
+
+    assert EXPORT_PRECISIONS == PRECISIONS

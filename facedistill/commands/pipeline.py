@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from facedistill.clikit import EpochReporter, console, err_console, print_json
-from facedistill.config import NumberList
+from facedistill.config import (
+    NumberList,
+    command_at,
+    config_table,
+    load_default_map,
+    option_key,
+    table_options,
+)
+from facedistill.errors import ConfigError
 
 if TYPE_CHECKING:
     from facedistill.workflow.stages import PipelineConfig
@@ -35,8 +43,6 @@ def pipeline_config(root: click.Group, default_map: dict[str, Any], source: str 
     option defaults and takes the config file's values (``default_map``, checked and keyed as
     :func:`facedistill.config.load_default_map` returns it); ``given`` are ``pipeline``'s
     options from the command line."""
-    from facedistill.config import command_at, config_table, option_key, table_options
-    from facedistill.errors import ConfigError
     from facedistill.workflow.stages import STAGE_TABLES, PipelineConfig
 
     sections: dict[str, dict[str, Any]] = {}
@@ -68,8 +74,6 @@ def pipeline_config(root: click.Group, default_map: dict[str, Any], source: str 
 
 def load_pipeline_config(root: click.Group, path: str | Path, **given: Any) -> PipelineConfig:
     """:func:`pipeline_config` of a config file (for the library and the tests)."""
-    from facedistill.config import load_default_map
-
     return pipeline_config(root, load_default_map(root, path), path, given=given)
 
 
@@ -115,7 +119,6 @@ def command(out: Path, data: Path | None, students: tuple[str, ...], teachers: i
     (config values, upstream files) did not change and redoes those that did; an interrupted
     run resumes at the interrupted stage, mid-training included.
     """
-    from facedistill.config import load_default_map
     from facedistill.workflow.stages import Pipeline
 
     ctx = click.get_current_context()

@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from facedistill.config import EXPORT_PRECISIONS
 from facedistill.io import atomic_path, atomic_write_json, atomic_write_text
-
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _read_json(path: str | os.PathLike[str] | None) -> Any:
