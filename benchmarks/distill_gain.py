@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from facedistill.config import TrainConfig
+from facedistill.config import SelectConfig, TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
 from facedistill.nn.checkpoint import load_checkpoint
 from facedistill.pipeline.compress import compress, prepare_selection
@@ -281,8 +281,8 @@ def main() -> None:
     pool = unlabeled_pool(args.unlabeled, args.data, args.size)
     sel_paths: dict[str, str] = {}
     if any(METHODS[m][2] for m in methods):
-        base = prepare_selection([args.teacher], args.data, args.out, k=args.k,
-                                 workers=args.workers)
+        base = prepare_selection([args.teacher], args.data, args.out,
+                                 SelectConfig(k=args.k, workers=args.workers))
         sel_paths = selections(base, args.out, args.k, seed=0)
     cells = []
     # seed, then pool outermost: every cell of one (seed, pool) sees the same batches, so the

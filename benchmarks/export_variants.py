@@ -138,29 +138,31 @@ def main() -> None:
         for name, run in (("tnet", args.tnet), ("snet3", args.snet3)):
             t0 = time.perf_counter()
             common = {"calib_n": args.calib_n, "calib_method": args.calib_method,
-                      "gate": False, "eval_data": args.data}
+                      "no_gate": True, "eval_data": args.data}
             report = export_model(run, export_dir / name, int8_recipe="cpu,tensorrt",
-                                  batches=(1, max(batches), max(batches)), **common)
-            vnni = export_model(Path(report["variants"]["fp32"]["path"]),
-                                export_dir / name / "vnni", precisions=("int8",),
+                                  trt_profile=(1, max(batches), max(batches)), **common)
+            assert report.data.eval is not None and report.data.calibration is not None
+            eval_root = str(report.data.eval.root)
+            vnni = export_model(Path(str(report.variants["fp32"].path)),
+                                export_dir / name / "vnni", precision="int8",
                                 int8_recipe="cpu-vnni",
-                                **{**common, "eval_data": report["data"]["eval"]["root"],
-                                   "calib_data": report["data"]["calibration"]["root"]})
+                                **{**common, "eval_data": eval_root,
+                                   "calib_data": report.data.calibration.root})
             export_s = time.perf_counter() - t0
-            variants = {**report["variants"], "int8-vnni": vnni["variants"]["int8"]}
-            paths = {p: Path(v["path"]) for p, v in variants.items()}
+            variants = {**report.variants, "int8-vnni": vnni.variants["int8"]}
+            paths = {p: Path(str(v.path)) for p, v in variants.items()}
             size = _input_size(paths["fp32"])
-            scores = score_both_ways(paths, Path(report["data"]["eval"]["root"]))
+            scores = score_both_ways(paths, Path(eval_root))
             latency = measure_latency(paths, size, batches, args.rounds, args.warmup,
                                       args.threads)
             base = scores["fp32"]["integer"]
             models[name] = {
-                "run": str(run), "arch": report["arch"], "input_size": list(size),
-                "eval": report["data"].get("eval"), "calibration": report["data"].get(
-                    "calibration"), "export_seconds": export_s,
+                "run": str(run), "arch": report.arch, "input_size": list(size),
+                "eval": report.data.eval.to_json(),
+                "calibration": report.data.calibration.to_json(), "export_seconds": export_s,
                 "variants": {p: {
-                    "recipe": RECIPE.get(p), "size_bytes": v["size_bytes"],
-                    "size_vs_fp32": v["size_bytes"] / variants["fp32"]["size_bytes"],
+                    "recipe": RECIPE.get(p), "size_bytes": v.size_bytes,
+                    "size_vs_fp32": v.size_bytes / variants["fp32"].size_bytes,
                     "mean_balanced": scores[p]["integer"],
                     "delta_points": 100.0 * (scores[p]["integer"] - base),
                     "emulated_delta_points": (100.0 * (scores[p]["emulated"] - base)
@@ -168,7 +170,7 @@ def main() -> None:
                     "max_abs_diff_to_fp32": scores[p]["max_abs_diff_to_fp32"],
                     "max_abs_diff_integer_vs_emulated": scores[p].get(
                         "max_abs_diff_integer_vs_emulated"),
-                    "gate_kernels": (v.get("int8_gate") or {}).get("kernels"),
+                    "gate_kernels": v.int8_gate.kernels if v.int8_gate else None,
                     "latency": latency[p],
                     "speedup_vs_fp32": {b: latency["fp32"][b]["median_ms"] / lat["median_ms"]
                                         for b, lat in latency[p].items()},

@@ -75,8 +75,12 @@ def main() -> None:
     fp32 = args.fp32 or args.int8.with_name(args.int8.name.split(".")[0] + ".fp32.onnx")
     data = args.data
     if data is None:
-        report = json.loads((args.int8.parent / "export_report.json").read_text())
-        data = Path(report["data"]["eval"]["root"])
+        from facedistill.export.report import read_export_report
+
+        used = read_export_report(args.int8.parent).data.eval
+        if used is None or used.root is None:
+            ap.error(f"{args.int8.parent}: the export was not evaluated; pass --data")
+        data = Path(used.root)
     model = load_onnx(args.int8)
     info = parse_metadata(get_metadata(model), source=str(args.int8))
     paths, _, _ = split_images(data, "val")

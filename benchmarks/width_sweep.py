@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facedistill.config import TrainConfig
+from facedistill.config import SelectConfig, TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
 from facedistill.pipeline.compress import compress, prepare_selection
 from facedistill.pipeline.evaluate import evaluate_checkpoint
@@ -53,7 +53,7 @@ def run_one(args: argparse.Namespace, method: str, width: float, selection: str 
     out = args.out / f"{method.replace(':', '-x')}-w{width:g}"
     base, staged, weight = parse_method(method)
     two_stage = args.epochs // 2 if staged else 0
-    weights = None if weight is None else {base: weight}
+    weights = () if weight is None else (f"{base}={weight}",)
     done = out / "compare.json"
     if done.exists():
         result = json.loads(done.read_text())
@@ -65,7 +65,7 @@ def run_one(args: argparse.Namespace, method: str, width: float, selection: str 
         t0 = time.perf_counter()
         result = compress(cfg, [args.teacher], args.data, out, method=base, k=args.k,
                           selection=selection, temperature=1.0, two_stage=two_stage,
-                          weights=weights, split="test", resume=True)
+                          weight=weights, split="test", resume=True)
         seconds = time.perf_counter() - t0
         val = evaluate_checkpoint(out, data=args.data, split="val", workers=args.workers)
         result |= {"seconds": seconds, "val_mean_balanced": val["mean_balanced"]}
@@ -168,7 +168,7 @@ def main() -> None:
     selection = None
     if any(parse_method(m)[0] == "selected" for m in methods):
         selection = prepare_selection([args.teacher], args.data, args.out / "selection",
-                                      k=args.k, workers=args.workers)
+                                      SelectConfig(k=args.k, workers=args.workers))
     rows = []
     for w in widths:
         for m in methods:

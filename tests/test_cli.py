@@ -47,19 +47,19 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(run("data", "synth", "--bogus"), "--bogus", "data synth --help")
     assert_one_line_error(run("data", "synth", "--n", "many"), "'--n'", "many")
     assert_one_line_error(run("data", "synth", "--out", str(tmp_path / "d"), "--n", "2"),
-                          "field 'n'", "at least 3")
+                          "field '--n'", "at least 3")
     assert not (tmp_path / "d").exists()
     assert_one_line_error(run("data", "check", str(tmp_path / "missing")), "missing")
     assert_one_line_error(run("pipeline", "--teacher-widths", "1,wide", "--status",
                               "--out", str(tmp_path / "run")), "'--teacher-widths'", "1,wide")
     assert_one_line_error(run("pipeline", "--teacher-widths", "1,0.5", "--teachers", "3",
                               "--status", "--out", str(tmp_path / "run")),
-                          "pipeline.teacher_widths", "2 teacher widths but teachers = 3")
+                          "'--teacher-widths'", "2 teacher widths but teachers = 3")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     proc = run("--debug", "data", "synth", "--out", str(tmp_path / "d"), "--n", "2")
-    assert proc.returncode != 0 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
 
 
 def test_config_file_sets_defaults_and_cli_overrides(tmp_path: Path) -> None:
@@ -163,7 +163,9 @@ def test_train_and_eval_bad_input_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run("eval", str(junk), "--batch-size", "0"), "'--batch-size'", "0")
     assert_one_line_error(run("select", "--teacher", str(junk), "--batch-size", "0"),
                           "'--batch-size'")
-    assert_one_line_error(run("train", "--epochs", "0"), "field 'epochs'", "> 0")
+    assert_one_line_error(run("train", "--epochs", "0"), "field '--epochs'", "> 0")
+    assert_one_line_error(run("train", "--warmup-epochs", "-1"), "field '--warmup-epochs'",
+                          ">= 0")
 
 
 def test_a_corrupt_image_read_in_a_worker_process_is_one_line(tiny_synth: Path,
@@ -219,10 +221,11 @@ def test_config_values_of_the_right_type_pass(tmp_path: Path) -> None:
              "compress": {"teacher": "runs/t", "weight": ["selected=0.3"]},
              "bench": {"batch": "1,32", "json": True, "md": "b.md"}}
     got = to_default_map(cli, table, tmp_path / "c.toml")
-    # keyed by click's parameter names (what default_map wants)
-    assert got["train"]["lr"] == 1 and got["compress"]["teachers"] == ["runs/t"]
-    assert got["compress"]["weights"] == ["selected=0.3"]
-    assert got["bench"]["as_json"] is True and got["bench"]["md_out"] == "b.md"
+    # keyed by click's parameter names (what default_map wants), converted by the option's type
+    assert got["train"]["lr"] == 1 and got["compress"]["teacher"] == (Path("runs/t"),)
+    assert got["compress"]["weight"] == ("selected=0.3",) and got["train"]["data"] == Path("d")
+    assert got["bench"]["json"] is True and got["bench"]["md"] == Path("b.md")
+    assert got["bench"]["batch"] == (1, 32)
 
 
 def _leaves(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
@@ -254,8 +257,8 @@ def test_toml_keys_are_the_option_names_for_every_command(tmp_path: Path) -> Non
         assert set(keys) == expected, dotted
         assert len({p.name for p in keys.values()}) == len(keys), dotted  # one key per param
     export = toml_keys(commands["export"])
-    assert export["trt_profile"].name == "batches" and export["split"].name == "eval_split"
-    assert export["json"].name == "as_json"
+    assert export["trt_profile"].name == "trt_profile" and export["split"].name == "split"
+    assert export["json"].name == "json"
     assert toml_keys(commands["pipeline"])["from"].name == "start"
     assert toml_keys(commands["train"])["warmup_epochs"].name == "warmup"
     for table, key, near in [({"bench": {"as_json": True}}, "bench.as_json", "json"),
@@ -267,6 +270,40 @@ def test_toml_keys_are_the_option_names_for_every_command(tmp_path: Path) -> Non
             to_default_map(cli, table, tmp_path / "c.toml")
         assert err.value.field == key and "unknown option" in err.value.message, key
         assert near in err.value.message
+
+
+def test_every_option_is_a_config_field() -> None:
+    """Every command is made from typed, frozen config classes (issue 20): its CLI options, its
+    TOML keys and its config fields are one set, each field's default is the option's, and a
+    command's classes build from the defaults alone."""
+    import dataclasses
+
+    from facedistill.cli import cli
+    from facedistill.config import build, configs_of, key_name, option_key, toml_keys
+
+    for dotted, command in _leaves(cli).items():
+        classes = configs_of(command)
+        assert classes, dotted
+        fields = {key_name(f): f for cls in classes for f in dataclasses.fields(cls)}
+        options = {option_key(p) for p in command.params if p.name != "help"}
+        assert set(fields) == options == set(toml_keys(command)), dotted
+        for cls in classes:
+            assert cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
+        by_name = {p.name: p for p in command.params}
+        for key, f in fields.items():
+            param = by_name[f.name]
+            if f.default is dataclasses.MISSING:
+                assert param.required, (dotted, key)
+                continue
+            default = param.get_default(click.Context(command), call=True)
+            default = param.type_cast_value(click.Context(command), default)
+            want = f.default
+            assert default == want or (isinstance(want, bool) and default is want) or \
+                (default == () and want == ()), (dotted, key, default, want)
+        if not any(f.default is dataclasses.MISSING for cls in classes
+                   for f in dataclasses.fields(cls)):
+            for cls in classes:
+                assert build(cls, {}) == cls(), (dotted, cls)
 
 
 def test_one_name_one_meaning_across_the_verbs() -> None:
@@ -317,3 +354,16 @@ def test_the_export_precisions_are_the_runtimes() -> None:
     from facedistill.runtime.metadata import PRECISIONS
 
     assert EXPORT_PRECISIONS == PRECISIONS
+
+
+def test_predict_runs_the_runtime_as_a_face_app_would() -> None:
+    """`predict`'s run options are the Predictor's defaults: the verb runs the model the way
+    the runtime ships it (its keyword API is the face apps', so it keeps its own signature)."""
+    import inspect
+
+    from facedistill.commands.predict import PredictConfig
+    from facedistill.runtime import Predictor
+
+    params = inspect.signature(Predictor).parameters
+    for name in ("backend", "device", "threads", "batch_size", "spin"):
+        assert params[name].default == PredictConfig.__dataclass_fields__[name].default, name

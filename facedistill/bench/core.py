@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,19 @@ from facedistill.bench.artifacts import (
     load_variants,
 )
 from facedistill.bench.environment import cpu_has_bf16, environment
-from facedistill.bench.stats import Clock, interleave, summarize, throughput
+from facedistill.bench.record import (
+    FORMAT,
+    Accuracy,
+    BenchResult,
+    BenchRow,
+    LatencyStats,
+    Power,
+    Skipped,
+)
+from facedistill.bench.stats import Clock, interleave, throughput
+from facedistill.config import BenchConfig
 from facedistill.errors import UserError
 
-FORMAT = "facedistill.bench/v1"
 DEFAULT_SECONDS = 2.0
 """Measuring time per artifact x batch when neither ``iters`` nor ``seconds`` is given."""
 INPUT_SEED = 0
@@ -196,24 +206,22 @@ class _Plan:
 
 def run_bench(
     artifacts: Sequence[str | os.PathLike[str]],
+    cfg: BenchConfig | None = None,
     *,
-    backend: str = "auto",
-    batches: Sequence[int] = (1, 32),
-    warmup: int = 10,
-    iters: int | None = None,
-    seconds: float | None = None,
-    threads: int | None = None,
     data: str | os.PathLike[str] | None = None,
-    split: str = "val",
-    limit: int | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Benchmark ``artifacts`` and return ``{"format", "version", "created", "config",
-    "environment", "rows"}`` (see ``docs`` in :mod:`facedistill.bench`)."""
+    **fields: Any,
+) -> BenchResult:
+    """Benchmark ``artifacts`` as ``cfg`` (:class:`~facedistill.config.BenchConfig`, the
+    ``bench`` command's options) says, ``fields`` overriding its fields (``batch=(1, 8)``);
+    with ``data``, accuracy on ``cfg.split`` too. A
+    :class:`~facedistill.bench.record.BenchResult` (config, environment, one row per variant x
+    batch, skipped configs; see :mod:`facedistill.bench`)."""
+    cfg = replace(cfg or BenchConfig(), **fields)
     return _Bench(root=jetson_mod.ROOT, clock=time.perf_counter).run(
-        list(artifacts), backend=backend, batches=batches, warmup=warmup, iters=iters,
-        seconds=seconds, threads=threads, data=data, split=split, limit=limit,
-        progress=progress)
+        list(artifacts), backend=cfg.backend, batches=cfg.batch, warmup=cfg.warmup,
+        iters=cfg.iters, seconds=cfg.seconds, threads=cfg.threads, data=data, split=cfg.split,
+        limit=cfg.limit, progress=progress)
 
 
 class _Bench:
@@ -228,7 +236,7 @@ class _Bench:
 
     def run(self, paths: list[Any], *, backend: str, batches: Sequence[int], warmup: int,
             iters: int | None, seconds: float | None, threads: int | None, data: Any,
-            split: str, limit: int | None, progress: Progress | None) -> dict[str, Any]:
+            split: str, limit: int | None, progress: Progress | None) -> BenchResult:
         batch_list = _check_options(batches, warmup, iters, seconds, threads, limit)
         if data is not None and not Path(data).is_dir():
             raise UserError("no such data folder", path=str(data))
@@ -249,10 +257,10 @@ class _Bench:
     def _measure(self, variants: list[Variant], found: list[Any], backend: str,
                  batch_list: list[int], warmup: int, iters: int | None, seconds: float | None,
                  threads: int | None, data: Any, split: str, limit: int | None,
-                 plan: _Plan) -> dict[str, Any]:
+                 plan: _Plan) -> BenchResult:
         inputs: dict[tuple[Any, int], np.ndarray] = {}
         configs: list[tuple[Variant, int]] = []
-        skipped: list[dict[str, Any]] = []
+        skipped: list[Skipped] = []
         calls = []
         for v in variants:
             for b in batch_list:
@@ -264,8 +272,8 @@ class _Bench:
                 elif v.min_batch and b < v.min_batch:
                     why = f"batch {b} is below the engine profile's minimum {v.min_batch}"
                 if why:
-                    skipped.append({"artifact": str(v.artifact.path), "precision": v.precision,
-                                    "backend": v.backend, "batch": b, "reason": why})
+                    skipped.append(Skipped(artifact=str(v.artifact.path), precision=v.precision,
+                                           backend=v.backend, batch=b, reason=why))
                     continue
                 key = (v.preprocess.size, v.preprocess.mean, v.preprocess.std, b)
                 if key not in inputs:
@@ -274,7 +282,7 @@ class _Bench:
                 calls.append(v.prepare(inputs[key]))
         if not configs:
             raise UserError("nothing to measure: every batch size was skipped ("
-                            + "; ".join(s["reason"] for s in skipped) + ")")
+                            + "; ".join(s.reason for s in skipped) + ")")
 
         images = None
         if data is not None:  # read (and check) the split before the long measurement
@@ -287,7 +295,7 @@ class _Bench:
             calls, warmup=warmup, iters=iters, seconds=mode_seconds, clock=self.clock,
             progress=lambda d, t: plan.set("latency", d, t))
 
-        power: dict[int, tuple[dict[str, Any] | None, str | None]] = {}
+        power: dict[int, tuple[Power | None, str | None]] = {}
         sampler, power_why = (None, "not a Jetson")
         on_jetson, _ = jetson_mod.is_jetson(self.root)
         if on_jetson:
@@ -336,18 +344,18 @@ class _Bench:
             "limit": limit,
             "input_seed": INPUT_SEED,
         }
-        return {
-            "format": FORMAT,
-            "version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": config,
-            "environment": env,
-            "rows": rows,
-            "skipped": skipped,
-        }
+        return BenchResult(
+            format=FORMAT,
+            version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            config=config,
+            environment=env,
+            rows=tuple(rows),
+            skipped=tuple(skipped),
+        )
 
     def _power(self, sampler: jetson_mod.PowerSampler, call: Callable[[], Any],
-               batch: int) -> tuple[dict[str, Any] | None, str | None]:
+               batch: int) -> tuple[Power | None, str | None]:
         runs = 0
         with sampler:
             t0 = self.clock()
@@ -361,20 +369,20 @@ class _Bench:
         if res is None:
             return None, f"no {sampler.source} samples while running"
         per_image_s = elapsed / (runs * batch)
-        return {
-            "source": res["source"],
-            "rail": res["total_rail"],
-            "mean_mw": res["total_mw"],
-            "rails_mw": res["rails"],
-            "samples": res["samples"],
-            "energy_mj_per_image": res["total_mw"] * per_image_s,
-            "seconds": elapsed,
-            "runs": runs,
-        }, None
+        return Power(
+            source=res["source"],
+            rail=res["total_rail"],
+            mean_mw=res["total_mw"],
+            rails_mw=res["rails"],
+            samples=res["samples"],
+            energy_mj_per_image=res["total_mw"] * per_image_s,
+            seconds=elapsed,
+            runs=runs,
+        ), None
 
     def _rows(self, variants: list[Variant], configs: list[tuple[Variant, int]],
               samples: list[Any], power: dict[int, Any], accuracy: dict[int, Any],
-              data: Any, split: str, warmup: int) -> list[dict[str, Any]]:
+              data: Any, split: str, warmup: int) -> list[BenchRow]:
         labels = _labels(variants)
         costs: dict[int, tuple[dict[str, int | None], str | None]] = {}
         index = {id(v): i for i, v in enumerate(variants)}
@@ -397,8 +405,8 @@ class _Bench:
             vi = index[id(v)]
             s = samples[ci]
             reasons: dict[str, str] = {}
-            lat = summarize(s.host_ms)
-            gpu = summarize(s.gpu_ms) if s.gpu_ms else None
+            lat = LatencyStats.from_samples(s.host_ms)
+            gpu = LatencyStats.from_samples(s.gpu_ms) if s.gpu_ms else None
             if gpu is None:
                 reasons["gpu_compute_ms"] = ("CPU backend: no GPU compute time" if not
                                              v.gpu_timing else "the runner reported no GPU time")
@@ -407,7 +415,7 @@ class _Bench:
                 reasons["params"] = cost_why or "unknown"
             if cst.get("macs") is None:
                 reasons["macs"] = cost_why or "unknown"
-            acc_row = None
+            acc_row: Accuracy | None = None
             if data is None:
                 reasons["accuracy"] = "no --data given"
             elif vi in accuracy and accuracy[vi][0] is not None:
@@ -421,37 +429,39 @@ class _Bench:
                     ref_label = str(variants[ref_i].artifact.path)
                 else:
                     reasons["accuracy_delta"] = "no fp32 variant of the same model in this run"
-                acc_row = {**acc, "delta_to_fp32": delta, "reference": ref_label}
+                acc_row = Accuracy(split=acc["split"], mean_balanced=acc["mean_balanced"],
+                                   n_images=acc["n_images"], delta_to_fp32=delta,
+                                   reference=ref_label)
             pw, pw_why = power.get(ci, (None, "not measured"))
             if pw is None:
                 reasons["power"] = pw_why or "unknown"
-            rows.append({
-                "model": labels[model_key(v)],
-                "arch": v.arch,
-                "source_sha256": v.source_sha256 or None,
-                "artifact": str(v.artifact.path),
-                "kind": v.artifact.kind,
-                "backend": v.backend,
-                "precision": v.precision,
-                "mode": v.mode,
-                "layout": v.layout,
-                "batch": b,
-                "input_shape": [b, 3, *v.preprocess.size],
-                "threads": v.threads,
-                "warmup": s.warmup,
-                "runs": s.runs,
-                "latency_ms": lat,
-                "per_image_ms": lat["median"] / b,
-                "throughput_ips": throughput(lat["mean"], b),
-                "gpu_compute_ms": gpu,
-                "params": cst.get("params"),
-                "macs": cst.get("macs"),
-                "file_bytes": _file_bytes(v),
-                "accuracy": acc_row,
-                "power": pw,
-                "details": {k: val for k, val in v.details.items() if k != "model"},
-                "reasons": reasons,
-            })
+            rows.append(BenchRow(
+                model=labels[model_key(v)],
+                arch=v.arch,
+                source_sha256=v.source_sha256 or None,
+                artifact=str(v.artifact.path),
+                kind=v.artifact.kind,
+                backend=v.backend,
+                precision=v.precision,
+                mode=v.mode,
+                layout=v.layout,
+                batch=b,
+                input_shape=(b, 3, *v.preprocess.size),
+                threads=v.threads,
+                warmup=s.warmup,
+                runs=s.runs,
+                latency_ms=lat,
+                per_image_ms=lat.median / b,
+                throughput_ips=throughput(lat.mean, b),
+                gpu_compute_ms=gpu,
+                params=cst.get("params"),
+                macs=cst.get("macs"),
+                file_bytes=_file_bytes(v),
+                accuracy=acc_row,
+                power=pw,
+                details={k: val for k, val in v.details.items() if k != "model"},
+                reasons=reasons,
+            ))
         return rows
 
 

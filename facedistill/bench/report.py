@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from facedistill.bench.record import BenchResult, BenchRow
 from facedistill.errors import UserError
 from facedistill.io import atomic_path, atomic_write_text
 
@@ -22,14 +23,19 @@ PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
 INSTALL_MPL = "plots need matplotlib, which is not installed: pip install matplotlib"
 
 
-def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+def _order(arch: Any, model: str, precision: str = "", backend: str = "", mode: str = "",
+           batch: int = 0, artifact: str = "") -> tuple[Any, ...]:
+    arch_name = str(arch.get("arch", "")) if arch else ""
+    model_rank = ARCH_ORDER.index(arch_name) if arch_name in ARCH_ORDER else len(ARCH_ORDER)
+    prec_rank = (PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER
+                 else len(PRECISION_ORDER))
+    return (model_rank, model, prec_rank, backend, mode, batch, artifact)
+
+
+def sort_key(row: BenchRow) -> tuple[Any, ...]:
     """Model (teacher first, then the students in order), precision, backend, mode, batch."""
-    arch = str(row.get("arch", {}).get("arch", ""))
-    model_rank = ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER)
-    prec = row.get("precision", "")
-    prec_rank = PRECISION_ORDER.index(prec) if prec in PRECISION_ORDER else len(PRECISION_ORDER)
-    return (model_rank, row.get("model", ""), prec_rank, row.get("backend", ""),
-            row.get("mode", ""), row.get("batch", 0), row.get("artifact", ""))
+    return _order(row.arch, row.model, row.precision, row.backend, row.mode, row.batch,
+                  row.artifact)
 
 
 def fmt_ms(v: float | None) -> str:
@@ -83,15 +89,15 @@ def _env_line(env: dict[str, Any], config: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def markdown_table(result: dict[str, Any]) -> str:
+def markdown_table(result: BenchResult) -> str:
     """The result as a Markdown table (sorted by model and precision) with a header line."""
-    rows = sorted(result.get("rows", []), key=sort_key)
-    env = result.get("environment", {})
-    config = result.get("config", {})
-    has_gpu = any(r.get("gpu_compute_ms") for r in rows)
-    has_acc = any(r.get("accuracy") for r in rows)
-    has_power = any(r.get("power") for r in rows)
-    has_mode = any(r.get("mode") not in ("default", "autocast", None) for r in rows)
+    rows = sorted(result.rows, key=sort_key)
+    env = result.environment
+    config = result.config
+    has_gpu = any(r.gpu_compute_ms for r in rows)
+    has_acc = any(r.accuracy for r in rows)
+    has_power = any(r.power for r in rows)
+    has_mode = any(r.mode not in ("default", "autocast", None) for r in rows)
 
     rounds = config.get("rounds")
     how = (f"{rounds} interleaved rounds" if rounds is not None else "interleaved rounds")
@@ -99,9 +105,9 @@ def markdown_table(result: dict[str, Any]) -> str:
     measured = (f"Latency: {how} after {config.get('warmup', '?')} warm-up run(s) per artifact "
                 "x batch; random normalised input (seeded); milliseconds per batch.")
     if has_acc:
-        first = next(r["accuracy"] for r in rows if r.get("accuracy"))
-        measured += (f" Accuracy: mean balanced accuracy on the {first['split']} split "
-                     f"({first['n_images']} images) at the stored thresholds; delta in "
+        first = next(r.accuracy for r in rows if r.accuracy)
+        measured += (f" Accuracy: mean balanced accuracy on the {first.split} split "
+                     f"({first.n_images} images) at the stored thresholds; delta in "
                      "points to the fp32 variant of the same model.")
     jet = env.get("jetson")
     if jet:
@@ -127,27 +133,26 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
     for r in rows:
-        lat = r["latency_ms"]
+        lat = r.latency_ms
         cells = {
-            "model": r["model"], "precision": r["precision"], "backend": r["backend"],
-            "mode": r.get("mode", ""), "batch": str(r["batch"]),
-            "median ms": fmt_ms(lat["median"]), "p90 ms": fmt_ms(lat["p90"]),
-            "p99 ms": fmt_ms(lat["p99"]), "ms/img": fmt_ms(r["per_image_ms"]),
-            "img/s": fmt_rate(r["throughput_ips"]),
-            "GPU ms": fmt_ms((r.get("gpu_compute_ms") or {}).get("median")),
-            "mJ/img": ("-" if not r.get("power") else
-                       f"{r['power']['energy_mj_per_image']:.2f}"),
-            "params": fmt_count(r.get("params")), "MACs": fmt_count(r.get("macs")),
-            "size": fmt_bytes(r.get("file_bytes")),
-            "file": Path(r["artifact"]).name,
+            "model": r.model, "precision": r.precision, "backend": r.backend,
+            "mode": r.mode, "batch": str(r.batch),
+            "median ms": fmt_ms(lat.median), "p90 ms": fmt_ms(lat.p90),
+            "p99 ms": fmt_ms(lat.p99), "ms/img": fmt_ms(r.per_image_ms),
+            "img/s": fmt_rate(r.throughput_ips),
+            "GPU ms": fmt_ms(r.gpu_compute_ms.median if r.gpu_compute_ms else None),
+            "mJ/img": ("-" if not r.power else f"{r.power.energy_mj_per_image:.2f}"),
+            "params": fmt_count(r.params), "MACs": fmt_count(r.macs),
+            "size": fmt_bytes(r.file_bytes),
+            "file": Path(r.artifact).name,
         }
-        acc = r.get("accuracy")
+        acc = r.accuracy
         if acc:
-            cells["bal. acc. %"] = f"{100 * acc['mean_balanced']:.2f}"
-            d = acc.get("delta_to_fp32")
+            cells["bal. acc. %"] = f"{100 * acc.mean_balanced:.2f}"
+            d = acc.delta_to_fp32
             if d is None:
                 cells["delta pts"] = "-"
-            elif acc.get("reference") == r["artifact"] and r["precision"] == "fp32":
+            elif acc.reference == r.artifact and r.precision == "fp32":
                 cells["delta pts"] = "ref"
             else:
                 cells["delta pts"] = f"{100 * d:+.2f}"
@@ -155,31 +160,27 @@ def markdown_table(result: dict[str, Any]) -> str:
             cells["bal. acc. %"] = cells["delta pts"] = "-"
         lines.append("| " + " | ".join(cells[c] for c in cols) + " |")
     lines += speedup_table(result)
-    skipped = result.get("skipped") or []
-    if skipped:
+    if result.skipped:
         lines.append("")
-        for s in skipped:
-            lines.append(f"Skipped {Path(s['artifact']).name} {s['precision']} batch "
-                         f"{s['batch']}: {s['reason']}.")
+        for s in result.skipped:
+            lines.append(f"Skipped {Path(s.artifact).name} {s.precision} batch "
+                         f"{s.batch}: {s.reason}.")
     return "\n".join(lines) + "\n"
 
 
-def speedups(result: dict[str, Any]) -> list[dict[str, Any]]:
+def speedups(result: BenchResult) -> list[dict[str, Any]]:
     """Median-latency ratios per model, backend and batch size: every other precision against
     the model's fp32, the model's fp32 against the largest model's fp32 (by params), and,
     where the fp32 variant was also replayed as a CUDA graph, the graph against plain fp32."""
-    graph_ms = {(r["model"], r["backend"], r["batch"]): r["latency_ms"]["median"]
-                for r in result.get("rows", [])
-                if r.get("mode") == "cuda_graph" and r.get("precision") == "fp32"}
-    rows = [r for r in result.get("rows", []) if r.get("mode") in ("default", "autocast")]
-    med = {(r["model"], r["backend"], r["batch"], r["precision"]): r["latency_ms"]["median"]
-           for r in rows}
-    params = {r["model"]: r.get("params") or 0 for r in rows}
+    graph_ms = {(r.model, r.backend, r.batch): r.latency_ms.median
+                for r in result.rows if r.mode == "cuda_graph" and r.precision == "fp32"}
+    rows = [r for r in result.rows if r.mode in ("default", "autocast")]
+    med = {(r.model, r.backend, r.batch, r.precision): r.latency_ms.median for r in rows}
+    params = {r.model: r.params or 0 for r in rows}
     out = []
-    groups = sorted({(r["model"], r["backend"], r["batch"]) for r in rows},
-                    key=lambda g: sort_key({"arch": next(r["arch"] for r in rows
-                                                         if r["model"] == g[0]),
-                                            "model": g[0], "backend": g[1], "batch": g[2]}))
+    arch = {r.model: r.arch for r in reversed(rows)}  # each model's first row's arch
+    groups = sorted({(r.model, r.backend, r.batch) for r in rows},
+                    key=lambda g: _order(arch[g[0]], g[0], backend=g[1], batch=g[2]))
     for model, backend, batch in groups:
         base = med.get((model, backend, batch, "fp32"))
         if base is None:
@@ -200,7 +201,7 @@ def speedups(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def speedup_table(result: dict[str, Any]) -> list[str]:
+def speedup_table(result: BenchResult) -> list[str]:
     """Markdown lines of :func:`speedups` (none when there is nothing to compare)."""
     items = speedups(result)
     precs = [p for p in PRECISION_ORDER[1:] if any(p in i["precisions"] for i in items)]
@@ -253,9 +254,10 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def to_json(result: dict[str, Any]) -> str:
-    """Strict JSON (non-finite numbers become null)."""
-    return json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n"
+def to_json(result: BenchResult) -> str:
+    """``bench.json``'s text: :meth:`BenchResult.to_json` as strict JSON (non-finite numbers
+    become null)."""
+    return json.dumps(_json_safe(result.to_json()), indent=2, allow_nan=False) + "\n"
 
 
 def have_matplotlib() -> bool:
@@ -284,7 +286,7 @@ def _short(v: float) -> str:
     return f"{v:g}"
 
 
-def plot_png(result: dict[str, Any]) -> bytes:
+def plot_png(result: BenchResult) -> bytes:
     """Three panels as PNG bytes: latency vs params, accuracy vs latency, throughput by batch."""
     if not have_matplotlib():
         raise UserError(INSTALL_MPL)
@@ -293,15 +295,15 @@ def plot_png(result: dict[str, Any]) -> bytes:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    rows = sorted(result.get("rows", []), key=sort_key)
+    rows = sorted(result.rows, key=sort_key)
     if not rows:
         raise UserError("nothing to plot: the result has no rows")
-    b_min = min(r["batch"] for r in rows)
-    batches = sorted({r["batch"] for r in rows})
+    b_min = min(r.batch for r in rows)
+    batches = sorted({r.batch for r in rows})
 
-    def series(r: dict[str, Any]) -> str:
-        mode = "" if r.get("mode") in ("default", "autocast") else f" {r['mode']}"
-        return f"{r['model']} {r['precision']} {r['backend']}{mode}"
+    def series(r: BenchRow) -> str:
+        mode = "" if r.mode in ("default", "autocast") else f" {r.mode}"
+        return f"{r.model} {r.precision} {r.backend}{mode}"
 
     colors = {"fp32": "tab:blue", "bf16": "tab:purple", "fp16": "tab:green", "int8": "tab:red"}
     markers = {"ort-cpu": "o", "ort-cuda": "s", "ort-trt": "P", "torch-cpu": "^", "torch-cuda": "v", "trt": "D"}
@@ -309,36 +311,36 @@ def plot_png(result: dict[str, Any]) -> bytes:
     fig = Figure(figsize=(17, 5.2), dpi=110)
     ax1, ax2, ax3 = fig.subplots(1, 3)
 
-    first = [r for r in rows if r["batch"] == b_min]
+    first = [r for r in rows if r.batch == b_min]
     for r in first:
-        if r.get("params"):
-            ax1.scatter(r["params"], r["latency_ms"]["median"],
-                        c=colors.get(r["precision"], "tab:gray"),
-                        marker=markers.get(r["backend"], "o"), s=50)
-            ax1.annotate(f"{r['model']} {r['precision']}",
-                         (r["params"], r["latency_ms"]["median"]), fontsize=7,
+        if r.params:
+            ax1.scatter(r.params, r.latency_ms.median,
+                        c=colors.get(r.precision, "tab:gray"),
+                        marker=markers.get(r.backend, "o"), s=50)
+            ax1.annotate(f"{r.model} {r.precision}",
+                         (r.params, r.latency_ms.median), fontsize=7,
                          xytext=(4, 3), textcoords="offset points")
     ax1.set_xscale("log")
     ax1.set_yscale("log")
-    _log_axis(ax1.xaxis, [r["params"] for r in first if r.get("params")], _short)
-    _log_axis(ax1.yaxis, [r["latency_ms"]["median"] for r in first if r.get("params")],
+    _log_axis(ax1.xaxis, [r.params for r in first if r.params], _short)
+    _log_axis(ax1.yaxis, [r.latency_ms.median for r in first if r.params],
               lambda v: f"{v:g}")
     ax1.set_xlabel("parameters")
     ax1.set_ylabel(f"median latency, batch {b_min} (ms)")
     ax1.set_title("latency vs parameters")
     ax1.grid(True, which="both", alpha=0.3)
 
-    with_acc = [r for r in first if r.get("accuracy")]
-    for r in with_acc:
-        ax2.scatter(r["latency_ms"]["median"], 100 * r["accuracy"]["mean_balanced"],
-                    c=colors.get(r["precision"], "tab:gray"),
-                    marker=markers.get(r["backend"], "o"), s=50)
-        ax2.annotate(f"{r['model']} {r['precision']}",
-                     (r["latency_ms"]["median"], 100 * r["accuracy"]["mean_balanced"]),
+    with_acc = [(r, r.accuracy) for r in first if r.accuracy]
+    for r, acc in with_acc:
+        ax2.scatter(r.latency_ms.median, 100 * acc.mean_balanced,
+                    c=colors.get(r.precision, "tab:gray"),
+                    marker=markers.get(r.backend, "o"), s=50)
+        ax2.annotate(f"{r.model} {r.precision}",
+                     (r.latency_ms.median, 100 * acc.mean_balanced),
                      fontsize=7, xytext=(4, 3), textcoords="offset points")
     if with_acc:
         ax2.set_xscale("log")
-        _log_axis(ax2.xaxis, [r["latency_ms"]["median"] for r in with_acc], lambda v: f"{v:g}")
+        _log_axis(ax2.xaxis, [r.latency_ms.median for r, _ in with_acc], lambda v: f"{v:g}")
         ax2.set_title("accuracy vs latency")
     else:
         ax2.text(0.5, 0.5, "no accuracy measured\n(bench with --data)", ha="center",
@@ -356,26 +358,26 @@ def plot_png(result: dict[str, Any]) -> bytes:
     for bi, b in enumerate(batches):
         xs, ys = [], []
         for ni, name in enumerate(names):
-            hit = next((r for r in rows if series(r) == name and r["batch"] == b), None)
-            if hit is not None and math.isfinite(hit["throughput_ips"]):
+            hit = next((r for r in rows if series(r) == name and r.batch == b), None)
+            if hit is not None and math.isfinite(hit.throughput_ips):
                 xs.append(ni + (bi - (len(batches) - 1) / 2) * width)
-                ys.append(hit["throughput_ips"])
+                ys.append(hit.throughput_ips)
         ax3.bar(xs, ys, width=width, label=f"batch {b}")
     ax3.set_xticks(range(len(names)))
     ax3.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
     ax3.set_yscale("log")
-    _log_axis(ax3.yaxis, [r["throughput_ips"] for r in rows], _short)
+    _log_axis(ax3.yaxis, [r.throughput_ips for r in rows], _short)
     ax3.set_ylabel("throughput (images/s)")
     ax3.set_title("throughput per batch size")
     ax3.legend(fontsize=8)
     ax3.grid(True, axis="y", which="both", alpha=0.3)
 
     handles = [ax1.scatter([], [], c=c, marker="o", label=p) for p, c in colors.items()
-               if any(r["precision"] == p for r in rows)]
+               if any(r.precision == p for r in rows)]
     handles += [ax1.scatter([], [], c="black", marker=m, label=b) for b, m in markers.items()
-                if any(r["backend"] == b for r in rows)]
+                if any(r.backend == b for r in rows)]
     ax1.legend(handles=handles, fontsize=7, loc="upper left")
-    env = result.get("environment", {})
+    env = result.environment
     fig.suptitle(f"facedistill bench - {env.get('cpu_model') or ''} "
                  f"{'/ ' + env['gpu_name'] if env.get('gpu_name') else ''}", fontsize=10)
     fig.tight_layout()
@@ -385,7 +387,7 @@ def plot_png(result: dict[str, Any]) -> bytes:
 
 
 def write_outputs(
-    result: dict[str, Any],
+    result: BenchResult,
     *,
     json_path: str | os.PathLike[str] | None = None,
     md_path: str | os.PathLike[str] | None = None,

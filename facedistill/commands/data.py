@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import click
 
 from facedistill.clikit import console, print_json, progress_bar
-from facedistill.config import SynthConfig
-
-_SYNTH = SynthConfig()
+from facedistill.config import SynthConfig, config_command, opt
 
 
 @click.group("data")
@@ -17,39 +17,32 @@ def data() -> None:
     """Datasets: generate the embedded synthetic one, validate any CelebA-format folder."""
 
 
-@data.command("synth")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="data/synth",
-              show_default=True, help="Output folder (CelebA layout).")
-@click.option("--n", type=int, default=_SYNTH.n, show_default=True, help="Number of images.")
-@click.option("--size", type=int, default=_SYNTH.size, show_default=True,
-              help="Side of the aligned square images, pixels.")
-@click.option("--seed", type=int, default=_SYNTH.seed, show_default=True)
-@click.option("--wild/--no-wild", default=_SYNTH.wild, show_default=True,
-              help="Also write in-the-wild photos (img_celeba/) with bbox and landmark files.")
-@click.option("--images-per-identity", type=float, default=_SYNTH.images_per_identity,
-              show_default=True, help="Mean number of photos per identity.")
-@click.option("--workers", type=int, default=None, help="Processes [default: all cores].")
-@click.option("--unlabeled", is_flag=True,
-              help="Write the images only, labels withheld: a pool for 'compress --unlabeled' "
-                   "(use another --seed than the labelled set's, for other people).")
-@click.option("--force", is_flag=True, help="Replace an existing, different dataset at --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def data_synth(out: Path, n: int, size: int, seed: int, wild: bool, images_per_identity: float,
-               workers: int | None, unlabeled: bool, force: bool, as_json: bool,
-               quiet: bool) -> None:
+@dataclass(frozen=True)
+class SynthRun:
+    """Where ``data synth`` writes, with how many processes, and how it prints."""
+
+    out: Path = opt(Path("data/synth"), "Output folder (CelebA layout).", path="dir")
+    workers: int | None = opt(None, "Processes [default: all cores].")
+    unlabeled: bool = opt(False, "Write the images only, labels withheld: a pool for 'compress "
+                                 "--unlabeled' (use another --seed than the labelled set's, "
+                                 "for other people).")
+    force: bool = opt(False, "Replace an existing, different dataset at --out.")
+    json: bool = opt(False, "Print the summary as JSON.")
+    quiet: bool = opt(False, "No progress bar.")
+
+
+@config_command("synth", SynthConfig, SynthRun, group=data)
+def data_synth(cfg: SynthConfig, run: SynthRun) -> None:
     """Generate the embedded synthetic face-attribute dataset (CelebA's file format)."""
     from facedistill.data.synth import generate
 
-    cfg = SynthConfig(n=n, size=size, seed=seed, wild=wild,
-                      images_per_identity=images_per_identity)
-    with progress_bar("synth", enabled=not quiet and not as_json) as update:
-        result = generate(out, cfg, workers=workers, force=force, progress=update,
-                          withhold_labels=unlabeled)
-    if as_json:
-        print_json({"out": str(out), **result})
+    with progress_bar("synth", enabled=not run.quiet and not run.json) as update:
+        result = generate(run.out, cfg, workers=run.workers, force=run.force, progress=update,
+                          withhold_labels=run.unlabeled)
+    if run.json:
+        print_json({"out": str(run.out), **result})
         return
-    _print_synth_summary(out, result)
+    _print_synth_summary(run.out, result)
 
 
 def _print_synth_summary(out: Path, result: dict) -> None:
@@ -72,23 +65,28 @@ def _print_synth_summary(out: Path, result: dict) -> None:
     console.print(table)
 
 
-@data.command("check")
-@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--variant", type=click.Choice(["aligned", "wild"]), default=None,
-              help="Which images to check [default: aligned, and wild when img_celeba/ exists].")
-@click.option("--images/--no-images", "verify_images", default=True, show_default=True,
-              help="Decode every image (finds truncated or corrupt files).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def data_check(root: Path, variant: str | None, verify_images: bool, as_json: bool,
-               quiet: bool) -> None:
+@dataclass(frozen=True)
+class CheckConfig:
+    """What ``data check`` checks, and how it prints."""
+
+    root: Path = opt(argument=True, path="dir")
+    variant: Literal["aligned", "wild"] | None = opt(
+        None, "Which images to check [default: aligned, and wild when img_celeba/ exists].")
+    images: bool = opt(True, "Decode every image (finds truncated or corrupt files).",
+                       secondary="--no-images")
+    json: bool = opt(False, "Print the report as JSON.")
+    quiet: bool = opt(False, "No progress bar.")
+
+
+@config_command("check", CheckConfig, group=data)
+def data_check(cfg: CheckConfig) -> None:
     """Validate a CelebA-format folder (official txt or CSV layout) and summarise it."""
     from facedistill.data.check import check_dataset, format_check
 
-    with progress_bar("check images", enabled=not quiet and not as_json) as update:
-        report = check_dataset(root, variant=variant, verify_images=verify_images,
+    with progress_bar("check images", enabled=not cfg.quiet and not cfg.json) as update:
+        report = check_dataset(cfg.root, variant=cfg.variant, verify_images=cfg.images,
                                progress=update)
-    if as_json:
+    if cfg.json:
         print_json(report)
         return
     tables = format_check(report)

@@ -2,44 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from facedistill.clikit import console, print_json, progress_bar
+from facedistill.config import EvalConfig, config_command, opt
 
 
-@click.command("eval")
-@click.argument("run", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CelebA-format folder [default: the one the run was trained on].")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
-              show_default=True, help="Split to score.")
-@click.option("--thresholds", "threshold_source", type=click.Choice(["val", "checkpoint"]),
-              default="val", show_default=True,
-              help="Search per-attribute thresholds on the val split now, or use the stored ones.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the report as JSON to this file.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_cmd(run: Path, data: Path | None, split: str, threshold_source: str, batch_size: int,
-             workers: int, device: str, out_file: Path | None, as_json: bool,
-             quiet: bool) -> None:
+@dataclass(frozen=True)
+class EvalRun:
+    """Which run ``eval`` scores, on which data, where the report goes."""
+
+    run: Path = opt(argument=True)
+    data: Path | None = opt(None, "CelebA-format folder [default: the one the run was trained "
+                                  "on].", path="dir")
+    out: Path | None = opt(None, "Also write the report as JSON to this file.", path="file")
+    json: bool = opt(False, "Print the report as JSON.")
+    quiet: bool = opt(False, "No progress bar.")
+
+
+@config_command("eval", EvalRun, EvalConfig)
+def eval_cmd(run: EvalRun, cfg: EvalConfig) -> None:
     """Balanced accuracy per attribute of a run (folder or .pt), thresholds searched on val."""
     from facedistill.io import atomic_write_json
     from facedistill.pipeline.evaluate import evaluate_checkpoint
 
-    with progress_bar("eval", enabled=not quiet and not as_json) as update:
-        report = evaluate_checkpoint(run, data=data, split=split, thresholds=threshold_source,
-                                     batch_size=batch_size, workers=workers, device=device,
-                                     progress=update)
-    if out_file is not None:
-        atomic_write_json(out_file, report)
-    if as_json:
+    with progress_bar("eval", enabled=not run.quiet and not run.json) as update:
+        report = evaluate_checkpoint(run.run, cfg, data=run.data, progress=update)
+    if run.out is not None:
+        atomic_write_json(run.out, report)
+    if run.json:
         print_json(report)
         return
     _print_eval(report)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING
 
 from facedistill.clikit import console, print_json, step_bar
+from facedistill.config import ExportConfig, config_command, opt
+
+if TYPE_CHECKING:  # the verb imports the export package only when it runs (fast --help)
+    from facedistill.export.report import ExportReport
 
 
 def _default_out(source: Path) -> Path:
@@ -28,105 +31,73 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-def print_report(report: dict[str, Any], committed: bool = True) -> None:
+def print_report(report: ExportReport, committed: bool = True) -> None:
     """The human summary of an export report: one row per variant, then the files
     (``committed=False``: a failed attempt, nothing of which was written)."""
     from rich.table import Table
 
-    split = (report.get("data", {}).get("eval") or {}).get("split")
-    n_eval = (report.get("data", {}).get("eval") or {}).get("n_images")
-    title = f"{report['arch']['arch']} export" + (f" (accuracy on {split}, {n_eval} images)"
-                                                  if split else "")
+    ev = report.data.eval
+    split = ev.split if ev is not None else None
+    n_eval = ev.n_images if ev is not None else None
+    arch = (report.arch or {}).get("arch", "model")
+    title = f"{arch} export" + (f" (accuracy on {split}, {n_eval} images)" if split else "")
     table = Table(title=title, caption="parity: largest |difference| of the probabilities, fp32 "
                                        "vs PyTorch, the others vs fp32")
     for col in ("variant", "size", "parity", "bal. acc.", "delta", "seconds", "status"):
         table.add_column(col, justify="left" if col in ("variant", "status") else "right")
-    for name, v in report["variants"].items():
-        if name == "fp32" and v.get("parity"):
-            parity = f"{max(v['parity'].values()):.1e}"
-        elif v.get("max_abs_diff_to_fp32") is not None and name != "fp32":
-            parity = f"{v['max_abs_diff_to_fp32']:.1e}"
+    for name, v in report.variants.items():
+        if name == "fp32" and v.parity:
+            parity = f"{max(v.parity.values()):.1e}"
+        elif v.max_abs_diff_to_fp32 is not None and name != "fp32":
+            parity = f"{v.max_abs_diff_to_fp32:.1e}"
         else:
             parity = "-"
-        acc = v.get("accuracy") or {}
-        mb = acc.get("mean_balanced")
-        delta = acc.get("delta_to_fp32")
-        secs = sum(float(s) for k, s in (v.get("seconds") or {}).items() if k != "total")
-        table.add_row(name, _size(v.get("size_bytes")), parity,
+        mb = v.accuracy.mean_balanced if v.accuracy is not None else None
+        delta = v.accuracy.delta_to_fp32 if v.accuracy is not None else None
+        secs = sum(float(s) for k, s in (v.seconds or {}).items() if k != "total")
+        table.add_row(name, _size(v.size_bytes), parity,
                       "-" if mb is None else f"{100 * mb:.2f}%",
                       "-" if delta is None else f"{100 * delta:+.2f} pt",
-                      f"{secs:.1f}", v.get("status", "-"))
+                      f"{secs:.1f}", v.status)
     console.print(table)
-    for name, v in report["variants"].items():
-        if v.get("status") == "ok" and committed:
-            carried = f" (kept from the export of {v['carried_from']})" \
-                if v.get("carried_from") else ""
-            console.print(f"{name}: {v['path']}{carried}")
-    for name, v in report["variants"].items():
-        if v.get("status") == "failed":
-            console.print(f"[red]{name} failed[/red]: {v.get('error')}", markup=True,
+    for name, v in report.variants.items():
+        if v.ok and committed:
+            carried = f" (kept from the export of {v.carried_from})" if v.carried_from else ""
+            console.print(f"{name}: {v.path}{carried}")
+    for name, v in report.variants.items():
+        if v.status == "failed":
+            console.print(f"[red]{name} failed[/red]: {v.error}", markup=True,
                           highlight=False)
-    for name, e in report.get("engines", {}).items():
-        if e.get("status") != "failed" and not committed:
+    for name, e in report.engines.items():
+        if e.status != "failed" and not committed:
             continue
-        if e.get("status") == "failed":
-            console.print(f"[red]{name} engine failed[/red]: {e.get('error')}", markup=True,
+        if e.status == "failed":
+            console.print(f"[red]{name} engine failed[/red]: {e.error}", markup=True,
                           highlight=False)
             continue
-        console.print(f"{name} engine: {e['path']} (TensorRT {e['trt_version']}, "
-                      f"{e['gpu_name']}, batch {e['profile']['min']}-{e['profile']['max']})")
-    if committed:
-        console.print(f"wrote {Path(report['out_dir']) / 'export_report.json'}")
+        profile = e.profile or {}
+        console.print(f"{name} engine: {e.path} (TensorRT {e.trt_version}, "
+                      f"{e.gpu_name}, batch {profile.get('min')}-{profile.get('max')})")
+    if committed and report.report_path is not None:
+        console.print(f"wrote {report.report_path}")
 
 
-@click.command("export")
-@click.argument("source", metavar="RUN_OR_CKPT", type=click.Path(path_type=Path))
-@click.option("--onnx", is_flag=True, help="FP32 ONNX: always written (the others derive from it); "
-              "given alone, only FP32 [default without precision flags: all three].")
-@click.option("--fp16", is_flag=True, help="FP16 ONNX (float32 inputs/outputs).")
-@click.option("--int8", is_flag=True, help="INT8 Q/DQ ONNX, calibrated on training images.")
-@click.option("--trt/--no-trt", default=False,
-              help="Also build a TensorRT engine per precision (needs tensorrt, cuda-python and "
-                   "an NVIDIA GPU) [default: no; the pipeline's: when TensorRT is installed].")
-@click.option("--precision", default=None, metavar="LIST",
-              help="Comma list of fp32,fp16,int8 (adds to the flags). [default: all three when "
-                   "no precision is chosen]")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
-@click.option("--calib-data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CelebA-format folder for INT8 calibration [default: --data, else the run's "
-                   "data].")
-@click.option("--calib-n", type=int, default=512, show_default=True,
-              help="Training images (seeded sample) to calibrate INT8 on.")
-@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]),
-              default="entropy", show_default=True)
-@click.option("--int8-recipe", default="auto", show_default=True, metavar="LIST",
-              help="INT8 recipes, comma list: cpu (7-bit weights, safe on every CPU), cpu-vnni "
-                   "(8-bit weights, CPUs with VNNI/AMX or Arm dot-product only), tensorrt "
-                   "(<arch>.int8-trt.onnx, TensorRT's Q/DQ rules). auto: cpu, plus tensorrt "
-                   "with --trt.")
-@click.option("--max-drop", type=float, default=1.0, show_default=True,
-              help="INT8 gate: largest allowed drop of mean balanced accuracy, in points.")
-@click.option("--no-gate", is_flag=True, help="Keep INT8 whatever its accuracy.")
-@click.option("--no-eval", is_flag=True,
-              help="Do not score the variants (INT8 then needs --no-gate).")
-@click.option("--trt-profile", "batches", default="1,8,32", show_default=True,
-              metavar="MIN,OPT,MAX",
-              help="TensorRT profile batch sizes; the FP32 parity check runs at 1 and MAX.")
-@click.option("--workspace-mb", type=int, default=None,
-              help="TensorRT builder workspace limit in MiB [default: TensorRT's].")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CelebA-format folder to score on [default: the run's data].")
-@click.option("--split", "eval_split", type=click.Choice(["val", "test"]), default="val",
-              show_default=True, help="Split the variants are scored on.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: RUN/export].")
-@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precision: str | None,
-            opset: int, calib_data: Path | None, calib_n: int, calib_method: str,
-            int8_recipe: str, max_drop: float, no_gate: bool, no_eval: bool, batches: str,
-            workspace_mb: int | None, data: Path | None, eval_split: str, out: Path | None,
-            as_json: bool, quiet: bool) -> None:
+@dataclass(frozen=True)
+class ExportRun:
+    """What ``export`` reads and writes, and how it prints."""
+
+    source: Path = opt(argument=True, metavar="RUN_OR_CKPT")
+    calib_data: Path | None = opt(None, "CelebA-format folder for INT8 calibration [default: "
+                                        "--data, else the run's data].", path="dir")
+    data: Path | None = opt(None, "CelebA-format folder to score on [default: the run's data].",
+                            path="dir")
+    out: Path | None = opt(None, "Output folder [default: RUN/export].", path="dir")
+    json: bool = opt(False, "Print the export report as JSON.")
+    quiet: bool = opt(False, "No progress bar.")
+
+
+@config_command("export", ExportConfig, ExportRun)
+def command(cfg: ExportConfig, run: ExportRun) -> None:
     """Export a run (folder, .pt or an fp32 .onnx) to ONNX FP32/FP16/INT8 and TensorRT.
 
     Every variant is checked (onnx.checker), run with ONNX Runtime and scored on the
@@ -135,25 +106,24 @@ def command(source: Path, onnx: bool, fp16: bool, int8: bool, trt: bool, precisi
     is shown, nothing is written (the previous export stays as it was) and the command exits
     2; an INT8 file the gate rejects is left out and the rest is written (exit 2 too).
     """
-    from facedistill.config import export_precisions
     from facedistill.export.api import ExportFailed, export_model
 
-    out_dir = out or _default_out(source)
+    out_dir = run.out or _default_out(run.source)
+    as_json = run.json
     try:
-        with step_bar(enabled=not quiet and not as_json) as update:
+        with step_bar(enabled=not run.quiet and not as_json) as update:
             report = export_model(
-                source, out_dir,
-                precisions=export_precisions(onnx, fp16, int8, precision), opset=opset,
-                calib_data=calib_data if calib_data is not None else data, calib_n=calib_n,
-                calib_method=calib_method, int8_recipe=int8_recipe, max_drop=max_drop,
-                gate=not no_gate,
-                eval_data=data, eval_split=None if no_eval else eval_split, trt=trt,
-                batches=batches, workspace_mb=workspace_mb, progress=update)
+                run.source, out_dir, cfg,
+                calib_data=run.calib_data if run.calib_data is not None else run.data,
+                eval_data=run.data, progress=update)
     except ExportFailed as exc:
         # show what every step did, then the error line (exit code 2)
-        print_json(exc.report) if as_json else print_report(exc.report, exc.committed)
+        if as_json:
+            print_json(exc.report.to_json())
+        else:
+            print_report(exc.report, exc.committed)
         raise
     if as_json:
-        print_json(report)
+        print_json(report.to_json())
         return
     print_report(report)

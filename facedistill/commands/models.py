@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import click
+from dataclasses import dataclass
 
 from facedistill.clikit import console, print_json
+from facedistill.config import config_command, opt
 
 
-@click.command("models")
-@click.option("--size", type=int, default=64, show_default=True,
-              help="Input side (pixels) at which MACs are counted.")
-@click.option("--width", type=float, default=1.0, show_default=True,
-              help="Width multiplier (scales every conv but the final 1280).")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
-def models_cmd(size: int, width: float, as_json: bool) -> None:
+@dataclass(frozen=True)
+class ModelsConfig:
+    size: int = opt(64, "Input side (pixels) at which MACs are counted.")
+    width: float = opt(1.0, "Width multiplier (scales every conv but the final 1280).")
+    json: bool = opt(False, "Print the table as JSON.")
+
+
+@config_command("models", ModelsConfig)
+def models_cmd(cfg: ModelsConfig) -> None:
     """List the model registry: exact params (with and without the FC40), MACs, the paper's."""
     from rich.table import Table
 
     from facedistill.nn.models import PAPER, list_models, model_info
 
     order = ["tnet", *sorted(n for n in list_models() if n != "tnet")]  # teacher first
+    size, width = cfg.size, cfg.width
     rows = [model_info(name, width=width, size=size) for name in order]
-    if as_json:
+    if cfg.json:
         print_json(rows)
         return
     table = Table(title=f"models at {size}x{size}, width {width:g}")

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from facedistill.clikit import EpochReporter, console, err_console, print_json
+from facedistill.commands.data import SynthRun
 from facedistill.config import (
-    NumberList,
+    BenchConfig,
+    DistillConfig,
+    ExportConfig,
+    PipelineOptions,
+    SelectConfig,
+    SynthConfig,
+    TrainConfig,
+    TrainOptions,
+    build,
     command_at,
+    config_command,
     config_table,
     load_default_map,
+    opt,
     option_key,
     table_options,
+    want_trt,
 )
 from facedistill.errors import ConfigError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from facedistill.workflow.stages import PipelineConfig
@@ -25,51 +40,76 @@ if TYPE_CHECKING:
 
 DEMO_CONFIG = Path("configs/demo.toml")
 
-# options of the stage commands that the pipeline decides itself: where files go, how it prints
-_OWN = frozenset({"out", "data", "teachers", "student", "selection", "source", "artifacts",
-                  "calib_data", "resume", "force", "as_json", "quiet", "json_out", "md_out",
-                  "plot_out"})
 # options that contradict the pipeline's job: an error when set
 _REFUSED = {("export", "no_eval"): "the pipeline scores every export (its INT8 gate and report)",
             ("data.synth", "unlabeled"): "the pipeline's dataset needs its labels (an unlabeled "
                                          "pool is [compress] unlabeled)"}
-# where the pipeline's default is not the single command's
-_PIPELINE_DEFAULTS = {"export": {"trt": "auto"}}  # engines wherever TensorRT is installed
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """Where the pipeline writes, what it reads, which stages it runs, how it prints."""
+
+    out: Path = opt(Path("runs/demo"), "Run folder.", path="dir")
+    data: Path | None = opt(None, "CelebA-format folder [default: [data.synth] out when the "
+                                  "config has that table].", path="dir")
+    start: str | None = opt(None, "Redo this stage (or group) and everything after it.",
+                            name="from", metavar="STAGE")
+    only: str | None = opt(None, "Run only this stage (or group), as needed (with --from: redo "
+                                 "it); its inputs must be up to date.", metavar="STAGE")
+    status: bool = opt(False, "Show which stages are up to date and exit.")
+    json: bool = opt(False, "Print the summary as JSON.")
+    quiet: bool = opt(False, "No progress output.")
 
 
 def pipeline_config(root: click.Group, default_map: dict[str, Any], source: str | Path, *,
                     given: dict[str, Any] | None = None) -> PipelineConfig:
-    """The pipeline's options from the CLI's own: each stage table starts from its command's
-    option defaults and takes the config file's values (``default_map``, checked and keyed as
-    :func:`facedistill.config.load_default_map` returns it); ``given`` are ``pipeline``'s
-    options from the command line."""
-    from facedistill.workflow.stages import STAGE_TABLES, PipelineConfig
+    """The pipeline's typed configs, made by the commands' own config classes: each stage's
+    from its command's defaults and the config file's table (``default_map``, checked and keyed
+    as :func:`facedistill.config.load_default_map` returns it); ``given`` are ``pipeline``'s
+    options from the command line. The one default of the pipeline's own: ``[export] trt`` is
+    on where TensorRT is installed."""
+    from facedistill.workflow.stages import PipelineConfig  # light; keeps --help fast
 
-    sections: dict[str, dict[str, Any]] = {}
-    keys: dict[str, dict[str, str]] = {}
-    for name in (*STAGE_TABLES, "pipeline"):
-        keys[name] = {str(p.name): option_key(p) for p in command_at(root, name).params
-                      if p.name}
-        own = frozenset() if name == "pipeline" else _OWN
-        values = {k: v for k, v in table_options(root, {}, name).items() if k not in own}
-        values.update(_PIPELINE_DEFAULTS.get(name, {}))
-        table = config_table(default_map, name)
-        for key, value in table.items():
+    def table(name: str) -> dict[str, Any]:
+        keys = {str(p.name): option_key(p) for p in command_at(root, name).params}
+        for key, value in config_table(default_map, name).items():
             if (name, key) in _REFUSED and value:
                 raise ConfigError(f"not for the pipeline: {_REFUSED[name, key]}", path=source,
-                                  field=f"{name}.{keys[name][key]}")
-        sections[name] = values | {k: v for k, v in table.items() if k in values}
-    sections["pipeline"].update(given or {})
+                                  field=f"{name}.{keys[key]}")
+        values = table_options(root, default_map, name)
+        return values | (given or {}) if name == "pipeline" else values
+
+    def make(cls: type[T], name: str, **overrides: Any) -> T:
+        keys = {str(p.name): f"{name}.{option_key(p)}" for p in command_at(root, name).params}
+        return build(cls, table(name) | overrides, where=keys.get, path=source)
+
     # a [data.synth] table: the data stage generates that dataset
-    synth = isinstance((default_map.get("data") or {}).get("synth"), dict)
-    data = sections["pipeline"]["data"]
-    if data is None and synth:
-        data = table_options(root, default_map, "data.synth")["out"]
+    synth = synth_run = None
+    if isinstance((default_map.get("data") or {}).get("synth"), dict):
+        synth, synth_run = make(SynthConfig, "data.synth"), make(SynthRun, "data.synth")
+    data = table("pipeline")["data"]
+    if data is None and synth_run is not None:
+        data = synth_run.out
     if data is None:
         raise ConfigError("no dataset: give [pipeline] data (a CelebA-format folder) or a "
                           "[data.synth] table", path=source, field="pipeline.data")
-    return PipelineConfig(sections=sections, synth=synth, data=Path(data), source=str(source),
-                          keys=keys)
+    teacher = make(TrainConfig, "train")
+    options = make(PipelineOptions, "pipeline")
+    for w in options.teacher_widths:  # the same rule as [train] width: TrainConfig's
+        try:
+            replace(teacher, width=w)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=source, field="pipeline.teacher_widths") \
+                from None
+    student = make(TrainOptions, "compress")
+    trt = {} if "trt" in config_table(default_map, "export") else {"trt": want_trt("auto")}
+    return PipelineConfig(
+        pipeline=options, data=Path(data), teacher=teacher, student=student,
+        distill=make(DistillConfig, "compress"), select=make(SelectConfig, "select"),
+        export=make(ExportConfig, "export", **trt), bench=make(BenchConfig, "bench"),
+        synth=synth, synth_workers=synth_run.workers if synth_run is not None else None,
+        source=str(source))
 
 
 def load_pipeline_config(root: click.Group, path: str | Path, **given: Any) -> PipelineConfig:
@@ -77,38 +117,8 @@ def load_pipeline_config(root: click.Group, path: str | Path, **given: Any) -> P
     return pipeline_config(root, load_default_map(root, path), path, given=given)
 
 
-@click.command("pipeline")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="runs/demo",
-              show_default=True, help="Run folder.")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CelebA-format folder [default: [data.synth] out when the config has that "
-                   "table].")
-@click.option("--students", multiple=True, default=("snet1", "snet2", "snet3"),
-              show_default=True, help="Students to distil (repeat or comma-separate).")
-@click.option("--teachers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train an ensemble of this many teachers (seeds train.seed + i) and distil "
-                   "every student from all of them.")
-@click.option("--teacher-widths", type=NumberList(), multiple=True, metavar="W1,W2,...",
-              help="An ensemble of teachers of these widths (one per teacher, seeds "
-                   "train.seed + i) [default: every teacher at train.width].")
-@click.option("--twins", multiple=True,
-              help="Students that also train on the labels alone with the same budget, for "
-                   "the report's distillation-gain table [default: none].")
-@click.option("--bench-precisions", multiple=True, default=("fp32", "int8"), show_default=True,
-              help="ONNX precisions the bench stage times.")
-@click.option("--from", "start", default=None, metavar="STAGE",
-              help="Redo this stage (or group) and everything after it.")
-@click.option("--only", default=None, metavar="STAGE",
-              help="Run only this stage (or group), as needed (with --from: redo it); its "
-                   "inputs must be up to date.")
-@click.option("--status", "show_status", is_flag=True,
-              help="Show which stages are up to date and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress output.")
-def command(out: Path, data: Path | None, students: tuple[str, ...], teachers: int,
-            teacher_widths: tuple[list[float], ...], twins: tuple[str, ...],
-            bench_precisions: tuple[str, ...], start: str | None, only: str | None,
-            show_status: bool, as_json: bool, quiet: bool) -> None:
+@config_command("pipeline", PipelineOptions, PipelineRun)
+def command(options: PipelineOptions, run: PipelineRun) -> None:
     """Run the main job end to end into one run folder, with one report.
 
     \b
@@ -128,14 +138,13 @@ def command(out: Path, data: Path | None, students: tuple[str, ...], teachers: i
     if default_map is None:  # no global --config: the demo's
         path = DEMO_CONFIG
         default_map = load_default_map(root.command, path)
-    values = {"out": out, "data": data, "students": list(students), "teachers": teachers,
-              "teacher_widths": [w for ws in teacher_widths for w in ws], "twins": list(twins),
-              "bench_precisions": list(bench_precisions)}
-    given = {k: v for k, v in values.items()
+    given = {k: v for k, v in ctx.params.items()
              if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
     cfg = pipeline_config(root.command, default_map, path, given=given)
-    out = Path(cfg.sections["pipeline"]["out"])
-    show = not quiet and not as_json
+    out = Path(table_options(root.command, default_map, "pipeline")["out"]
+               if "out" not in given else run.out)
+    as_json = run.json
+    show = not run.quiet and not as_json
     t_start = time.perf_counter()
 
     def events(stage: str, what: str, info: dict[str, Any]) -> None:
@@ -154,7 +163,7 @@ def command(out: Path, data: Path | None, students: tuple[str, ...], teachers: i
 
     pipe = Pipeline(cfg, out, events=events,
                     reporter_factory=lambda name: EpochReporter(enabled=show))
-    if show_status:
+    if run.status:
         rows = pipe.status()
         if as_json:
             print_json(rows)
@@ -163,7 +172,7 @@ def command(out: Path, data: Path | None, students: tuple[str, ...], teachers: i
                 console.print(f"{r['stage']:<18} {'ok' if r['valid'] else 'to run':<7} "
                               f"{r['reason']}", markup=False)
         return
-    summary = pipe.run(start=start, only=only)
+    summary = pipe.run(start=run.start, only=run.only)
     if as_json:
         print_json(summary)
         return

@@ -7,13 +7,15 @@ is not installed (a Jetson, a slim container).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from facedistill.clikit import EXIT_USER_ERROR, console, err_console, print_json, progress_bar
-from facedistill.errors import UserError
+from facedistill.config import config_command, opt
+from facedistill.errors import ConfigError, UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
                   ".pgm")
@@ -65,38 +67,43 @@ def annotation_targets(images: Sequence[Path], annotate: Path) -> list[Path]:
     return targets
 
 
-@click.command("predict")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model", required=True, type=click.Path(path_type=Path),
-              help="Exported model: .onnx (ONNX Runtime) or .engine (TensorRT).")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto",
-              show_default=True, help="auto: by the model file's suffix.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto, cpu, cuda or cuda:N (auto: a GPU when ONNX Runtime has one).")
-@click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="ONNX Runtime intra-op threads [default: one per physical core].")
-@click.option("--spin", is_flag=True,
-              help="Let ONNX Runtime's threads spin between calls: lower latency for one model "
-                   "called back to back, slower beside other work (docs/runtime.md).")
-@click.option("--detect", is_flag=True,
-              help="Find faces (OpenCV Haar cascade, the 'detect' extra) and predict each crop; "
-                   "without it every image is taken as one aligned face.")
-@click.option("--margin", type=click.FloatRange(min=0), default=None,
-              help="With --detect: crop margin around each face box, as a fraction of its size "
-                   "[default: the model's training margin].")
-@click.option("--top", type=click.IntRange(min=1), default=None,
-              help="Show at most N positive attributes per face (tables and --annotate; JSON "
-                   "always has all) [default: all in tables, 3 on images].")
-@click.option("--annotate", type=click.Path(path_type=Path), default=None, metavar="OUT",
-              help="Write the images with boxes and top attributes: a file for one image "
-                   "(OUT.jpg), else a folder.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--json", "as_json", is_flag=True,
-              help="Print JSON: every attribute's probability, decision and threshold.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(images: tuple[Path, ...], model: Path, backend: str, device: str,
-            threads: int | None, spin: bool, detect: bool, margin: float | None, top: int | None,
-            annotate: Path | None, batch_size: int, as_json: bool, quiet: bool) -> None:
+@dataclass(frozen=True)
+class PredictConfig:
+    """Which images, which model, how it runs, what is printed and drawn."""
+
+    images: tuple[Path, ...] = opt(argument=True)
+    model: Path = opt(help="Exported model: .onnx (ONNX Runtime) or .engine (TensorRT).")
+    backend: Literal["auto", "ort", "trt"] = opt("auto", "auto: by the model file's suffix.")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N (auto: a GPU when ONNX Runtime has "
+                              "one).")
+    threads: int | None = opt(None, "ONNX Runtime intra-op threads [default: one per physical "
+                                    "core].", type=click.IntRange(min=0))
+    spin: bool = opt(False, "Let ONNX Runtime's threads spin between calls: lower latency for "
+                            "one model called back to back, slower beside other work "
+                            "(docs/runtime.md).")
+    detect: bool = opt(False, "Find faces (OpenCV Haar cascade, the 'detect' extra) and predict "
+                              "each crop; without it every image is taken as one aligned face.")
+    margin: float | None = opt(None, "With --detect: crop margin around each face box, as a "
+                                     "fraction of its size [default: the model's training "
+                                     "margin].", type=click.FloatRange(min=0))
+    top: int | None = opt(None, "Show at most N positive attributes per face (tables and "
+                                "--annotate; JSON always has all) [default: all in tables, 3 on "
+                                "images].", type=click.IntRange(min=1))
+    annotate: Path | None = opt(None, "Write the images with boxes and top attributes: a file "
+                                      "for one image (OUT.jpg), else a folder.", metavar="OUT")
+    batch_size: int = opt(32, type=click.IntRange(min=1))
+    json: bool = opt(False, "Print JSON: every attribute's probability, decision and "
+                            "threshold.")
+    quiet: bool = opt(False, "No progress bar.")
+
+    def __post_init__(self) -> None:
+        if self.margin is not None and not self.detect:
+            raise ConfigError("needs --detect (it is the crop margin around found faces)",
+                              field="margin")
+
+
+@config_command("predict", PredictConfig)
+def command(cfg: PredictConfig) -> None:
     """Predict the attributes of face IMAGES (files or folders) with an exported model.
 
     \b
@@ -108,8 +115,10 @@ def command(images: tuple[Path, ...], model: Path, backend: str, device: str,
     from facedistill.runtime.draw import annotate as draw
     from facedistill.runtime.draw import save_image
 
-    if margin is not None and not detect:
-        raise UserError("--margin needs --detect (it is the crop margin around found faces)")
+    images, model, backend, device, threads = (cfg.images, cfg.model, cfg.backend, cfg.device,
+                                               cfg.threads)
+    spin, detect, margin, top, annotate = cfg.spin, cfg.detect, cfg.margin, cfg.top, cfg.annotate
+    batch_size, as_json, quiet = cfg.batch_size, cfg.json, cfg.quiet
     paths = expand_images(images)
     targets = annotation_targets(paths, annotate) if annotate is not None else None
     predictor = Predictor(model, backend=backend, device=device, threads=threads,

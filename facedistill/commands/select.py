@@ -2,66 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
-
 from facedistill.clikit import console, print_json, progress_bar
+from facedistill.config import SelectConfig, config_command, opt
 
 if TYPE_CHECKING:
     from facedistill.selection.file import SelectionRecord
 
 
-@click.command("select")
-@click.option("--teacher", "teachers", multiple=True, required=True,
-              type=click.Path(path_type=Path),
-              help="Teacher run folder or checkpoint; repeat for an ensemble (neurons concatenated).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CelebA-format folder [default: the first teacher's training data].")
-@click.option("--k", "k", type=int, default=512, show_default=True, help="Neurons to keep.")
-@click.option("--solver", type=click.Choice(["fast", "exact"]), default="fast", show_default=True,
-              help="fast: hashed (response) or piecewise-linear (profile) messages, O(N) per "
-                   "iteration; exact: dense, O(N^2).")
-@click.option("--split", type=click.Choice(["val", "train", "test"]), default="val",
-              show_default=True, help="Images whose responses are scored.")
-@click.option("--redundancy", type=click.Choice(["response", "profile"]), default="response",
-              show_default=True,
-              help="response: correlation of the neurons' responses (sharpened by --bits); "
-                   "profile: Gaussian kernel on their attribute-accuracy rows (--sigma).")
-@click.option("--lam", type=float, default=None,
-              help="Weight of redundancy against informativeness [default: 128 for response, "
-                   "1 for profile].")
-@click.option("--bits", type=int, default=24, show_default=True,
-              help="Sharpness of the response kernel: (1-t)^bits + t^bits, t = angle / pi.")
-@click.option("--tables", type=int, default=32, show_default=True,
-              help="Hash tables the fast solver estimates response messages with.")
-@click.option("--sigma", type=float, default=0.1, show_default=True,
-              help="Width of the profile kernel on normalised accuracies.")
-@click.option("--polarity", type=click.Choice(["positive", "both"]), default="positive",
-              show_default=True, help="both: a neuron may also signal an attribute by falling.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="selection.json to write (X.npy and selection.png go beside it) "
-                   "[default: TEACHER/selection/selection.json].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the selection record as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def select_cmd(teachers: tuple[Path, ...], data: Path | None, k: int, solver: str, split: str,
-               redundancy: str, lam: float | None, bits: int, tables: int, sigma: float,
-               polarity: str, out: Path | None, batch_size: int, workers: int, device: str,
-               as_json: bool, quiet: bool) -> None:
+@dataclass(frozen=True)
+class SelectRun:
+    """What ``select`` reads and writes, and how it prints."""
+
+    teacher: tuple[Path, ...] = opt(
+        (), "Teacher run folder or checkpoint; repeat for an ensemble (neurons concatenated).",
+        required=True, key=False)
+    data: Path | None = opt(None, "CelebA-format folder [default: the first teacher's training "
+                                  "data].", path="dir")
+    out: Path | None = opt(None, "selection.json to write (X.npy and selection.png go beside "
+                                 "it) [default: TEACHER/selection/selection.json].")
+    json: bool = opt(False, "Print the selection record as JSON.")
+    quiet: bool = opt(False, "No progress bar.")
+
+
+@config_command("select", SelectConfig, SelectRun)
+def select_cmd(cfg: SelectConfig, run: SelectRun) -> None:
     """Pick the teacher's K most informative, least redundant top-layer neurons (mean field)."""
     from facedistill.pipeline.selection import run_selection
 
-    with progress_bar("responses", enabled=not quiet and not as_json) as update:
-        record = run_selection(list(teachers), k, data=data, out=out, split=split,
-                               solver=solver, lam=lam, sigma=sigma, polarity=polarity,
-                               redundancy=redundancy, bits=bits, tables=tables,
-                               batch_size=batch_size, workers=workers, device=device,
+    with progress_bar("responses", enabled=not run.quiet and not run.json) as update:
+        record = run_selection(list(run.teacher), cfg, data=run.data, out=run.out,
                                progress=update)
-    if as_json:
+    if run.json:
         print_json({**record.to_json(), "path": str(record.path)})
         return
     _print_selection(record)

@@ -41,12 +41,11 @@ then nothing here imports torch (data must then be given: the ONNX does not reco
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from facedistill import __version__
+from facedistill.config import ExportConfig
 from facedistill.errors import UserError
 from facedistill.export.folder import ExportFolder
 from facedistill.export.onnx import (
@@ -67,11 +67,10 @@ from facedistill.export.onnx import (
     ort_session,
     update_metadata,
 )
+from facedistill.export.report import REPORT_FORMAT, REPORT_NAME, ExportReport
 from facedistill.io import pause_point, sha256_file, write_error
 from facedistill.runtime.metadata import INPUT_NAME, PRECISIONS, ModelInfo, parse_metadata
 
-REPORT_FORMAT = "facedistill.export_report/v1"
-REPORT_NAME = "export_report.json"
 StepProgress = Callable[[str, int, int], None]
 
 
@@ -83,18 +82,6 @@ def _check_precisions(precisions: Sequence[str] | str) -> list[str]:
         raise UserError(f"unknown precision {bad[0]!r}; expected {', '.join(PRECISIONS)}",
                         field="precision")
     return [p for p in PRECISIONS if p in wanted or p == "fp32"]
-
-
-def want_trt(mode: bool | str) -> bool:
-    """Whether to build TensorRT engines: a bool, or ``"auto"`` (the pipeline's default): when
-    TensorRT can be imported here. ``True`` without it is an error, raised before any work."""
-    if isinstance(mode, bool):
-        return mode
-    if mode != "auto":
-        raise UserError(f"trt must be true, false or 'auto', not {mode!r}", field="trt")
-    import importlib.util
-
-    return importlib.util.find_spec("tensorrt") is not None
 
 
 def _resolve_data(data: str | os.PathLike[str] | None, default: str | None, what: str,
@@ -217,12 +204,12 @@ def _error_line(exc: BaseException) -> str:
 
 class ExportFailed(ExportError):
     """Export steps failed. ``failed`` names them (``int8``, ``fp16 engine`` ...) and
-    ``report`` is the attempt's export report (``status: failed`` with each error).
+    ``report`` is the attempt's :class:`ExportReport` (``status: failed`` with each error).
     ``committed`` says whether the export was swapped into the folder anyway (only when the
     INT8 gate was the sole failure, see :class:`GateError`); otherwise the folder holds the
     previous export, byte for byte."""
 
-    def __init__(self, message: str, *, failed: list[str], report: dict[str, Any],
+    def __init__(self, message: str, *, failed: list[str], report: ExportReport,
                  committed: bool = False, **where: Any) -> None:
         super().__init__(message, **where)
         self.failed = failed
@@ -232,9 +219,10 @@ class ExportFailed(ExportError):
 
 class GateError(ExportFailed):
     """The export failed only because INT8 files lost more accuracy than ``max_drop``: it was
-    committed without them. ``rejected`` names them; ``report`` is the export report."""
+    committed without them. ``rejected`` names them; ``report`` is the :class:`ExportReport`
+    committed."""
 
-    def __init__(self, message: str, *, rejected: list[str], report: dict[str, Any],
+    def __init__(self, message: str, *, rejected: list[str], report: ExportReport,
                  **where: Any) -> None:
         super().__init__(message, failed=rejected, report=report, committed=True, **where)
         self.rejected = rejected
@@ -286,13 +274,14 @@ class _Steps:
                  f"{out / REPORT_NAME}" if gated else
                  f"nothing was written: {out} was new and is removed again" if created else
                  f"nothing was written: {out} is as it was")
+        report = ExportReport.from_json(self.report)
         if len(self.errors) == 1 and isinstance(self.errors[0][1], UserError):
             exc = self.errors[0][1]
             raise kind(f"{exc.message} ({where})", path=exc.path, line=exc.line,
-                       field=exc.field, report=self.report, **extra)
+                       field=exc.field, report=report, **extra)
         what = "; ".join(f"{name}: {_error_line(exc)}" for name, exc in self.errors)
         raise kind(f"{len(self.errors)} export steps failed - {what} ({where})",
-                   report=self.report, **extra)
+                   report=report, **extra)
 
 
 @dataclass(frozen=True)
@@ -312,42 +301,27 @@ class ExportRequest:
     workspace_mb: int | None = None
 
     @classmethod
-    def check(cls, *, precisions: Sequence[str] | str, opset: int, calib_n: int,
-              calib_method: str, int8_recipe: Sequence[str] | str | None, max_drop: float,
-              gate: bool, eval_split: str | None, trt: bool, batches: Sequence[int] | str,
-              workspace_mb: int | None) -> ExportRequest:
-        from facedistill.export.quantize import CALIBRATION_METHODS
+    def from_config(cls, cfg: ExportConfig) -> ExportRequest:
+        """The request of ``cfg``, with what only the export can check (the opset, the INT8
+        recipes, the TensorRT profile and workspace, the split) checked too."""
         from facedistill.runtime.engine import parse_profile
 
-        wanted = _check_precisions(precisions)
-        check_opset(opset)
-        if calib_method not in CALIBRATION_METHODS:
-            raise UserError(f"calibration method must be one of "
-                            f"{', '.join(CALIBRATION_METHODS)}, got {calib_method!r}",
-                            field="calib_method")
-        if isinstance(calib_n, bool) or not isinstance(calib_n, int) or calib_n < 1:
-            raise UserError(f"the number of calibration images must be >= 1, got {calib_n!r}",
-                            field="calib_n")
-        plan = _int8_plan(wanted, int8_recipe, trt)
-        max_drop = float(max_drop)
-        if math.isnan(max_drop):
-            raise UserError("max drop is NaN", field="max_drop")
-        profile = parse_profile(batches if isinstance(batches, str) else list(batches))
-        if workspace_mb is not None:
+        wanted = _check_precisions(cfg.precisions)
+        check_opset(cfg.opset)
+        plan = _int8_plan(wanted, cfg.int8_recipe, cfg.trt)
+        profile = parse_profile(list(cfg.trt_profile))
+        if cfg.workspace_mb is not None:
             from facedistill.export.tensorrt import workspace_bytes
 
-            workspace_bytes(workspace_mb)
-        if eval_split is not None:
+            workspace_bytes(cfg.workspace_mb)
+        if cfg.eval_split is not None:
             from facedistill.data.celeba import split_id
 
-            split_id(eval_split)  # a ConfigError naming the split when unknown
-        if "int8" in wanted and gate and eval_split is None:
-            raise UserError("the INT8 accuracy gate needs an evaluation split; drop --no-eval "
-                            "or pass --no-gate", field="eval_split")
-        return cls(precisions=tuple(wanted), int8_plan=plan, opset=opset, calib_n=calib_n,
-                   calib_method=calib_method, max_drop=max_drop, gate=bool(gate),
-                   eval_split=eval_split, trt=bool(trt), profile=profile,
-                   workspace_mb=workspace_mb)
+            split_id(cfg.eval_split)  # a ConfigError naming the split when unknown
+        return cls(precisions=tuple(wanted), int8_plan=plan, opset=cfg.opset,
+                   calib_n=cfg.calib_n, calib_method=cfg.calib_method,
+                   max_drop=float(cfg.max_drop), gate=cfg.gate, eval_split=cfg.eval_split,
+                   trt=cfg.trt, profile=profile, workspace_mb=cfg.workspace_mb)
 
 
 @dataclass
@@ -385,33 +359,27 @@ class _Source:
 def export_model(
     checkpoint: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    cfg: ExportConfig | None = None,
     *,
-    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
-    opset: int = 18,
     calib_data: str | os.PathLike[str] | None = None,
-    calib_n: int = 512,
-    calib_method: str = "entropy",
-    int8_recipe: Sequence[str] | str | None = None,
-    max_drop: float = 1.0,
-    gate: bool = True,
     eval_data: str | os.PathLike[str] | None = None,
-    eval_split: str | None = "val",
-    trt: bool | str = False,
-    batches: Sequence[int] | str = (1, 8, 32),
-    workspace_mb: int | None = None,
     progress: StepProgress | None = None,
-) -> dict[str, Any]:
+    **fields: Any,
+) -> ExportReport:
     """Export ``checkpoint`` (run folder, ``.pt``, or an FP32 ``.onnx`` export) into
-    ``out_dir``; returns the report also written to ``out_dir/export_report.json``.
+    ``out_dir``; returns the :class:`ExportReport` also written to
+    ``out_dir/export_report.json``.
 
+    ``cfg`` (:class:`~facedistill.config.ExportConfig`, the ``export`` command's options) says
+    what to write and check; ``fields`` override its fields (``precision="fp32,int8"``).
     ``calib_data`` / ``eval_data`` default to the dataset recorded in the checkpoint;
     calibration uses ``calib_n`` seeded-random *training* images, evaluation the whole
-    ``eval_split`` (``None`` skips evaluation, which the INT8 gate then refuses).
+    ``split`` (``no_eval`` skips evaluation, which the INT8 gate then refuses).
     ``int8_recipe`` names the INT8 recipes (:data:`~facedistill.export.quantize.INT8_RECIPES`;
-    default ``cpu``, plus ``tensorrt`` with ``trt``; ``trt``: see :func:`want_trt`).
-    ``max_drop`` is in percentage points of mean balanced accuracy. ``batches`` are the
-    TensorRT profile's (min, opt, max) and the FP32 parity check runs at batch 1 and the max.
-    ``progress(step, done, total)`` is called as work proceeds.
+    ``auto``: ``cpu``, plus ``tensorrt`` with ``trt``). ``max_drop`` is in percentage points of
+    mean balanced accuracy. ``trt_profile`` is the TensorRT profile's (min, opt, max); the
+    FP32 parity check runs at batch 1 and the max. ``progress(step, done, total)`` is called as
+    work proceeds.
 
     The export is built in a staging folder and swapped in only when complete
     (:mod:`facedistill.export.folder`). A failing step does not stop the others, but then
@@ -421,10 +389,7 @@ def export_model(
     is raised.
     """
     t_start = time.perf_counter()
-    request = ExportRequest.check(
-        precisions=precisions, opset=opset, calib_n=calib_n, calib_method=calib_method,
-        int8_recipe=int8_recipe, max_drop=max_drop, gate=gate, eval_split=eval_split,
-        trt=want_trt(trt), batches=batches, workspace_mb=workspace_mb)
+    request = ExportRequest.from_config(replace(cfg or ExportConfig(), **fields))
     src = Path(checkpoint)
     if not src.exists():  # before importing torch to read it, or creating out_dir
         raise UserError("no such checkpoint file or run folder", path=src)
@@ -462,7 +427,7 @@ def export_model(
         except UserError as exc:  # e.g. a corrupt evaluation image: nothing is committed
             raise folder.public_error(write_error(exc, folder.out)) from None
     job.steps.raise_if_failed(folder.out, created=folder.created)
-    return job.report
+    return ExportReport.from_json(job.report)
 
 
 class _Export:
@@ -470,7 +435,9 @@ class _Export:
     ends the export), :meth:`fp16`, :meth:`int8` (one file per recipe), :meth:`score_and_gate`
     (every variant on the evaluation split, the INT8 gate, accuracy into each file's
     metadata), :meth:`engines` (TensorRT), :meth:`commit`. Files are written into the
-    staging folder; the report records the paths they will have."""
+    staging folder; the report records the paths they will have. The report is assembled
+    as a dict (``self.report``, the JSON of an :class:`ExportReport`); what leaves the
+    package is the typed record."""
 
     def __init__(self, request: ExportRequest, source: _Source, folder: ExportFolder,
                  progress: StepProgress | None) -> None:
@@ -633,47 +600,50 @@ class _Export:
         previous = self.folder.previous_report(REPORT_NAME)
         stale = _carry_previous(self.report, previous, self.folder, set(
             p.name for p in self.folder.staging.iterdir()))
-        self.folder.commit(REPORT_NAME, self.report, remove=stale)
+        self.folder.commit(REPORT_NAME, ExportReport.from_json(self.report).to_json(),
+                           remove=stale)
 
 
-def _carry_previous(report: dict[str, Any], previous: dict[str, Any] | None,
+def _carry_previous(report: dict[str, Any], previous: ExportReport | None,
                     folder: ExportFolder, written: set[str]) -> list[str]:
     """Reconcile the new export with the previous one in the folder. A previous file this
     export did not rewrite is *carried* (kept, and listed in the new report with
     ``carried_from``) when it was exported from the same source and is unchanged on disk; an
     engine also needs its ONNX file to be the one it was built from. Anything else the
     previous report lists is stale (another model) and returned, to be removed. Without a
-    previous report nothing is known about the folder's other files: they stay, unlisted."""
-    if previous is None or previous.get("format") != REPORT_FORMAT:
+    previous report (none, unreadable, another format) nothing is known about the folder's
+    other files: they stay, unlisted."""
+    if previous is None:
         return []
     same = bool(report["source"].get("sha256")) and \
-        (previous.get("source") or {}).get("sha256") == report["source"]["sha256"]
-    since = previous.get("created_at")
+        previous.source.sha256 == report["source"]["sha256"]
+    since = previous.created_at
     stale: list[str] = []
     onnx_sha: dict[str, str] = {}
     for rec in report["variants"].values():
         if rec.get("status") == "ok":
             onnx_sha[Path(rec["path"]).name] = rec["sha256"]
-    for name, rec in (previous.get("variants") or {}).items():
-        fname = Path(str(rec.get("path", ""))).name
-        if rec.get("status") != "ok" or not fname or fname in written:
+    for name, old in previous.variants.items():
+        fname = Path(old.path or "").name
+        if not old.ok or not fname or fname in written:
             continue
         path = folder.final(fname)
         if not path.is_file():
             continue
-        if not same or sha256_file(path) != rec.get("sha256"):
+        if not same or sha256_file(path) != old.sha256:
             stale.append(fname)
             continue
-        onnx_sha[fname] = str(rec["sha256"])
+        onnx_sha[fname] = str(old.sha256)
         now = report["variants"].get(name)
         if now is None:
-            report["variants"][name] = {**rec, "carried_from": since}
+            report["variants"][name] = {**old.to_json(), "carried_from": since}
         else:  # rejected by this export's gate: the earlier accepted file stays
+            rec = old.to_json()
             now["previous"] = {**{k: rec.get(k) for k in (
                 "path", "size_bytes", "sha256", "accuracy", "int8_gate")}, "created_at": since}
-    for name, rec in (previous.get("engines") or {}).items():
-        files = [Path(str(rec.get(k, ""))).name for k in ("path", "sidecar")]
-        if rec.get("status") != "ok" or not files[0] or files[0] in written:
+    for name, engine in previous.engines.items():
+        files = [Path(p or "").name for p in (engine.path, engine.sidecar)]
+        if not engine.ok or not files[0] or files[0] in written:
             continue
         if not folder.final(files[0]).is_file():
             continue
@@ -681,10 +651,12 @@ def _carry_previous(report: dict[str, Any], previous: dict[str, Any] | None,
             built_from = json.loads(folder.final(files[1]).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             built_from = {}
-        onnx_name = Path(str(rec.get("onnx", ""))).name
+        if not isinstance(built_from, dict):
+            built_from = {}
+        onnx_name = Path(engine.onnx or "").name
         if same and name not in report["engines"] and \
                 onnx_sha.get(onnx_name) == built_from.get("onnx_sha256"):
-            report["engines"][name] = {**rec, "carried_from": since}
+            report["engines"][name] = {**engine.to_json(), "carried_from": since}
         else:
             stale += files
     return stale

@@ -24,12 +24,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from facedistill.errors import UserError
 from facedistill.export.onnx import ExportError
+from facedistill.export.report import REPORT_NAME, ExportReport
 from facedistill.io import atomic_write_json, pause_point, write_error
 
 STAGING_GLOB = ".export-*.staging"
@@ -150,16 +151,17 @@ class ExportFolder:
         return type(exc)(exc.message, path=self.out / rel, line=exc.line, field=exc.field) \
             if type(exc) in (UserError, ExportError) else exc
 
-    def previous_report(self, name: str) -> dict[str, Any] | None:
-        """The report of the export now in the folder, or ``None`` (none, or unreadable)."""
+    def previous_report(self, name: str = REPORT_NAME) -> ExportReport | None:
+        """The report of the export now in the folder, or ``None`` (none, unreadable, of
+        another format or malformed: then nothing is known about the folder's files)."""
         try:
-            report = json.loads((self.out / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return ExportReport.from_json(
+                json.loads((self.out / name).read_text(encoding="utf-8")), self.out / name)
+        except (OSError, ValueError, UserError):
             return None
-        return report if isinstance(report, dict) else None
 
     # -- commit --------------------------------------------------------------------------------
-    def commit(self, report_name: str, report: dict[str, Any], remove: Iterable[str] = ()
+    def commit(self, report_name: str, report: Mapping[str, Any], remove: Iterable[str] = ()
                ) -> None:
         """Swap the staged export in: write ``report`` (as ``report_name``) into the staging
         folder, then the journal, then remove ``remove`` (stale files of the previous export)

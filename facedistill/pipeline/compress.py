@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facedistill.config import TrainConfig
+from facedistill.config import DistillConfig, SelectConfig, TrainConfig
 from facedistill.errors import UserError
 
 if TYPE_CHECKING:
     from facedistill.selection.file import SelectionRecord
 
-METHODS = ("selected", "hint", "soft", "labels")
 
 
 def _input_size(ckpt: dict[str, Any]) -> int:
@@ -59,20 +59,16 @@ def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequen
 
 def resolve_selection(
     ckpts: list[dict[str, Any]],
+    select: SelectConfig,
     *,
-    k: int,
     data: str | os.PathLike[str],
     selection: str | os.PathLike[str] | None,
     out: Path,
-    workers: int,
-    device: str,
     progress: Callable[[int, int], None] | None = None,
-    options: Mapping[str, Any] | None = None,
     staged: bool = True,
 ) -> SelectionRecord:
     """The selection record: read from ``selection`` (and checked against the teachers) or
-    computed now with ``options`` (:func:`~facedistill.pipeline.selection.run_selection`'s:
-    solver, lam, split, ...) into ``out/selection`` (responses cached there) - ``staged``:
+    computed now as ``select`` says into ``out/selection`` (responses cached there) - ``staged``:
     into the run's staging folder, which :func:`compress` publishes as ``out/selection`` once
     the run is done."""
     from facedistill.io import sha256_file
@@ -91,12 +87,12 @@ def resolve_selection(
     from facedistill.nn.models import FEATURE_DIM
 
     width = FEATURE_DIM * len(ckpts)
-    if k > width:
-        raise UserError(f"--k {k} is more than the {width} neurons of the teacher(s)",
+    if select.k > width:
+        raise UserError(f"--k {select.k} is more than the {width} neurons of the teacher(s)",
                         field="k")
     target = _selection_staging(out) if staged else out / SELECTION
-    return run_selection([c["path"] for c in ckpts], k, data=data, out=target,
-                         workers=workers, device=device, progress=progress, **(options or {}))
+    return run_selection([c["path"] for c in ckpts], select, data=data, out=target,
+                         progress=progress)
 
 
 SELECTION = "selection"  # a compress run's own selection: OUT/selection/selection.json
@@ -144,19 +140,16 @@ def prepare_selection(
     teachers: Sequence[str | os.PathLike[str]],
     data: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    select: SelectConfig,
     *,
-    k: int,
     variant: str = "aligned",
-    workers: int = 1,
-    device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
-    options: Mapping[str, Any] | None = None,
     staged: bool = False,
     resume: bool = False,
     force: bool = False,
 ) -> str:
-    """Run (or reuse) the selection a ``selected`` compress will use (with the selection
-    ``options``, e.g. a config's ``[select]`` table), into ``out/selection``; its path.
+    """Run (or reuse) the selection a ``selected`` compress will use (``select``, e.g. from a
+    config's ``[select]`` table), into ``out/selection``; its path.
     ``staged``: for the compress run ``out`` itself - refused, before anything is written,
     where :func:`compress` would refuse ``out`` (a run there, no ``force``), and made in the
     run's staging folder, published by :func:`compress` when the run is done."""
@@ -168,9 +161,8 @@ def prepare_selection(
 
     index = CelebAIndex.load(data, variant=variant)
     ckpts = load_teachers(teachers, list(index.attribute_names))
-    rec = resolve_selection(ckpts, k=k, data=data, selection=None, out=Path(out),
-                            workers=workers, device=device, progress=progress, options=options,
-                            staged=staged)
+    rec = resolve_selection(ckpts, select, data=data, selection=None, out=Path(out),
+                            progress=progress, staged=staged)
     return str(rec.path)
 
 
@@ -179,26 +171,21 @@ def compress(
     teachers: Sequence[str | os.PathLike[str]],
     data: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    distill: DistillConfig | None = None,
     *,
-    method: str = "selected",
-    k: int = 512,
     selection: str | os.PathLike[str] | None = None,
-    temperature: float = 1.0,
-    two_stage: int = 0,
-    weights: Mapping[str, float] | None = None,
-    split: str = "test",
-    unlabeled: str | os.PathLike[str] | None = None,
-    unlabeled_n: int | None = None,
     resume: bool = False,
     force: bool = False,
     reporter: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """Distil ``teachers`` into ``cfg.arch``; returns the comparison record.
+    """Distil ``teachers`` into ``cfg.arch`` as ``distill`` says; returns the comparison
+    record. ``fields`` override those of ``distill`` (``method="hint"``).
 
-    ``weights`` overrides the method's default term weights term by term (e.g.
-    ``{"selected": 0.3}``); the weights used are recorded in the checkpoint. ``unlabeled``: a
-    folder of face crops without labels (the first ``unlabeled_n``) that the teacher terms
+    ``distill.weight`` overrides the method's default term weights term by term (e.g.
+    ``selected=0.3``); the weights used are recorded in the checkpoint. ``distill.unlabeled``:
+    a folder of face crops without labels (the first ``unlabeled_n``) that the teacher terms
     also train on, next to the labelled split.
     """
     from facedistill.data.celeba import CelebAIndex
@@ -208,16 +195,18 @@ def compress(
     from facedistill.pipeline.evaluate import evaluate_checkpoint
     from facedistill.pipeline.train import positive_weights, prepare_run, train
 
-    if method not in METHODS:
-        raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    distill = replace(distill or DistillConfig(), **fields)
+    method, k, split = distill.method, distill.k, distill.split
+    unlabeled, unlabeled_n = distill.unlabeled, distill.unlabeled_n
     out = Path(out)
     prepare_run(out, resume=resume, force=force)  # refuse before any file is written
     index = CelebAIndex.load(data, variant=cfg.variant)
     ckpts = load_teachers(teachers, list(index.attribute_names))
     sel = None
     if method == "selected":
-        sel = resolve_selection(ckpts, k=k, data=data, selection=selection, out=out,
-                                workers=cfg.workers, device=cfg.device, progress=progress)
+        select = SelectConfig(k=k, workers=cfg.workers, device=cfg.device)
+        sel = resolve_selection(ckpts, select, data=data, selection=selection, out=out,
+                                progress=progress)
     models = [model_from_checkpoint(c) for c in ckpts]
     sizes = [_input_size(c) for c in ckpts]
     pos_weight = None
@@ -225,8 +214,9 @@ def compress(
         pos_weight = positive_weights(index.attrs[index.select("train")], cfg.pos_weight)
     shas = [sha256_file(c["path"]) for c in ckpts]
     objective = build_objective(method, models, selected=list(sel.indices) if sel else None,
-                                temperature=temperature, pos_weight=pos_weight,
-                                teacher_sizes=sizes, two_stage=two_stage, weights=weights,
+                                temperature=distill.temperature, pos_weight=pos_weight,
+                                teacher_sizes=sizes, two_stage=distill.two_stage,
+                                weights=distill.weights,
                                 teacher_keys=shas)
     if unlabeled is not None and not any(objective.weights.get(t, 0) > 0
                                          for t in ("soft", "hint", "selected")):
@@ -244,8 +234,8 @@ def compress(
         "weights": dict(objective.weights),
         "unlabeled": pool,
         "teachers": [_teacher_record(c, sha) for c, sha in zip(ckpts, shas, strict=True)],
-        "temperature": temperature,
-        "two_stage": two_stage,
+        "temperature": distill.temperature,
+        "two_stage": distill.two_stage,
         "selection": None if sel is None else {
             "path": _final_selection_path(out, sel.path), "k": sel.k,
             "indices": list(sel.indices), "solver": sel.solver},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from facedistill import metrics
+from facedistill.config import EvalConfig
 from facedistill.errors import UserError
 from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from facedistill.pipeline.infer import Progress, collect
@@ -88,16 +90,14 @@ def _scores(
 
 def evaluate_checkpoint(
     run: str | os.PathLike[str],
+    cfg: EvalConfig | None = None,
     *,
     data: str | os.PathLike[str] | None = None,
-    split: str = "test",
-    thresholds: str = "val",
-    batch_size: int = 128,
-    workers: int = 1,
-    device: str = "auto",
     progress: Progress | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """The metrics report of :func:`facedistill.metrics.evaluate` for one checkpoint.
+    """The metrics report of :func:`facedistill.metrics.evaluate` for one checkpoint, scored
+    as ``cfg`` (the ``eval`` command's options; ``fields`` override them: ``split="val"``) says.
 
     ``thresholds="val"`` searches each attribute's threshold on the validation split (Eq 8-9)
     and applies it to ``split``; ``"checkpoint"`` uses the thresholds stored at training time.
@@ -106,10 +106,13 @@ def evaluate_checkpoint(
     """
     from facedistill.pipeline.train import resolve_device
 
+    cfg = replace(cfg or EvalConfig(), **fields)
+    split = cfg.split
     ckpt = load_checkpoint(run)
-    kw = {"batch_size": batch_size, "workers": workers, "device": resolve_device(device)}
-    val_scores, val_labels, logits, labels, given, root = _scores(ckpt, data, split, thresholds,
-                                                                 kw, progress)
+    kw = {"batch_size": cfg.batch_size, "workers": cfg.workers,
+          "device": resolve_device(cfg.device)}
+    val_scores, val_labels, logits, labels, given, root = _scores(ckpt, data, split,
+                                                                 cfg.thresholds, kw, progress)
     report = metrics.evaluate(val_scores, val_labels, logits, labels, list(ckpt["attributes"]),
                               thresholds=given)
     report["thresholds_from"] = "val" if given is None else "checkpoint"
@@ -125,23 +128,28 @@ def evaluate_checkpoint(
 
 def evaluate_ensemble(
     runs: list[str | os.PathLike[str]],
+    cfg: EvalConfig | None = None,
     *,
     data: str | os.PathLike[str] | None = None,
-    split: str = "test",
-    batch_size: int = 128,
-    workers: int = 1,
-    device: str = "auto",
+    **fields: Any,
 ) -> dict[str, Any]:
     """An ensemble scored as one model: the mean of its members' logits (each member through
-    its own preprocessing), thresholds searched on val for that mean. ``member_reports`` holds
-    each member's own report from the same inference pass."""
+    its own preprocessing), thresholds searched on val for that mean (``cfg.thresholds`` must
+    be ``val``). ``member_reports`` holds each member's own report from the same inference
+    pass."""
     import numpy as np
 
     from facedistill.pipeline.train import resolve_device
 
+    cfg = replace(cfg or EvalConfig(), **fields)
+    split = cfg.split
     if not runs:
         raise UserError("an ensemble needs at least one member")
-    kw = {"batch_size": batch_size, "workers": workers, "device": resolve_device(device)}
+    if cfg.thresholds != "val":
+        raise UserError("an ensemble's thresholds are searched on val for its mean",
+                        field="thresholds")
+    kw = {"batch_size": cfg.batch_size, "workers": cfg.workers,
+          "device": resolve_device(cfg.device)}
     ckpts = [load_checkpoint(r) for r in runs]
     parts = [_scores(c, data, split, "val", kw, None) for c in ckpts]
     for p in parts[1:]:

@@ -8,13 +8,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facedistill import __version__, metrics
+from facedistill import __version__
+from facedistill.config import SelectConfig
 from facedistill.errors import UserError
 from facedistill.io import atomic_path, sha256_file
 from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
@@ -24,10 +25,6 @@ from facedistill.pipeline.infer import collect
 from facedistill.pipeline.train import data_record, resolve_device
 from facedistill.selection.file import SelectionRecord, plot_selection
 from facedistill.selection.solver import (
-    DEFAULT_BITS,
-    DEFAULT_TABLES,
-    Redundancy,
-    Solver,
     attribute_accuracy,
     mean_field_select,
     redundancy_summary,
@@ -136,27 +133,19 @@ def default_output(teachers: Sequence[str | os.PathLike[str]]) -> Path:
 
 def run_selection(
     teachers: Sequence[str | os.PathLike[str]],
-    k: int,
+    cfg: SelectConfig | None = None,
     *,
     data: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
-    split: str = "val",
-    solver: Solver = "fast",
-    lam: float | None = None,
-    sigma: float = 0.1,
-    polarity: metrics.Polarity = "positive",
-    redundancy: Redundancy = "response",
-    bits: int = DEFAULT_BITS,
-    tables: int = DEFAULT_TABLES,
-    batch_size: int = 256,
-    workers: int = 1,
-    device: str = "auto",
     plot: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    **fields: Any,
 ) -> SelectionRecord:
     """``facedistill select``: responses (cached) -> X -> mean field -> ``selection.json``,
     ``X.npy`` and ``selection.png`` beside it. ``out`` is the JSON file (or a folder for it).
-    Returns the record written."""
+    Returns the record written. ``fields`` override those of ``cfg`` (``k=64``)."""
+    cfg = replace(cfg or SelectConfig(), **fields)
+    k, split, polarity, redundancy = cfg.k, cfg.split, cfg.polarity, cfg.redundancy
     target = Path(out) if out is not None else default_output(teachers)
     if target.suffix.lower() != ".json":
         target = target / "selection.json"
@@ -165,8 +154,8 @@ def run_selection(
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    resp = collect_responses(teachers, data, split, batch_size=batch_size, workers=workers,
-                             device=device, cache_dir=folder / "cache", progress=progress)
+    resp = collect_responses(teachers, data, split, batch_size=cfg.batch_size,
+                             workers=cfg.workers, device=cfg.device, cache_dir=folder / "cache", progress=progress)
     times["collect"] = time.perf_counter() - t0
     n = resp.features.shape[1]
     if not 1 <= k <= n:
@@ -174,8 +163,9 @@ def run_selection(
     t0 = time.perf_counter()
     x, thresholds = attribute_accuracy(resp.features, resp.labels, polarity)
     times["accuracy"] = time.perf_counter() - t0
-    sel = mean_field_select(x, k, solver=solver, lam=lam, sigma=sigma, responses=resp.features,
-                            redundancy=redundancy, bits=bits, tables=tables)
+    sel = mean_field_select(x, k, solver=cfg.solver, lam=cfg.lam, sigma=cfg.sigma,
+                            responses=resp.features, redundancy=redundancy, bits=cfg.bits,
+                            tables=cfg.tables)
     times["solve"] = sel.seconds
 
     selected = []

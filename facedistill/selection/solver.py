@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from facedistill import metrics
+from facedistill.config import SelectConfig
 from facedistill.errors import UserError
 
 __all__ = [
@@ -248,8 +249,8 @@ class _GridMessages:
 # --------------------------------------------------------------------------- response kernel
 
 Redundancy = Literal["response", "profile"]
-DEFAULT_BITS = 24
-DEFAULT_TABLES = 32
+DEFAULT_BITS: int = SelectConfig.bits  # the one default: the select command's
+DEFAULT_TABLES: int = SelectConfig.tables
 PLANES_PER_BIT = 8  # the fast solver's shared pool of hyperplanes: 8 x bits (192 at the defaults)
 
 

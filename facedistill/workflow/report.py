@@ -11,13 +11,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facedistill.config import EXPORT_PRECISIONS
 from facedistill.io import atomic_path, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from facedistill.bench.record import BenchResult, BenchRow
 
 
 def _read_json(path: str | os.PathLike[str] | None) -> Any:
@@ -26,23 +30,33 @@ def _read_json(path: str | os.PathLike[str] | None) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _bench_rows(bench: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    return list(bench.get("rows", [])) if bench else []
+def _read_bench(path: str | os.PathLike[str] | None) -> BenchResult | None:
+    """The bench stage's ``bench.json`` (None when there is none); a corrupt one, or one of
+    another format, is a one-line error naming it."""
+    if not path or not Path(path).is_file():
+        return None
+    from facedistill.bench.record import read_bench
+
+    return read_bench(path)
 
 
-def _latency(rows: Sequence[Mapping[str, Any]], path: str, batch: int) -> float | None:
+def _bench_rows(bench: BenchResult | None) -> tuple[BenchRow, ...]:
+    return bench.rows if bench else ()
+
+
+def _latency(rows: Sequence[BenchRow], path: str, batch: int) -> float | None:
     """Median latency (ms) of one artifact at one batch size in the bench rows."""
     target = Path(path).resolve()
     for r in rows:
-        if Path(r["artifact"]).resolve() == target and int(r["batch"]) == batch:
-            value = (r.get("latency_ms") or {}).get("median")
-            return None if value is None else float(value)
+        if Path(r.artifact).resolve() == target and r.batch == batch:
+            value = r.latency_ms.median
+            return float(value) if math.isfinite(value) else None
     return None
 
 
-def _batches(bench: Mapping[str, Any] | None) -> list[int]:
+def _batches(bench: BenchResult | None) -> list[int]:
     """The smallest and largest batch size the bench ran (what the main table shows)."""
-    sizes = sorted({int(r["batch"]) for r in _bench_rows(bench)})
+    sizes = sorted({r.batch for r in _bench_rows(bench)})
     return sorted({sizes[0], sizes[-1]}) if sizes else []
 
 
@@ -56,7 +70,7 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
         count_params,
     )
 
-    bench = _read_json(upstream.get("bench", {}).get("json"))
+    bench = _read_bench(upstream.get("bench", {}).get("json"))
     rows_b = _bench_rows(bench)
     batches = _batches(bench)
     rows = []
@@ -270,8 +284,8 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     """Write report.md, report.html (images inlined) and report.json into ``out``."""
     rows = model_rows(pipeline, upstream)
     student, per_attr = _per_attribute(upstream, pipeline.students)
-    bench = _read_json(upstream.get("bench", {}).get("json")) or {}
-    env = bench.get("environment", {})
+    bench = _read_bench(upstream.get("bench", {}).get("json"))
+    env = dict(bench.environment) if bench else {}
     figures: list[tuple[str, str]] = []  # (title, png path)
     sel_plot = upstream.get("select", {}).get("plot")
     if sel_plot and Path(sel_plot).exists():

@@ -1,7 +1,8 @@
 """The main job as stages: data -> teacher -> select -> students -> export -> bench -> report.
 
-Each stage has a *key*: the sha256 of the config values it reads and of its upstream stages'
-output fingerprints (the sha256 of the files they wrote). The run folder's ``pipeline.json``
+Each stage has a *key*: the sha256 of its config (the typed configs of the commands it runs,
+:func:`facedistill.config.key_record`: the fields that make its result) and of its upstream
+stages' output fingerprints (the sha256 of the files they wrote). The run folder's ``pipeline.json``
 records, per stage, its key, status (``running`` or ``done``), outputs and timings. A re-run:
 
 * skips a ``done`` stage whose key is unchanged and whose output files still hash the same;
@@ -13,7 +14,8 @@ records, per stage, its key, status (``running`` or ``done``), outputs and timin
 
 The config is the TOML file the CLI reads (``configs/demo.toml``): its command tables
 (``[data.synth]``, ``[train]``, ``[select]``, ``[compress]``, ``[export]``, ``[bench]``,
-``[pipeline]``) give each stage its options under the CLI's option names.
+``[pipeline]``) give each stage its options under the CLI's option names, checked by the same
+config classes the commands are made from.
 """
 
 from __future__ import annotations
@@ -23,14 +25,24 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from facedistill import __version__
-from facedistill.config import SynthConfig, TrainConfig, export_precisions, parse_term_weights
-from facedistill.errors import ConfigError, UserError
+from facedistill.config import (
+    BenchConfig,
+    DistillConfig,
+    ExportConfig,
+    PipelineOptions,
+    SelectConfig,
+    SynthConfig,
+    TrainConfig,
+    TrainOptions,
+    key_record,
+)
+from facedistill.errors import UserError
 from facedistill.io import atomic_write_json, sha256_file
 
 STATE_FILE = "pipeline.json"
@@ -40,139 +52,43 @@ GROUPS = ("data", "teacher", "select", "students", "export", "bench", "report")
 
 # -- configuration ----------------------------------------------------------------------------
 
-_TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-_SYNTH_KEYS = {f.name for f in fields(SynthConfig)}
 #: the command tables whose options the stages read, besides ``[pipeline]``'s own
 STAGE_TABLES = ("data.synth", "train", "select", "compress", "export", "bench")
 
 
-def _int_list(value: Any, what: str, path: str | None = None) -> list[int]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    try:
-        out = [int(v) for v in items]
-    except ValueError:
-        raise ConfigError(f"expected comma-separated integers, not {value!r}", path=path,
-                          field=what) from None
-    if not out or min(out) < 1:
-        raise ConfigError(f"expected integers >= 1, not {value!r}", path=path, field=what)
-    return out
-
-
-def _str_list(value: Any) -> list[str]:
-    """``"a,b"``, ``["a", "b"]`` or ``("a,b",)`` (a repeatable option given a comma list) ->
-    ``["a", "b"]``."""
-    items = value if isinstance(value, list | tuple) else [value]
-    return [v.strip() for item in items if item is not None for v in str(item).split(",")
-            if v.strip()]
-
-
-@dataclass
+@dataclass(frozen=True)
 class PipelineConfig:
-    """The stages' options, resolved (``facedistill.commands.pipeline.pipeline_config`` builds
-    it from the CLI's own options: their defaults, then the config file, then the command line).
+    """The stages' configs, typed and checked (``facedistill.commands.pipeline.pipeline_config``
+    builds it from the commands' own config classes: their defaults, then the config file, then
+    the command line). ``synth`` is None when the data stage reads an existing dataset.
+    ``student`` holds the Trainer options of ``[compress]`` (every student's but its arch)."""
 
-    ``sections``: per command table (``train``, ``export``, ... and ``pipeline``), the options
-    the pipeline reads, by parameter name. ``keys``: per table, parameter name -> the TOML key
-    (the option's name), so that an error names what the user wrote.
-    """
-
-    sections: dict[str, dict[str, Any]]
-    synth: bool  # whether the data stage generates the synthetic dataset
+    pipeline: PipelineOptions
     data: Path
+    teacher: TrainConfig
+    student: TrainOptions
+    distill: DistillConfig
+    select: SelectConfig
+    export: ExportConfig
+    bench: BenchConfig
+    synth: SynthConfig | None = None
+    synth_workers: int | None = None
     source: str | None = None
-    keys: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def key_of(self, table: str, name: str) -> str:
-        """The dotted TOML key of parameter ``name`` of ``[table]`` (``train.warmup_epochs``)."""
-        return f"{table}.{self.keys.get(table, {}).get(name, name)}"
-
-    def validate(self) -> None:
-        students = _str_list(self.sections["pipeline"]["students"])
-        bad = [s for s in students if s not in ("tnet", *STUDENTS)]
-        if bad or not students:
-            raise ConfigError(f"students must be some of {', '.join(STUDENTS)}, not {students}",
-                              path=self.source, field="pipeline.students")
-        self.sections["pipeline"]["students"] = students
-        twins = _str_list(self.sections["pipeline"]["twins"]) \
-            if self.sections["pipeline"]["twins"] else []
-        if any(t not in students for t in twins):
-            raise ConfigError(f"twins must be some of the students ({', '.join(students)}), "
-                              f"not {twins}", path=self.source, field="pipeline.twins")
-        self.sections["pipeline"]["twins"] = twins
-        count = self.sections["pipeline"]["teachers"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(f"teachers must be a whole number >= 1 (an ensemble of that many "
-                              f"teachers, seeds train.seed + i), not {count!r}",
-                              path=self.source, field="pipeline.teachers")
-        self.teacher_config()  # first: a bad [train] is named as such, not as a width's
-        self.sections["pipeline"]["teacher_widths"] = self.teacher_widths()
-        for s in students:
-            self.student_config(s)
-        self.precisions()
-        _int_list(self.sections["export"]["batches"], self.key_of("export", "batches"),
-                  self.source)
-        _int_list(self.sections["bench"]["batch"], self.key_of("bench", "batch"), self.source)
-        self.term_weights()
-
-    def teacher_widths(self) -> list[float]:
-        """One width per teacher (``[pipeline] teacher_widths``: an ensemble of widths), or
-        every teacher at ``[train] width`` when empty. A non-empty list sets the number of
-        teachers; ``teachers``, when also given, must agree with it."""
-        field = "pipeline.teacher_widths"
-        raw = self.sections["pipeline"]["teacher_widths"] or []
-        try:
-            widths = [float(w) for w in _str_list(raw)]
-        except ValueError:
-            raise ConfigError(f"expected a list of widths, not {raw!r}", path=self.source,
-                              field=field) from None
-        for w in widths:  # the same rule as [train] width: TrainConfig's
-            try:
-                replace(self.teacher_config(), width=w)
-            except ConfigError as exc:
-                raise ConfigError(exc.message, path=self.source, field=field) from None
-        count = self.sections["pipeline"]["teachers"]
-        if widths and count not in (1, len(widths)):
-            raise ConfigError(f"{len(widths)} teacher widths but teachers = {count}; give one "
-                              "width per teacher (or leave teachers out)", path=self.source,
-                              field=field)
-        return widths
-
-    def term_weights(self) -> dict[str, float] | None:
-        """The students' loss-term weight overrides (``[compress] weight``), or None."""
-        try:
-            return parse_term_weights(_str_list(self.sections["compress"]["weights"]))
-        except ConfigError as exc:
-            raise ConfigError(exc.message, path=self.source,
-                              field=self.key_of("compress", "weights")) from None
-
-    def _train(self, section: str, arch: str) -> TrainConfig:
-        table = self.sections[section]
-        kw = {k: v for k, v in table.items() if k in _TRAIN_KEYS and k != "arch"}
-        try:
-            return TrainConfig(arch=arch, **kw)
-        except ConfigError as exc:
-            raise ConfigError(exc.message, path=self.source,
-                              field=self.key_of(section, exc.field) if exc.field else section
-                              ) from None
 
     def teacher_config(self) -> TrainConfig:
-        return self._train("train", str(self.sections["train"].get("arch", "tnet")))
+        return self.teacher
 
     def student_config(self, student: str) -> TrainConfig:
-        return self._train("compress", student)
+        return self.student.for_arch(student)
+
+    def teacher_widths(self) -> list[float]:
+        """One width per teacher (``[pipeline] teacher_widths``), or every teacher at
+        ``[train] width`` when empty."""
+        return list(self.pipeline.teacher_widths)
 
     def precisions(self) -> list[str]:
-        """The ONNX variants each export writes: ``export``'s own rule over its flags and
-        ``precision`` list."""
-        e = self.sections["export"]
-        try:
-            return export_precisions(e["onnx"], e["fp16"], e["int8"], e["precision"])
-        except ConfigError as exc:
-            raise ConfigError(exc.message, path=self.source,
-                              field=self.key_of("export", "precision")) from None
+        """The ONNX variants each export writes."""
+        return self.export.precisions
 
 
 # -- the stages --------------------------------------------------------------------------------
@@ -234,21 +150,20 @@ class Pipeline:
     # -- plan ---------------------------------------------------------------------------------
     @property
     def students(self) -> list[str]:
-        return list(self.cfg.sections["pipeline"]["students"])
+        return list(self.cfg.pipeline.students)
 
     @property
     def twins(self) -> list[str]:
         """Students that also get a label-only twin with the same budget (the report's
         distillation-gain table)."""
-        return list(self.cfg.sections["pipeline"]["twins"])
+        return list(self.cfg.pipeline.twins)
 
     @property
     def teachers(self) -> list[str]:
         """The teacher stages: ``teacher`` (seed ``train.seed``) and, for an ensemble,
         ``teacher:1`` ... (seeds ``train.seed + i``, widths ``teacher_widths[i]`` when given);
         every student distils from all of them."""
-        p = self.cfg.sections["pipeline"]
-        count = len(p["teacher_widths"]) or int(p["teachers"])
+        count = self.cfg.pipeline.n_teachers
         return ["teacher", *(f"teacher:{i}" for i in range(1, count))]
 
     @property
@@ -258,52 +173,53 @@ class Pipeline:
         return [*self.teachers, *self.students]
 
     def _plan(self) -> list[Stage]:
-        s = self.cfg.sections
-        teacher = self.cfg.teacher_config().to_record()
-        data_params: dict[str, Any] = {"root": str(self.cfg.data), "synth": None}
-        if self.cfg.synth:
-            data_params["synth"] = {k: v for k, v in s["data.synth"].items() if k in _SYNTH_KEYS}
+        cfg = self.cfg
+        teacher = cfg.teacher.to_record()
+        data_params: dict[str, Any] = {"root": str(cfg.data), "synth": None}
+        if cfg.synth is not None:
+            data_params["synth"] = asdict(cfg.synth)
         stages = [Stage("data", "data", (), data_params, _run_data)]
-        widths = s["pipeline"]["teacher_widths"]
+        widths = cfg.pipeline.teacher_widths
         for i, name in enumerate(self.teachers):
             member = {**teacher, "seed": teacher["seed"] + i}
             if widths:
                 member["width"] = widths[i]
             stages.append(Stage(name, "teacher", ("data",), {"train": member}, _run_teacher))
         teachers = tuple(self.teachers)
-        method = s["compress"]["method"]
-        if method == "selected":
+        selected = cfg.distill.method == "selected"
+        if selected:
             stages.append(Stage("select", "select", ("data", *teachers),
-                                {k: v for k, v in s["select"].items()
-                                 if k not in ("batch_size", "device", "workers")}
-                                | {"k": s["compress"]["k"]}, _run_select))
+                                key_record(self.selection_config()), _run_select))
         for student in self.students:
-            deps = ("data", *teachers, *(("select",) if method == "selected" else ()))
-            params = {"train": self.cfg.student_config(student).to_record(),
-                      **{k: s["compress"][k] for k in ("method", "k", "temperature",
-                                                       "two_stage", "split", "unlabeled",
-                                                       "unlabeled_n")},
-                      "weights": self.cfg.term_weights()}
+            deps = ("data", *teachers, *(("select",) if selected else ()))
+            params = {"train": cfg.student_config(student).to_record(),
+                      **key_record(cfg.distill)}
             stages.append(Stage(f"student:{student}", "students", deps, params, _run_student))
             if student in self.twins:
-                twin = {**params, "method": "labels", "weights": None, "unlabeled": None,
-                        "unlabeled_n": None}
+                twin = {**params, **key_record(self.twin_config())}
                 stages.append(Stage(f"twin:{student}", "students", ("data", *teachers), twin,
                                     _run_student))
-        export = {k: v for k, v in s["export"].items()
-                  if k not in ("precision", "onnx", "fp16", "int8", "no_eval")}
-        export["precisions"] = self.cfg.precisions()
+        export = key_record(cfg.export)
         for model in self.models:
             src = model if model.startswith("teacher") else f"student:{model}"
             stages.append(Stage(f"export:{model}", "export", ("data", src), export, _run_export))
-        bench = dict(s["bench"]) | {"precisions": _str_list(s["pipeline"]["bench_precisions"])}
+        bench = key_record(cfg.bench) | {"precisions": list(cfg.pipeline.bench_precisions)}
         stages.append(Stage("bench", "bench", ("data", *(f"export:{m}" for m in self.models)),
                             bench, _run_bench))
         report_deps = (*teachers, *(f"student:{m}" for m in self.students),
                        *(f"twin:{m}" for m in self.twins),
-                       *(("select",) if method == "selected" else ()), "bench")
+                       *(("select",) if selected else ()), "bench")
         stages.append(Stage("report", "report", report_deps, {"version": 1}, _run_report))
         return stages
+
+    def selection_config(self) -> SelectConfig:
+        """``[select]`` with ``[compress] k``: the students' K."""
+        return replace(self.cfg.select, k=self.cfg.distill.k)
+
+    def twin_config(self) -> DistillConfig:
+        """A twin: the student's budget, from the labels alone."""
+        return replace(self.cfg.distill, method="labels", weight=(), unlabeled=None,
+                       unlabeled_n=None)
 
     def stage(self, name: str) -> Stage:
         for st in self.stages:
@@ -434,17 +350,15 @@ def _run_data(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.pipeline.cfg
     root = cfg.data
     result: dict[str, Any] = {"root": str(root)}
-    if cfg.synth:
+    if cfg.synth is not None:
         from facedistill.data.synth import generate
 
-        synth = cfg.sections["data.synth"]
-        sc = SynthConfig(**{k: v for k, v in synth.items() if k in _SYNTH_KEYS})
-        man = generate(root, sc, workers=synth.get("workers"))
+        man = generate(root, cfg.synth, workers=cfg.synth_workers)
         result["reused"] = bool(man.get("reused"))
     index = CelebAIndex.load(root)
     result["splits"] = index.split_sizes()
     files = [index.files[r] for r in ("attributes", "partition") if r in index.files]
-    if cfg.synth:  # the manifest carries the generator version: new images, new fingerprint
+    if cfg.synth is not None:  # the manifest carries the generator version: new images, new fingerprint
         from facedistill.data.synth import MANIFEST
 
         files.append(root / MANIFEST)
@@ -477,16 +391,9 @@ def _teacher_runs(ctx: StageContext) -> list[str]:
 def _run_select(ctx: StageContext) -> dict[str, Any]:
     from facedistill.pipeline.selection import run_selection
 
-    p = ctx.stage.params
-    sel = ctx.pipeline.cfg.sections["select"]
-    teacher = ctx.pipeline.cfg.teacher_config()
     target = ctx.out / "selection" / "selection.json"
-    rec = run_selection(_teacher_runs(ctx), p["k"], data=ctx.pipeline.cfg.data,
-                        out=target, split=p["split"], solver=p["solver"], lam=p["lam"],
-                        sigma=p["sigma"], polarity=p["polarity"], redundancy=p["redundancy"],
-                        bits=p["bits"], tables=p["tables"], batch_size=sel["batch_size"],
-                        workers=sel["workers"] or teacher.workers,
-                        device=sel["device"] or teacher.device)
+    rec = run_selection(_teacher_runs(ctx), ctx.pipeline.selection_config(),
+                        data=ctx.pipeline.cfg.data, out=target)
     plot = target.parent / "selection.png"
     return {"selection": str(target), "plot": str(plot) if plot.exists() else None,
             "k": rec.k, "seconds": dict(rec.seconds), "files": _files(target)}
@@ -496,16 +403,13 @@ def _run_student(ctx: StageContext) -> dict[str, Any]:
     from facedistill.pipeline.compress import compress
 
     kind, student = ctx.stage.name.split(":", 1)
-    p = ctx.stage.params
+    distill = ctx.pipeline.cfg.distill if kind == "student" else ctx.pipeline.twin_config()
     out = ctx.out / "students" / (student if kind == "student" else f"{student}-labels")
-    selection = ctx.upstream.get("select", {}).get("selection") if p["method"] == "selected" \
-        else None
+    selection = ctx.upstream.get("select", {}).get("selection") \
+        if distill.method == "selected" else None
     result = compress(ctx.pipeline.cfg.student_config(student),
-                      _teacher_runs(ctx), ctx.pipeline.cfg.data, out,
-                      method=p["method"], k=p["k"], selection=selection,
-                      temperature=p["temperature"], two_stage=p["two_stage"],
-                      weights=p["weights"], split=p["split"], unlabeled=p["unlabeled"],
-                      unlabeled_n=p["unlabeled_n"], resume=ctx.resume, force=ctx.force,
+                      _teacher_runs(ctx), ctx.pipeline.cfg.data, out, distill,
+                      selection=selection, resume=ctx.resume, force=ctx.force,
                       reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
     row = result["rows"][0]
     return {"run": str(out), "checkpoint": str(out / "best.pt"),
@@ -518,18 +422,12 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
     from facedistill.export.api import GateError
 
     model = ctx.stage.name.split(":", 1)[1]
-    p = ctx.stage.params
     src = ctx.upstream[model if model.startswith("teacher") else f"student:{model}"]
     out = ctx.out / "export" / model.replace(":", "-")
+    data = ctx.pipeline.cfg.data
     try:
-        report = export_model(src["checkpoint"], out, precisions=tuple(p["precisions"]),
-                              opset=p["opset"], calib_data=ctx.pipeline.cfg.data,
-                              calib_n=p["calib_n"], calib_method=p["calib_method"],
-                              int8_recipe=p["int8_recipe"],
-                              max_drop=p["max_drop"], gate=not p["no_gate"],
-                              eval_data=ctx.pipeline.cfg.data, eval_split=p["eval_split"],
-                              trt=p["trt"], batches=tuple(_int_list(p["batches"], "batches")),
-                              workspace_mb=p["workspace_mb"])
+        report = export_model(src["checkpoint"], out, ctx.pipeline.cfg.export, calib_data=data,
+                              eval_data=data)
     except GateError as exc:
         # INT8 that loses too much accuracy is left out of this model's deployment (the
         # report says by how much); any other export error stops the pipeline.
@@ -537,37 +435,21 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
         ctx.message(f"{exc.message}; continuing without INT8 for {model}")
     files = sorted(str(f) for f in out.glob("*.onnx"))
     return {"dir": str(out), "report": str(out / "export_report.json"), "onnx": files,
-            "variants": _variants(report), "gate": report.get("gate"), "files": _files(*files)}
-
-
-def _variants(report: Mapping[str, Any]) -> dict[str, str]:
-    """variant (fp32, fp16, int8, int8-trt) -> ONNX path, from an export report (whatever its
-    exact layout)."""
-    found: dict[str, str] = {}
-    variants = report.get("variants", report)
-    items = variants.items() if isinstance(variants, dict) else (
-        (v.get("precision"), v) for v in variants)
-    for name, v in items:
-        if isinstance(v, dict) and str(v.get("path", "")).endswith(".onnx") \
-                and v.get("status", "ok") == "ok":
-            found[str(name if isinstance(variants, dict) else v.get("precision"))] = str(v["path"])
-    return found
+            "variants": report.ok_onnx(), "gate": report.gate.to_json(),
+            "files": _files(*files)}
 
 
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
     from facedistill.bench import run_bench, write_outputs
 
-    p = ctx.stage.params
+    cfg = ctx.pipeline.cfg
     artifacts = []
     for model in ctx.pipeline.models:
         variants = ctx.upstream[f"export:{model}"]["variants"]
-        artifacts += [variants[prec] for prec in p["precisions"] if prec in variants]
+        artifacts += [variants[prec] for prec in cfg.pipeline.bench_precisions
+                      if prec in variants]
     out = ctx.out / "bench"
-    result = run_bench(artifacts, backend=p["backend"],
-                       batches=tuple(_int_list(p["batch"], "bench.batch")),
-                       warmup=p["warmup"], iters=p["iters"], seconds=p["seconds"],
-                       threads=p["threads"], data=ctx.pipeline.cfg.data, split=p["split"],
-                       limit=p["limit"])
+    result = run_bench(artifacts, cfg.bench, data=cfg.data)
     paths = {"json_path": out / "bench.json", "md_path": out / "bench.md",
              "plot_path": out / "bench.png"}
     write_outputs(result, **paths)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from facedistill.bench import markdown_table, run_bench, write_outputs
 from facedistill.bench.artifacts import engine_onnx
 from facedistill.bench.core import _Bench
 from facedistill.bench.environment import cpu_has_bf16
+from facedistill.bench.record import BenchResult, BenchRow, LatencyStats, read_bench
 from facedistill.bench.report import to_json
 from facedistill.io import sha256_file
 
@@ -35,26 +35,26 @@ def exported(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     from facedistill.export import export_model
 
     out = tmp_path_factory.mktemp("bench_export")
-    export_model(tiny_teacher, out, precisions=("fp32", "int8"), calib_n=32, gate=False,
-                 eval_split=None, batches=(1, 4, 8))
+    export_model(tiny_teacher, out, precision="fp32,int8", calib_n=32, no_gate=True,
+                 no_eval=True, trt_profile=(1, 4, 8))
     return {"fp32": out / "snet3.fp32.onnx", "int8": out / "snet3.int8.onnx",
             "run": tiny_teacher}
 
 
 @pytest.fixture(scope="module")
-def result(exported: dict[str, Path], tiny_synth: Path) -> dict[str, Any]:
-    return run_bench([exported["fp32"], exported["int8"], exported["run"]], batches=BATCHES,
+def result(exported: dict[str, Path], tiny_synth: Path) -> BenchResult:
+    return run_bench([exported["fp32"], exported["int8"], exported["run"]], batch=BATCHES,
                      warmup=WARMUP, iters=ITERS, threads=1, data=tiny_synth, limit=LIMIT)
 
 
-def _row(result: dict[str, Any], backend: str, precision: str, batch: int) -> dict[str, Any]:
-    hits = [r for r in result["rows"] if (r["backend"], r["precision"], r["batch"])
+def _row(result: BenchResult, backend: str, precision: str, batch: int) -> BenchRow:
+    hits = [r for r in result.rows if (r.backend, r.precision, r.batch)
             == (backend, precision, batch)]
     assert len(hits) == 1, (backend, precision, batch)
     return hits[0]
 
 
-def test_every_artifact_kind_runs_on_cpu(result: dict[str, Any], exported: dict[str, Path]
+def test_every_artifact_kind_runs_on_cpu(result: BenchResult, exported: dict[str, Path]
                                          ) -> None:
     import torch
 
@@ -64,10 +64,10 @@ def test_every_artifact_kind_runs_on_cpu(result: dict[str, Any], exported: dict[
     torch_precisions = ["fp32", "bf16"] if cpu_has_bf16()[0] else ["fp32"]
     expected = {("ort-cpu", "fp32"), ("ort-cpu", "int8")} | {
         ("torch-cpu", p) for p in torch_precisions}
-    got = {(r["backend"], r["precision"]) for r in result["rows"]}
+    got = {(r.backend, r.precision) for r in result.rows}
     assert got == expected
-    assert len(result["rows"]) == len(expected) * len(BATCHES)
-    assert result["config"]["rounds"] == ITERS and result["config"]["interleaved"] is True
+    assert len(result.rows) == len(expected) * len(BATCHES)
+    assert result.config["rounds"] == ITERS and result.config["interleaved"] is True
 
     ckpt = load_checkpoint(exported["run"])
     model = model_from_checkpoint(ckpt)
@@ -76,42 +76,43 @@ def test_every_artifact_kind_runs_on_cpu(result: dict[str, Any], exported: dict[
                       if isinstance(m, torch.nn.BatchNorm2d))
     macs = count_macs(model, 32)
     sha = sha256_file(ckpt["path"])
-    for r in result["rows"]:
-        lat = r["latency_ms"]
-        assert r["runs"] == ITERS and r["warmup"] == WARMUP
-        assert lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-        assert r["throughput_ips"] == pytest.approx(r["batch"] / (lat["mean"] / 1000))
-        assert r["per_image_ms"] == pytest.approx(lat["median"] / r["batch"])
-        assert r["input_shape"] == [r["batch"], 3, 32, 32]
-        assert r["model"] == "snet3-w0.5" and r["source_sha256"] == sha
-        assert r["macs"] == macs
+    for r in result.rows:
+        lat = r.latency_ms
+        assert r.runs == ITERS and r.warmup == WARMUP
+        assert lat.min <= lat.median <= lat.p90 <= lat.p99 <= lat.max
+        assert r.throughput_ips == pytest.approx(r.batch / (lat.mean / 1000))
+        assert r.per_image_ms == pytest.approx(lat.median / r.batch)
+        assert r.input_shape == (r.batch, 3, 32, 32)
+        assert r.model == "snet3-w0.5" and r.source_sha256 == sha
+        assert r.macs == macs
         # the exporter folds every BatchNorm (2C parameters) into a conv bias (C)
-        assert r["params"] == (params if r["kind"] == "checkpoint" else params - bn_channels)
-        assert r["gpu_compute_ms"] is None and "CPU" in r["reasons"]["gpu_compute_ms"]
-        assert r["power"] is None and "not a Jetson" in r["reasons"]["power"]
-        assert r["threads"] == 1
-    assert _row(result, "ort-cpu", "fp32", 1)["file_bytes"] == exported["fp32"].stat().st_size
-    assert _row(result, "ort-cpu", "int8", 1)["file_bytes"] == exported["int8"].stat().st_size
-    assert _row(result, "torch-cpu", "fp32", 4)["layout"] == "channels_last"
-    env = result["environment"]
+        assert r.params == (params if r.kind == "checkpoint" else params - bn_channels)
+        assert r.gpu_compute_ms is None and "CPU" in r.reasons["gpu_compute_ms"]
+        assert r.power is None and "not a Jetson" in r.reasons["power"]
+        assert r.threads == 1
+    assert _row(result, "ort-cpu", "fp32", 1).file_bytes == exported["fp32"].stat().st_size
+    assert _row(result, "ort-cpu", "int8", 1).file_bytes == exported["int8"].stat().st_size
+    assert _row(result, "torch-cpu", "fp32", 4).layout == "channels_last"
+    env = result.environment
     assert env["torch"] == torch.__version__ and env["threads_used"]["torch"] == 1
 
 
-def test_accuracy_and_delta_to_the_fp32_reference(result: dict[str, Any],
+def test_accuracy_and_delta_to_the_fp32_reference(result: BenchResult,
                                                   exported: dict[str, Path]) -> None:
-    fp32 = _row(result, "ort-cpu", "fp32", 1)["accuracy"]
-    int8 = _row(result, "ort-cpu", "int8", 1)["accuracy"]
-    torch32 = _row(result, "torch-cpu", "fp32", 1)["accuracy"]
-    assert fp32["n_images"] == int8["n_images"] == torch32["n_images"] == LIMIT
-    assert fp32["split"] == "val"
-    assert fp32["reference"] == str(exported["fp32"]) and fp32["delta_to_fp32"] == 0.0
-    assert int8["reference"] == str(exported["fp32"])
-    assert int8["delta_to_fp32"] == pytest.approx(int8["mean_balanced"] - fp32["mean_balanced"])
+    fp32 = _row(result, "ort-cpu", "fp32", 1).accuracy
+    int8 = _row(result, "ort-cpu", "int8", 1).accuracy
+    torch32 = _row(result, "torch-cpu", "fp32", 1).accuracy
+    assert fp32 is not None and int8 is not None and torch32 is not None
+    assert fp32.n_images == int8.n_images == torch32.n_images == LIMIT
+    assert fp32.split == "val"
+    assert fp32.reference == str(exported["fp32"]) and fp32.delta_to_fp32 == 0.0
+    assert int8.reference == str(exported["fp32"])
+    assert int8.delta_to_fp32 == pytest.approx(int8.mean_balanced - fp32.mean_balanced)
     # torch and ORT agree to ~1e-7 in probability: at most one image may flip a threshold
-    assert torch32["mean_balanced"] == pytest.approx(fp32["mean_balanced"], abs=0.02)
+    assert torch32.mean_balanced == pytest.approx(fp32.mean_balanced, abs=0.02)
     for b in BATCHES[1:]:  # accuracy is per variant, the same on every batch row
-        assert _row(result, "ort-cpu", "int8", b)["accuracy"] == int8
-    assert 0.4 < fp32["mean_balanced"] <= 1.0
+        assert _row(result, "ort-cpu", "int8", b).accuracy == int8
+    assert 0.4 < fp32.mean_balanced <= 1.0
 
 
 REQUIRED_ROW = {
@@ -129,7 +130,7 @@ NULLABLE_ENV = {"cpu_model": str, "cores_physical": int, "numpy": str, "onnxrunt
                 "threads_requested": int}
 
 
-def test_json_schema_of_a_result(result: dict[str, Any]) -> None:
+def test_json_schema_of_a_result(result: BenchResult) -> None:
     data = json.loads(to_json(result))
     assert data["format"] == "facedistill.bench/v1" and isinstance(data["created"], str)
     for key in ("artifacts", "backend", "batches", "warmup", "iters", "seconds", "rounds",
@@ -156,7 +157,7 @@ def test_json_schema_of_a_result(result: dict[str, Any]) -> None:
                     "reference"} <= set(row["accuracy"])
 
 
-def test_outputs_json_markdown_and_png(result: dict[str, Any], tmp_path: Path) -> None:
+def test_outputs_json_markdown_and_png(result: BenchResult, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "bench"
     written = write_outputs(result, json_path=out.with_suffix(".json"),
                             md_path=out.with_suffix(".md"), plot_path=out.with_suffix(".png"))
@@ -167,14 +168,14 @@ def test_outputs_json_markdown_and_png(result: dict[str, Any], tmp_path: Path) -
     assert md == markdown_table(result)
     main_table, speedups = [b for b in md.split("\n\n") if b.startswith("| ")][:2]
     table = [ln for ln in main_table.splitlines() if ln.startswith("| snet3")]
-    assert len(table) == len(result["rows"])
+    assert len(table) == len(result.rows)
     # speed-ups: int8 vs fp32 (ORT) per batch, and bf16 vs fp32 (torch) when the CPU has bf16
     assert "| int8 ms | int8 speed-up |" in speedups
     for b in BATCHES:
         line = next(ln for ln in speedups.splitlines()
                     if ln.startswith(f"| snet3-w0.5 | ort-cpu | {b} |"))
-        want = (_row(result, "ort-cpu", "fp32", b)["latency_ms"]["median"]
-                / _row(result, "ort-cpu", "int8", b)["latency_ms"]["median"])
+        want = (_row(result, "ort-cpu", "fp32", b).latency_ms.median
+                / _row(result, "ort-cpu", "int8", b).latency_ms.median)
         assert line.rstrip(" |").endswith(f"{want:.2f}x")
     precisions = [ln.split("|")[2].strip() for ln in table]
     order = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
@@ -190,14 +191,14 @@ def test_fake_clock_gives_exact_latencies_end_to_end(exported: dict[str, Path]) 
     res = _Bench(clock=FakeClock(stamps), query_tools=False).run(
         [exported["fp32"]], backend="ort", batches=(2,), warmup=1, iters=4, seconds=None,
         threads=1, data=None, split="val", limit=None, progress=None)
-    (row,) = res["rows"]
-    lat = row["latency_ms"]
-    assert lat["median"] == pytest.approx(5.0, abs=1e-9)
-    assert lat["p90"] == pytest.approx(7.4, abs=1e-9)
-    assert lat["p99"] == pytest.approx(7.94, abs=1e-9)
-    assert lat["mean"] == pytest.approx(5.0, abs=1e-9) and lat["max"] == pytest.approx(8.0)
-    assert row["throughput_ips"] == pytest.approx(400.0)  # 2 images per 5 ms
-    assert row["accuracy"] is None and row["reasons"]["accuracy"] == "no --data given"
+    (row,) = res.rows
+    lat = row.latency_ms
+    assert lat.median == pytest.approx(5.0, abs=1e-9)
+    assert lat.p90 == pytest.approx(7.4, abs=1e-9)
+    assert lat.p99 == pytest.approx(7.94, abs=1e-9)
+    assert lat.mean == pytest.approx(5.0, abs=1e-9) and lat.max == pytest.approx(8.0)
+    assert row.throughput_ips == pytest.approx(400.0)  # 2 images per 5 ms
+    assert row.accuracy is None and row.reasons["accuracy"] == "no --data given"
 
 
 def test_power_and_jetson_record_on_a_fixture_jetson(exported: dict[str, Path],
@@ -206,15 +207,16 @@ def test_power_and_jetson_record_on_a_fixture_jetson(exported: dict[str, Path],
     res = _Bench(root=root, power_seconds=0.02).run(
         [exported["int8"]], backend="auto", batches=(2,), warmup=0, iters=2, seconds=None,
         threads=1, data=None, split="val", limit=None, progress=None)
-    (row,) = res["rows"]
-    power = row["power"]
-    assert power["source"] == "sysfs" and power["rail"] == "VDD_IN"
-    assert power["mean_mw"] == pytest.approx(5080.0)
-    assert power["runs"] >= 5
-    assert power["energy_mj_per_image"] == pytest.approx(
-        5080.0 * power["seconds"] / (power["runs"] * 2))
-    assert "power" not in row["reasons"]
-    jet = res["environment"]["jetson"]
+    (row,) = res.rows
+    power = row.power
+    assert power is not None and power.runs is not None
+    assert power.source == "sysfs" and power.rail == "VDD_IN"
+    assert power.mean_mw == pytest.approx(5080.0)
+    assert power.runs >= 5
+    assert power.energy_mj_per_image == pytest.approx(
+        5080.0 * power.seconds / (power.runs * 2))
+    assert "power" not in row.reasons
+    jet = res.environment["jetson"]
     assert jet["jetpack"] == "6.0" and jet["power_mode"] == {"id": 0, "name": "15W"}
     md = markdown_table(res)
     assert "mJ/img" in md and "L4T 36.3.0, JetPack 6.0, power mode 15W" in md
@@ -262,10 +264,10 @@ def test_bench_of_onnx_files_never_imports_torch(exported: dict[str, Path], tiny
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
-    data = json.loads(out.read_text())
-    assert len(data["rows"]) == 4 and data["environment"]["torch"] is None
-    assert all(r["params"] and r["macs"] and r["accuracy"]["n_images"] == 16
-               for r in data["rows"])
+    data = read_bench(out)
+    assert len(data.rows) == 4 and data.environment["torch"] is None
+    assert all(r.params and r.macs and r.accuracy and r.accuracy.n_images == 16
+               for r in data.rows)
 
 
 def test_json_prints_to_stdout_like_every_verb(exported: dict[str, Path],
@@ -274,8 +276,8 @@ def test_json_prints_to_stdout_like_every_verb(exported: dict[str, Path],
 
     main(["bench", str(exported["fp32"]), "--iters", "2", "--warmup", "0", "--batch", "1",
           "--threads", "1", "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert [r["batch"] for r in data["rows"]] == [1] and data["rows"][0]["precision"] == "fp32"
+    data = BenchResult.from_json(json.loads(capsys.readouterr().out))
+    assert [r.batch for r in data.rows] == [1] and data.rows[0].precision == "fp32"
     line = _cli_error(capsys, str(exported["fp32"]), "--json", "out.json")
     assert "out.json is not an artifact" in line and "--json-out FILE" in line
 
@@ -369,12 +371,12 @@ def test_wrong_backend_and_bad_options(exported: dict[str, Path],
 
 def test_seconds_mode_and_progress(exported: dict[str, Path]) -> None:
     seen: list[tuple[int, int]] = []
-    res = run_bench([exported["int8"]], batches=(1,), warmup=2, seconds=0.05,
+    res = run_bench([exported["int8"]], batch=(1,), warmup=2, seconds=0.05,
                     progress=lambda d, t: seen.append((d, t)))
-    (row,) = res["rows"]
-    assert row["runs"] >= 3 and res["config"]["seconds"] == 0.05
-    assert seen and seen[-1][0] == seen[-1][1] == 2 + row["runs"]
-    assert all(d <= t for d, t in seen) and not math.isnan(row["latency_ms"]["median"])
+    (row,) = res.rows
+    assert row.runs >= 3 and res.config["seconds"] == 0.05
+    assert seen and seen[-1][0] == seen[-1][1] == 2 + row.runs
+    assert all(d <= t for d, t in seen) and not math.isnan(row.latency_ms.median)
 
 
 def _cuda() -> bool:
@@ -389,41 +391,42 @@ def _cuda() -> bool:
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_torch_on_cuda_runs_eager_and_cuda_graph_replay(exported: dict[str, Path],
                                                         tiny_synth: Path) -> None:
-    res = run_bench([exported["run"]], batches=BATCHES, warmup=WARMUP, iters=3,
+    res = run_bench([exported["run"]], batch=BATCHES, warmup=WARMUP, iters=3,
                     data=tiny_synth, limit=LIMIT)
-    rows = res["rows"]
-    assert {(r["backend"], r["precision"], r["mode"]) for r in rows} == {
+    rows = res.rows
+    assert {(r.backend, r.precision, r.mode) for r in rows} == {
         ("torch-cuda", "fp32", "default"), ("torch-cuda", "fp32", "cuda_graph"),
         ("torch-cuda", "fp16", "autocast"), ("torch-cuda", "fp16", "cuda_graph")}
     assert len(rows) == 4 * len(BATCHES)
     for r in rows:
-        assert r["gpu_compute_ms"]["median"] > 0
-        acc = r["accuracy"]
-        assert acc["n_images"] == LIMIT
+        assert r.gpu_compute_ms is not None and r.gpu_compute_ms.median > 0
+        acc = r.accuracy
+        assert acc is not None and acc.n_images == LIMIT
         # the graph replays the kernels eager mode ran: the same predictions up to rounding
-        if r["precision"] == "fp32":
-            assert acc["delta_to_fp32"] == pytest.approx(0.0, abs=0.005)
-    graph = [r for r in rows if r["mode"] == "cuda_graph" and r["precision"] == "fp32"]
-    assert sorted(r["batch"] for r in graph) == sorted(BATCHES)
+        if r.precision == "fp32":
+            assert acc.delta_to_fp32 == pytest.approx(0.0, abs=0.005)
+    graph = [r for r in rows if r.mode == "cuda_graph" and r.precision == "fp32"]
+    assert sorted(r.batch for r in graph) == sorted(BATCHES)
 
 
 def test_speedup_table_reports_cuda_graph_replay_against_plain_fp32() -> None:
     from facedistill.bench.report import speedup_table, speedups
 
-    def row(model: str, precision: str, mode: str, batch: int, ms: float) -> dict[str, Any]:
-        return {"model": model, "arch": {"arch": model}, "backend": "torch-cuda",
-                "precision": precision,
-                "mode": mode, "batch": batch, "latency_ms": {"median": ms},
-                "params": {"tnet": 13_764_616, "snet3": 315_320}[model]}
+    def row(model: str, precision: str, mode: str, batch: int, ms: float) -> BenchRow:
+        return BenchRow(model=model, arch={"arch": model}, artifact=f"{model}.{precision}",
+                        backend="torch-cuda", precision=precision, mode=mode, batch=batch,
+                        latency_ms=LatencyStats.from_samples([ms]), per_image_ms=ms / batch,
+                        throughput_ips=batch / ms * 1000,
+                        params={"tnet": 13_764_616, "snet3": 315_320}[model])
 
     rows = [row("tnet", "fp32", "default", 1, 1.6), row("tnet", "fp32", "cuda_graph", 1, 0.32),
             row("tnet", "fp16", "autocast", 1, 2.0), row("tnet", "fp16", "cuda_graph", 1, 0.3),
             row("snet3", "fp32", "default", 1, 0.9), row("snet3", "fp32", "default", 32, 0.8)]
-    items = {(i["model"], i["batch"]): i for i in speedups({"rows": rows})}
+    items = {(i["model"], i["batch"]): i for i in speedups(BenchResult(rows=tuple(rows)))}
     assert items[("tnet", 1)]["cuda_graph"] == {"ms": 0.32, "speedup": pytest.approx(5.0)}
     assert items[("tnet", 1)]["precisions"]["fp16"]["speedup"] == pytest.approx(0.8)
     assert items[("snet3", 1)]["cuda_graph"] is None  # no graph row for it
-    lines = speedup_table({"rows": rows})
+    lines = speedup_table(BenchResult(rows=tuple(rows)))
     header = next(ln for ln in lines if ln.startswith("| model"))
     assert "| fp32 CUDA graph ms | graph speed-up |" in header
     tnet = next(ln for ln in lines if ln.startswith("| tnet | torch-cuda | 1 |"))
@@ -431,5 +434,5 @@ def test_speedup_table_reports_cuda_graph_replay_against_plain_fp32() -> None:
     snet3 = next(ln for ln in lines if ln.startswith("| snet3 | torch-cuda | 32 |"))
     assert snet3.count("| - |") >= 2
     # a lone model with only a graph to compare still gets its table
-    alone = [r for r in rows if r["model"] == "tnet" and r["precision"] == "fp32"]
-    assert any("5.00x" in ln for ln in speedup_table({"rows": alone}))
+    alone = [r for r in rows if r.model == "tnet" and r.precision == "fp32"]
+    assert any("5.00x" in ln for ln in speedup_table(BenchResult(rows=tuple(alone))))

@@ -4,23 +4,26 @@ checkpoints of the matrix's architectures, all made once per session."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from facedistill.export.report import ExportReport
 
 MATRIX_ARCHS = (("snet3", 0.25), ("tnet", 0.25))
 
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> tuple[dict[str, Any], Path]:
+                ) -> tuple[ExportReport, Path]:
     """``export_model`` of the tiny teacher run: fp32/fp16/int8 under both INT8 recipes (cpu,
     tensorrt), gate off (the val split has 47 images, so INT8's delta is noisy); returns
-    (report, out_dir)."""
+    (the typed report, out_dir)."""
     from facedistill.export import export_model
 
     out = tmp_path_factory.mktemp("export") / "tiny"
-    report = export_model(tiny_teacher, out, calib_n=64, gate=False, batches=(1, 4, 8),
+    report = export_model(tiny_teacher, out, calib_n=64, no_gate=True, trt_profile=(1, 4, 8),
                           int8_recipe="cpu,tensorrt")
     return report, out
 

@@ -102,7 +102,9 @@ def test_table_output(tiny_export: tuple[dict[str, Any], Path], tiny_synth: Path
     assert done.returncode == 0, done.stderr
     assert "snet3 export (accuracy on val, 47 images)" in done.stdout
     row = next(ln for ln in done.stdout.splitlines() if "fp32" in ln and "%" in ln)
-    acc = tiny_export[0]["variants"]["fp32"]["accuracy"]["mean_balanced"]
+    fp32 = tiny_export[0].variants["fp32"].accuracy
+    assert fp32 is not None and fp32.mean_balanced is not None
+    acc = fp32.mean_balanced
     assert f"{100 * acc:.2f}%" in row and "+0.00 pt" in row
     assert f"wrote {tmp_path / 'export_report.json'}" in done.stdout
 

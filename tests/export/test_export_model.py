@@ -28,7 +28,8 @@ def test_report_lists_every_variant(tiny_export: tuple[dict[str, Any], Path]) ->
 
     report, out = tiny_export
     on_disk = json.loads((out / "export_report.json").read_text())
-    assert on_disk["variants"].keys() == report["variants"].keys() == {
+    assert report.to_json() == on_disk  # what export_model returns is what it wrote
+    assert on_disk["variants"].keys() == report.variants.keys() == {
         "fp32", "fp16", "int8", "int8-trt"}
     assert sorted(p.name for p in out.iterdir()) == [
         "export_report.json", "snet3.fp16.onnx", "snet3.fp32.onnx", "snet3.int8-trt.onnx",
@@ -64,8 +65,9 @@ def test_metadata_round_trip(tiny_export: tuple[dict[str, Any], Path],
 
     report, out = tiny_export
     ckpt = load_checkpoint(tiny_teacher)
-    for name, v in report["variants"].items():
-        info = parse_metadata(_meta(Path(v["path"])), source=v["path"])
+    for name, v in report.variants.items():
+        assert v.path is not None and v.accuracy is not None
+        info = parse_metadata(_meta(Path(v.path)), source=v.path)
         assert info.precision == name.split("-")[0]
         assert info.attributes == tuple(ckpt["attributes"])
         assert info.logit_thresholds == pytest.approx(ckpt["thresholds"])
@@ -75,7 +77,7 @@ def test_metadata_round_trip(tiny_export: tuple[dict[str, Any], Path],
         assert info.arch == ckpt["arch"]
         assert info.source_sha256 == sha256_file(tiny_teacher / "best.pt")
         assert info.version == ckpt["version"]
-        assert info.accuracy == v["accuracy"]
+        assert info.accuracy == v.accuracy.to_json()
         assert (info.input_name, info.output_names) == ("input", ("probabilities", "logits"))
 
 
@@ -88,20 +90,22 @@ def test_fp32_accuracy_equals_pytorch(tiny_export: tuple[dict[str, Any], Path],
     report, _ = tiny_export
     torch_report = evaluate_checkpoint(tiny_teacher, split="val", thresholds="checkpoint",
                                        batch_size=64, workers=0, device="cpu")
-    assert report["variants"]["fp32"]["accuracy"]["mean_balanced"] == pytest.approx(
+    fp32 = report.variants["fp32"].accuracy
+    assert fp32 is not None and fp32.mean_balanced == pytest.approx(
         torch_report["mean_balanced"], abs=1e-9)
 
 
 def test_fp16_and_int8_deltas_are_small(tiny_export: tuple[dict[str, Any], Path]) -> None:
     report, _ = tiny_export
-    v = report["variants"]
-    assert abs(v["fp16"]["accuracy"]["delta_to_fp32"]) < 0.005
+    v = report.variants
+    delta = {name: rec.accuracy.delta_to_fp32 for name, rec in v.items() if rec.accuracy}
+    assert abs(delta["fp16"]) < 0.005
     for name in ("int8", "int8-trt"):
-        assert abs(v[name]["accuracy"]["delta_to_fp32"]) < 0.05  # 47 images: noisy, bounded
-        assert v[name]["max_abs_diff_to_fp32"] < 0.1
+        assert abs(delta[name]) < 0.05  # 47 images: noisy, bounded
+        assert v[name].max_abs_diff_to_fp32 < 0.1
     # the CPU recipe cannot saturate: its integer kernels equal the emulation on any CPU
-    assert v["int8"]["max_abs_diff_integer_vs_emulated"] < 0.02  # saturation: ~0.27 here
-    assert v["int8-trt"]["max_abs_diff_integer_vs_emulated"] >= 0.0  # depends on the CPU
+    assert v["int8"].max_abs_diff_integer_vs_emulated < 0.02  # saturation: ~0.27 here
+    assert v["int8-trt"].max_abs_diff_integer_vs_emulated >= 0.0  # depends on the CPU
 
 
 def test_int8_files_record_their_recipe_and_gate(tiny_export: tuple[dict[str, Any], Path]
@@ -114,21 +118,24 @@ def test_int8_files_record_their_recipe_and_gate(tiny_export: tuple[dict[str, An
 
     report, out = tiny_export
     here = cpu_record()
-    assert report["machine"]["int8_class"] == here["int8_class"]
-    assert report["int8_recipes"] == {"int8": "cpu", "int8-trt": "tensorrt"}
+    assert report.machine["int8_class"] == here["int8_class"]
+    assert report.int8_recipes == {"int8": "cpu", "int8-trt": "tensorrt"}
     for name, recipe, bits, kernels in (("int8", "cpu", 7, "integer"),
                                         ("int8-trt", "tensorrt", 8, "emulated")):
-        v = report["variants"][name]
+        v = report.variants[name]
+        assert v.int8_gate is not None and v.accuracy is not None and v.recipe is not None
         info = parse_metadata(_meta(out / f"snet3.{name}.onnx"))
         assert (info.int8_recipe, info.int8_weight_bits) == (recipe, bits)
-        assert info.int8_gate == v["int8_gate"]
+        assert info.int8_gate == v.int8_gate.to_json()
+        assert v.int8_gate.kernels == kernels
         assert info.int8_gate["kernels"] == kernels
         assert info.int8_gate["int8_class"] == here["int8_class"]
         assert info.int8_gate["drop_points"] == pytest.approx(
-            -100 * v["accuracy"]["delta_to_fp32"])
-        assert v["recipe"]["name"] == recipe
-    assert report["variants"]["int8-trt"]["qdq_conformance"] == {"rules": "tensorrt",
-                                                                 "problems": 0}
+            -100 * v.accuracy.delta_to_fp32)
+        assert v.recipe["name"] == recipe
+    assert report.variants["int8-trt"].qdq_conformance == {"rules": "tensorrt",
+                                                           "problems": 0}
+    assert report.variants["int8"].qdq_conformance is None  # a CPU recipe: not checked
     assert check_tensorrt_qdq(out / "snet3.int8-trt.onnx") == []
     assert any("INT32" in p for p in check_tensorrt_qdq(out / "snet3.int8.onnx"))
 
@@ -148,7 +155,7 @@ def test_corrupt_and_truncated_onnx_are_refused(tiny_export: tuple[dict[str, Any
     truncated.write_bytes(data[: len(data) // 2])
     for bad in (garbage, truncated):
         with pytest.raises(UserError) as err:
-            export_model(bad, tmp_path / "out", precisions=("fp32",), eval_data=tiny_synth)
+            export_model(bad, tmp_path / "out", precision="fp32", eval_data=tiny_synth)
         msg = err.value.format()
         assert "\n" not in msg and msg.startswith(str(bad))
         assert "not a readable ONNX file" in msg or "checker" in msg or "metadata" in msg
@@ -224,10 +231,10 @@ def test_read_only_output_dir(tiny_teacher: Path, tmp_path: Path) -> None:
 def test_option_errors_name_the_field(tiny_teacher: Path, tmp_path: Path) -> None:
     from facedistill.export import export_model
 
-    cases = [({"precisions": ("fp8",)}, "precision"), ({"opset": 9}, "opset"),
+    cases = [({"precision": "fp8"}, "precision"), ({"opset": 9}, "opset"),
              ({"calib_method": "mse"}, "calib_method"), ({"calib_n": 0}, "calib_n"),
-             ({"batches": (8, 1, 32)}, "trt_profile"), ({"workspace_mb": 0}, "workspace_mb"),
-             ({"eval_split": None}, "eval_split")]
+             ({"trt_profile": (8, 1, 32)}, "trt_profile"), ({"workspace_mb": 0}, "workspace_mb"),
+             ({"no_eval": True}, "no_eval")]
     for kwargs, field in cases:
         with pytest.raises(UserError) as err:
             export_model(tiny_teacher, tmp_path / "out", **kwargs)
@@ -248,9 +255,10 @@ def test_int8_gate_rejects_and_keeps_previous_file(tiny_export: tuple[dict[str, 
     dst.mkdir()
     (dst / "snet3.int8.onnx").write_bytes(b"an earlier, accepted export")
     with pytest.raises(GateError) as err:  # typed: only the gate failed
-        export_model(src, dst, precisions=("int8",), max_drop=-100.0, calib_n=32,
+        export_model(src, dst, precision="int8", max_drop=-100.0, calib_n=32,
                      eval_data=tiny_synth)
-    assert err.value.rejected == ["int8"] and err.value.report["gate"]["passed"] is False
+    assert err.value.rejected == ["int8"] and err.value.report.gate.passed is False
+    assert err.value.report.variants["int8"].rejected_by_gate is True
     msg = err.value.format()
     assert "\n" not in msg and msg.startswith(f"{dst / 'snet3.int8.onnx'}: INT8 rejected")
     assert "more than max_drop -100" in msg
@@ -263,12 +271,12 @@ def test_int8_gate_rejects_and_keeps_previous_file(tiny_export: tuple[dict[str, 
     assert report["gate"]["passed"] is False
 
     # the same run with the gate off keeps INT8 and records its accuracy in the file
-    report = export_model(src, dst, precisions=("int8",), max_drop=-100.0, gate=False,
+    report = export_model(src, dst, precision="int8", max_drop=-100.0, no_gate=True,
                           calib_n=32, eval_data=tiny_synth)
-    assert report["variants"]["int8"]["status"] == "ok"
-    assert json.loads(_meta(dst / "snet3.int8.onnx")["accuracy"]) == \
-        report["variants"]["int8"]["accuracy"]
-    assert report["source"]["note"].startswith("exported earlier")
+    int8 = report.variants["int8"]
+    assert int8.status == "ok" and int8.accuracy is not None
+    assert json.loads(_meta(dst / "snet3.int8.onnx")["accuracy"]) == int8.accuracy.to_json()
+    assert str(report.source.note).startswith("exported earlier")
 
 
 def test_onnx_source_runs_without_torch(tiny_export: tuple[dict[str, Any], Path],
@@ -283,15 +291,17 @@ def test_onnx_source_runs_without_torch(tiny_export: tuple[dict[str, Any], Path]
         "import sys\n"
         "from facedistill.export import export_model\n"
         f"r = export_model({str(out / 'snet3.fp32.onnx')!r}, {str(tmp_path)!r}, "
-        f"precisions=('fp16',), eval_data={str(tiny_synth)!r})\n"
+        f"precision='fp16', eval_data={str(tiny_synth)!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "print(r['variants']['fp16']['accuracy']['mean_balanced'])\n"
+        "print(r.variants['fp16'].accuracy.mean_balanced)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = tiny_export[0]["variants"]["fp16"]["accuracy"]["mean_balanced"]
+    fp16 = tiny_export[0].variants["fp16"].accuracy
+    assert fp16 is not None and fp16.mean_balanced is not None
+    expected = fp16.mean_balanced
     assert float(done.stdout.strip()) == pytest.approx(expected, abs=1e-12)
     assert np.isfinite(expected)
 
@@ -350,9 +360,11 @@ def test_int8_engine_without_the_tensorrt_recipe_is_a_recorded_failure(
     biases); the report says why and the export fails at the end (no GPU needed to see it)."""
     from facedistill.export.api import ExportFailed, ExportRequest, _build_engines, _Steps
     from facedistill.export.folder import ExportFolder
+    from facedistill.export.report import REPORT_FORMAT
 
     report, out = tiny_export
-    rep = {"variants": {"fp32": {"status": "ok"}, "int8": {"status": "ok"}}, "engines": {}}
+    rep = {"format": REPORT_FORMAT, "variants": {"fp32": {"status": "ok"},
+                                                 "int8": {"status": "ok"}}, "engines": {}}
     steps = _Steps(rep)
     request = ExportRequest(precisions=("int8",), int8_plan={"int8": "cpu"}, profile=(1, 4, 8))
     with ExportFolder(tmp_path) as folder:
@@ -364,6 +376,7 @@ def test_int8_engine_without_the_tensorrt_recipe_is_a_recorded_failure(
         steps.raise_if_failed(tmp_path)
     assert type(err.value) is ExportFailed  # not a GateError: the pipeline must stop on it
     assert err.value.failed == ["int8 engine"] and not err.value.committed
+    assert err.value.report.engines["int8"].status == "failed"  # the typed report
     assert not list(tmp_path.iterdir())
 
 
@@ -379,7 +392,7 @@ def test_int8_calibration_on_a_count_that_is_no_multiple_of_the_batch(
     from facedistill.export.quantize import quantize_int8
 
     report, _ = tiny_export
-    src = report["variants"]["fp32"]["path"]
+    src = str(report.variants["fp32"].path)
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape][1:]
     images = np.random.default_rng(0).standard_normal((45, *shape)).astype(np.float32)
@@ -409,7 +422,7 @@ def test_an_onnx_source_failing_the_checker_never_replaces_the_good_fp32(
     good = b"the fp32 of an earlier, good export"
     (dst / "snet3.fp32.onnx").write_bytes(good)
     with pytest.raises(ExportError) as err:
-        export_model(bad, dst, precisions=("fp32",), eval_split=None)
+        export_model(bad, dst, precision="fp32", no_eval=True)
     line = err.value.format()
     assert line.startswith(f"{bad}: ") and "fails the ONNX checker" in line
     assert (dst / "snet3.fp32.onnx").read_bytes() == good

@@ -121,12 +121,17 @@ def test_files_of_the_same_model_are_carried_and_of_another_removed(
     from facedistill.export import export_model
 
     out = tmp_path / "out"
-    export_model(fp32_source, out, precisions=("fp16",), eval_data=tiny_synth)
+    export_model(fp32_source, out, precision="fp16", eval_data=tiny_synth)
     fp16 = (out / "snet3.fp16.onnx").read_bytes()
     # re-export fp32 only: the fp16 of the same source stays and stays listed
-    report = export_model(fp32_source, out, precisions=("fp32",), eval_data=tiny_synth)
-    assert report["precisions"] == ["fp32"]
-    assert report["variants"]["fp16"]["carried_from"] is not None
+    report = export_model(fp32_source, out, precision="fp32", eval_data=tiny_synth)
+    assert report.precisions == ("fp32",)
+    assert report.variants["fp16"].carried_from is not None
+    assert report.ok_onnx() == {"fp32": str(out / "snet3.fp32.onnx"),
+                                "fp16": str(out / "snet3.fp16.onnx")}
+    # an ONNX source: parity not re-checked, written as null (and read back so)
+    assert report.variants["fp32"].parity is None
+    assert _consistent(out)["variants"]["fp32"]["parity"] is None
     assert (out / "snet3.fp16.onnx").read_bytes() == fp16
     assert _consistent(out)["variants"].keys() == {"fp32", "fp16"}
 
@@ -134,8 +139,8 @@ def test_files_of_the_same_model_are_carried_and_of_another_removed(
     previous = json.loads((out / "export_report.json").read_text())
     previous["source"]["sha256"] = "0" * 64
     (out / "export_report.json").write_text(json.dumps(previous))
-    report = export_model(fp32_source, out, precisions=("fp32",), eval_data=tiny_synth)
-    assert "fp16" not in report["variants"] and not (out / "snet3.fp16.onnx").exists()
+    report = export_model(fp32_source, out, precision="fp32", eval_data=tiny_synth)
+    assert "fp16" not in report.variants and not (out / "snet3.fp16.onnx").exists()
     assert _consistent(out)
 
 
@@ -145,11 +150,11 @@ def test_a_gate_rejection_keeps_the_accepted_int8_of_the_same_model(
     from facedistill.export.api import GateError
 
     out = tmp_path / "out"
-    export_model(fp32_source, out, precisions=("int8",), gate=False, calib_n=32,
+    export_model(fp32_source, out, precision="int8", no_gate=True, calib_n=32,
                  eval_data=tiny_synth)
     int8 = (out / "snet3.int8.onnx").read_bytes()
     with pytest.raises(GateError) as err:
-        export_model(fp32_source, out, precisions=("int8",), max_drop=-100.0, calib_n=32,
+        export_model(fp32_source, out, precision="int8", max_drop=-100.0, calib_n=32,
                      eval_data=tiny_synth)
     assert err.value.committed and err.value.rejected == ["int8"]
     assert "the export was written without int8" in err.value.format()
@@ -172,7 +177,7 @@ def test_a_full_disk_mid_export_keeps_the_previous_export(
     shutil.copytree(previous, out)
     before = _snapshot(out)
     with pytest.raises(ExportFailed) as err:
-        export_model(tiny_teacher, out, calib_n=32, gate=False, batches=(1, 4, 8))
+        export_model(tiny_teacher, out, calib_n=32, no_gate=True, trt_profile=(1, 4, 8))
     line = err.value.format()
     assert "\n" not in line and f"{out / 'snet3.fp32.onnx'}: cannot write: No space left" in line
     assert ".staging" not in line and f"nothing was written: {out} is as it was" in line
@@ -186,13 +191,13 @@ def test_a_kill_during_an_export_leaves_the_previous_one_intact(
     from facedistill.export import export_model
 
     out = tmp_path / "out"
-    export_model(fp32_source, out, precisions=("fp16",), eval_data=tiny_synth)
+    export_model(fp32_source, out, precision="fp16", eval_data=tiny_synth)
     before = _snapshot(out)
     kill_export_at("export:int8", fp32_source, out, tiny_synth)
     after = _snapshot(out)
     leftovers = {k for k in after if k.startswith(".export-")}
     assert leftovers and {k: v for k, v in after.items() if k not in leftovers} == before
-    export_model(fp32_source, out, precisions=("fp32",), eval_data=tiny_synth)
+    export_model(fp32_source, out, precision="fp32", eval_data=tiny_synth)
     assert _consistent(out)  # the abandoned staging folder is gone
 
 
@@ -205,7 +210,7 @@ def test_a_kill_in_the_commit_is_rolled_forward(fp32_source: Path, tiny_synth: P
     from facedistill.export.folder import ExportFolder
 
     out = tmp_path / "out"
-    export_model(fp32_source, out, precisions=("fp16",), eval_data=tiny_synth)
+    export_model(fp32_source, out, precision="fp16", eval_data=tiny_synth)
     kill_export_at(point, fp32_source, out, tiny_synth)
     assert list(out.glob(".export-*.staging/COMMIT.json"))
     with ExportFolder(out) as folder:  # what every export does first

@@ -396,7 +396,8 @@ def test_engine_builds_runs_and_matches_ort(tiny_export: tuple[dict[str, Any], P
     assert side["precision"] == precision and side["profile"] == {"min": 1, "opt": 4, "max": 8}
     assert (tmp_path / "trt_timing.cache").stat().st_size > 0
     assert read_sidecar(engine) == side
-    data = Path(report["data"]["eval"]["root"])
+    assert report.data.eval is not None
+    data = Path(str(report.data.eval.root))
     paths, _, _ = split_images(data, "val")
     x = load_batch(parse_metadata(side["metadata"]).preprocess, list(paths[:11]))
     # INT8: TensorRT sums int8 products in 32 bits, as ONNX Runtime's Q/DQ emulation does

@@ -31,7 +31,7 @@ def matrix_export(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) 
     from facedistill.export import export_model
 
     out = tmp_path_factory.mktemp("matrix-export") / "export"
-    export_model(tiny_teacher, out, precisions=("fp32", "fp16"), gate=False, eval_split=None)
+    export_model(tiny_teacher, out, precision="fp32,fp16", no_gate=True, no_eval=True)
     return out
 
 

@@ -530,7 +530,7 @@ def _(ws: Workspace) -> Fails:
 
 @case("d11-train-batch-size-0")
 def _(ws: Workspace) -> Fails:
-    return Fails(["train", "--batch-size", "0", "--out", ws.tmp / "r"], ["batch_size"],
+    return Fails(["train", "--batch-size", "0", "--out", ws.tmp / "r"], ["'--batch-size'"],
                  absent=[ws.tmp / "r"])
 
 
@@ -538,14 +538,14 @@ def _(ws: Workspace) -> Fails:
 def _(ws: Workspace) -> Fails:
     out = ws.tmp / "ds"
     return Fails(["data", "synth", "--out", out, "--n", "12", "--images-per-identity", "nan"],
-                 ["images_per_identity", "nan"], absent=[out])
+                 ["'--images-per-identity'", "nan"], absent=[out])
 
 
 @case("d11-synth-images-per-identity-inf")
 def _(ws: Workspace) -> Fails:
     out = ws.tmp / "ds"
     return Fails(["data", "synth", "--out", out, "--n", "12", "--images-per-identity", "inf"],
-                 ["images_per_identity", "inf"], absent=[out])
+                 ["'--images-per-identity'", "inf"], absent=[out])
 
 
 # -- 12: several bad files: each named, the good results kept ----------------------------------

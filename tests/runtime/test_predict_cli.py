@@ -139,7 +139,7 @@ def test_usage_error_messages(tiny_onnx: Path, faces_dir: Path, tmp_path: Path,
         (["predict", img, "--model", str(tiny_onnx), "--annotate", str(faces_dir)],
          "would overwrite an input image"),
         (["predict", img, "--model", str(tiny_onnx), "--margin", "0.3"],
-         "error: --margin needs --detect"),
+         "error: field '--margin': needs --detect"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_:

@@ -278,8 +278,8 @@ def test_select_command_writes_outputs_and_reuses_responses(tiny_teacher: Path,
 
 def test_select_an_ensemble_names_teacher_and_neuron(tiny_teacher: Path, tmp_path: Path
                                                      ) -> None:
-    rec = PS.run_selection([tiny_teacher, tiny_teacher / "last.pt"], 64, out=tmp_path,
-                          workers=0, plot=False)
+    rec = PS.run_selection([tiny_teacher, tiny_teacher / "last.pt"], out=tmp_path, k=64,
+                           workers=0, plot=False)
     width = rec.teachers[0]["neurons"]
     assert rec.candidates == 2 * width and rec.teachers[1]["offset"] == width
     for s in rec.selected:

@@ -220,10 +220,10 @@ def test_shipped_configs_load_for_the_pipeline_and_every_command(name: str) -> N
 
     path = Path(__file__).parents[2] / "configs" / f"{name}.toml"
     cfg = load(path)
-    assert cfg.sections["pipeline"]["students"] == ["snet1", "snet2", "snet3"]
+    assert cfg.pipeline.students == ("snet1", "snet2", "snet3")
     assert cfg.teacher_config().arch == "tnet" and cfg.teacher_config().width == 1.0
     assert cfg.precisions() == ["fp32", "fp16", "int8"]
-    assert cfg.synth is (name == "demo")
+    assert (cfg.synth is not None) is (name == "demo")
     default_map = load_default_map(cli, path)  # the same file drives the single commands
     assert default_map["compress"]["method"] == "selected"
     assert "pipeline" in default_map and "export" in default_map
@@ -320,8 +320,18 @@ def test_an_ensemble_of_teachers_runs_end_to_end(tiny_synth: Path, tmp_path: Pat
 
 def test_the_stage_tables_start_from_the_commands_defaults(tmp_path: Path) -> None:
     """One home for each default: with an empty config, the pipeline's teacher and students
-    are TrainConfig()'s, its export and bench options those of the commands (flags false)."""
-    from facedistill.config import TrainConfig, table_options
+    are TrainConfig()'s, its export and bench options those of the commands (flags false),
+    but for the pipeline's one default: TensorRT engines where TensorRT is installed."""
+    import importlib.util
+
+    from facedistill.config import (
+        BenchConfig,
+        DistillConfig,
+        ExportConfig,
+        SelectConfig,
+        TrainConfig,
+        table_options,
+    )
 
     path = tmp_path / "empty.toml"
     path.write_text(f'[pipeline]\ndata = "{tmp_path}"\n')
@@ -329,8 +339,8 @@ def test_the_stage_tables_start_from_the_commands_defaults(tmp_path: Path) -> No
     assert cfg.teacher_config() == TrainConfig(arch="tnet")
     assert cfg.student_config("snet3") == TrainConfig(arch="snet3")
     assert table_options(cli, {}, "train")["deterministic"] is False
-    export = cfg.sections["export"]
-    assert export["no_gate"] is False and export["trt"] == "auto"  # the pipeline's one default
-    assert export["batches"] == table_options(cli, {}, "export")["batches"] == "1,8,32"
-    assert cfg.sections["bench"]["batch"] == "1,32" and cfg.precisions() == ["fp32", "fp16",
-                                                                             "int8"]
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    assert cfg.export == ExportConfig(trt=has_trt) and cfg.export.trt_profile == (1, 8, 32)
+    assert cfg.bench == BenchConfig() and cfg.bench.batch == (1, 32)
+    assert cfg.select == SelectConfig() and cfg.distill == DistillConfig()
+    assert cfg.precisions() == ["fp32", "fp16", "int8"]

@@ -13,8 +13,9 @@ A config file sets option defaults per command; options given on the command lin
 Keys are the options' long names without their dashes (``--calib-n`` is ``calib_n``, also
 written ``calib-n``; ``--json`` is ``json``), arguments go by their name (``root``). An unknown
 table or key is an error naming the file and the dotted key, with the nearest known name, so a
-typo never passes silently. The defaults themselves live in the library's dataclasses (e.g.
-:class:`SynthConfig`, :class:`TrainConfig`), the one source the CLI reads them from.
+typo never passes silently. The options are the fields of the commands' config classes
+(:mod:`facedistill.config.fields`): their types check a table's values and their
+``__post_init__`` its ranges, so a bad value names the file and the dotted key.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import click
 
-from facedistill.errors import ConfigError, UserError
+from facedistill.config.fields import build, configs_of
+from facedistill.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -143,8 +144,7 @@ def to_default_map(
         if wrong:
             raise ConfigError(f"bad value {value!r}: {wrong}", path=path, field=dotted)
         try:  # convert now so that a bad value names the file, not the command line
-            ctx = click.Context(command)
-            param.type_cast_value(ctx, value)
+            value = param.type_cast_value(click.Context(command), value)
         except click.BadParameter as exc:
             raise ConfigError(f"bad value {value!r}: {exc.message}", path=path,
                               field=dotted) from None
@@ -215,158 +215,15 @@ def load_default_map(command: click.Command, path: str | os.PathLike[str]) -> di
 
 
 def _check_values(root: click.Group, default_map: dict[str, Any],
-                  path: str | os.PathLike[str]) -> None:
-    """Run the config dataclasses' own checks on the tables they cover, so that a value they
-    reject (``epochs = 0``) names the config file and its dotted key, not the command line."""
-    for dotted, cls in (("train", TrainConfig), ("compress", TrainConfig),
-                        ("data.synth", SynthConfig)):
-        table = config_table(default_map, dotted)
-        if not table:
+                  path: str | os.PathLike[str], prefix: str = "") -> None:
+    """Build each command's config classes from its table, so that a value they reject
+    (``epochs = 0``) names the config file and its dotted key, not the command line."""
+    for name, table in default_map.items():
+        command = root.commands[name]  # type: ignore[attr-defined]
+        dotted = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            _check_values(command, table, path, prefix=f"{dotted}.")
             continue
-        known = {f.name for f in fields(cls)}
-        key_of = {p.name: option_key(p) for p in command_at(root, dotted).params}
-        try:
-            cfg = cls(**{k: v for k, v in table.items() if k in known})
-            if hasattr(cfg, "validate"):
-                cfg.validate()
-        except UserError as exc:
-            where = f"{dotted}.{key_of.get(exc.field, exc.field)}" if exc.field else dotted
-            raise ConfigError(exc.message, path=path, field=where) from None
-
-
-# -- the synthetic dataset (here, not beside its generator: the CLI reads these defaults without
-# importing numpy) ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """What defines a synthetic dataset; equal configs give byte-identical datasets."""
-
-    n: int = 20_000
-    size: int = 64
-    seed: int = 0
-    wild: bool = False
-    images_per_identity: float = 5.0
-
-    def validate(self) -> None:
-        if self.n < 3:
-            raise UserError(f"--n must be at least 3 (one image per split), got {self.n}",
-                            field="n")
-        if not 16 <= self.size <= 1024:
-            raise UserError(f"--size must be in 16..1024 pixels, got {self.size}", field="size")
-        if self.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {self.seed}", field="seed")
-        if not (math.isfinite(self.images_per_identity) and self.images_per_identity >= 1):
-            raise UserError(f"--images-per-identity must be a number >= 1, got "
-                            f"{self.images_per_identity}", field="images_per_identity")
-
-
-# -- training defaults (the one source the CLI, the pipeline and the benchmarks read) ----------
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides how a model is trained; stored in every checkpoint.
-
-    ``precision``: ``auto`` picks bf16 autocast on a CUDA GPU that has it (fp16 + GradScaler on
-    older GPUs) and on a CPU with AMX, else fp32: on CPUs with AVX512-BF16 alone bf16 autocast
-    was measured no faster than fp32 (``benchmarks/cpu_precision.py``). ``channels_last``:
-    ``auto`` = on (1.06-1.5x faster student training steps on the 2-core CI CPU, TNet ~10%
-    slower; the usual layout for autocast on GPUs). ``ema``: decay of the
-    exponential moving average of the weights, 0 = off; when on, validation, thresholds and the
-    deployed weights are the EMA's. ``warmup`` and ``epochs`` are in epochs. ``pos_weight``:
-    weight of each attribute's positives in the label loss, from the training split's
-    prevalence p: ``none`` (1, plain BCE), ``sqrt`` (``sqrt((1-p)/p)``) or ``balanced``
-    (``(1-p)/p``: both classes count equally, like balanced accuracy); capped at 50.
-    """
-
-    arch: str = "tnet"
-    width: float = 1.0
-    size: int = 64
-    variant: str = "aligned"
-    margin: float = 0.2
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    warmup: float = 1.0
-    min_lr: float = 0.01  # the cosine ends at lr * min_lr
-    grad_clip: float = 5.0  # max global grad norm; 0 = off
-    pos_weight: str = "none"
-    ema: float = 0.0
-    precision: str = "auto"
-    channels_last: str = "auto"
-    device: str = "auto"
-    workers: int = 1
-    seed: int = 0
-    deterministic: bool = False
-
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "optimizer": ("adamw", "sgd"),
-        "precision": ("auto", "fp32", "bf16", "fp16"),
-        "channels_last": ("auto", "on", "off"),
-        "device": ("auto", "cpu", "cuda"),
-        "variant": ("aligned", "wild"),
-        "pos_weight": ("none", "sqrt", "balanced"),
-    }
-
-    def __post_init__(self) -> None:
-        for name, choices in self.CHOICES.items():
-            value = getattr(self, name)
-            if value not in choices and not (name == "device" and str(value).startswith("cuda:")):
-                raise ConfigError(f"must be one of {', '.join(choices)}, not {value!r}",
-                                  field=name)
-        positive = ("width", "size", "epochs", "batch_size", "lr")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"must be > 0, not {getattr(self, name)!r}", field=name)
-        non_negative = ("weight_decay", "momentum", "warmup", "min_lr", "grad_clip", "workers")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"must be >= 0, not {getattr(self, name)!r}", field=name)
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"EMA decay must be in [0, 1), not {self.ema!r}", field="ema")
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
-
-
-#: the ONNX variants an export writes: runtime.metadata.PRECISIONS, which this module (below the
-#: runtime in the layer map) cannot import; tests/test_cli.py checks that the two agree
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def export_precisions(onnx: bool, fp16: bool, int8: bool, precision: str | None) -> list[str]:
-    """The ONNX variants an export writes, from ``export``'s options (the CLI's and the
-    pipeline's ``[export]`` table): the flags plus the comma list ``precision``; none of them
-    means all three. fp32 is always written (the others derive from it)."""
-    chosen = [p for p, on in (("fp32", onnx), ("fp16", fp16), ("int8", int8)) if on]
-    chosen += [p.strip().lower() for p in (precision or "").split(",") if p.strip()]
-    bad = [p for p in chosen if p not in EXPORT_PRECISIONS]
-    if bad:
-        raise ConfigError(f"unknown precision {bad[0]!r} (fp32, fp16, int8)", field="precision")
-    chosen = chosen or list(EXPORT_PRECISIONS)
-    return [p for p in EXPORT_PRECISIONS if p in chosen or p == "fp32"]
-
-
-def parse_term_weights(items: Sequence[str]) -> dict[str, float] | None:
-    """``["selected=0.3", ...]`` (the CLI's ``--weight`` and the config's ``weight``) ->
-    ``{"selected": 0.3}``; ``None`` when empty. Terms and values are checked by the objective."""
-    out: dict[str, float] = {}
-    for item in items:
-        term, sep, value = str(item).partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[term.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"expected TERM=WEIGHT, e.g. selected=0.3, not {item!r}",
-                              field="weight") from None
-    return out or None
+        keys = {p.name: f"{dotted}.{option_key(p)}" for p in command.params}
+        for cls in configs_of(command):
+            build(cls, table_options(root, default_map, name), where=keys.get, path=path)
