@@ -367,3 +367,32 @@ def test_predict_runs_the_runtime_as_a_face_app_would() -> None:
     params = inspect.signature(Predictor).parameters
     for name in ("backend", "device", "threads", "batch_size", "spin"):
         assert params[name].default == PredictConfig.__dataclass_fields__[name].default, name
+
+
+def test_the_config_archs_are_the_registrys() -> None:
+    """config keeps the model names (it sits below nn in the layer map and cannot ask it)."""
+    from facedistill.config import ARCHS
+    from facedistill.nn.models import list_models
+
+    assert sorted(ARCHS) == list_models() and ARCHS[0] == "tnet"
+
+
+def test_the_config_choices_are_the_librarys() -> None:
+    """A config's choices (Literal fields) repeat vocabularies of layers above config; one
+    check that they agree, so a new solver, kernel, method or calibration is added in both."""
+    import typing
+
+    from facedistill.config import DistillConfig, ExportConfig, SelectConfig
+    from facedistill.export.quantize import CALIBRATION_METHODS
+    from facedistill.metrics import Polarity
+    from facedistill.pipeline.distill import METHODS
+    from facedistill.selection.solver import Redundancy, Solver
+
+    def choices(cls: type, name: str) -> set[str]:
+        return set(typing.get_args(typing.get_type_hints(cls)[name]))
+
+    assert choices(SelectConfig, "solver") == set(typing.get_args(Solver))
+    assert choices(SelectConfig, "redundancy") == set(typing.get_args(Redundancy))
+    assert choices(SelectConfig, "polarity") == set(typing.get_args(Polarity))
+    assert choices(DistillConfig, "method") == set(METHODS)
+    assert choices(ExportConfig, "calib_method") == set(CALIBRATION_METHODS)

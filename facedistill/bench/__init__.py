@@ -2,8 +2,8 @@
 
 Torch-free unless a checkpoint is benchmarked. Public API::
 
-    result = run_bench(["runs/snet3/export/snet3.fp32.onnx", "runs/snet3"], batches=(1, 32),
-                       data="data/synth")
+    result = run_bench(["runs/snet3/export/snet3.fp32.onnx", "runs/snet3"],
+                       BenchConfig(batch=(1, 32)), data="data/synth")
     write_outputs(result, json_path="bench.json", md_path="bench.md", plot_path="bench.png")
     print(markdown_table(result))
 

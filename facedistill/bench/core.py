@@ -50,7 +50,6 @@ DEFAULT_SECONDS = 2.0
 INPUT_SEED = 0
 ACCURACY_BATCH = 64
 POWER_SECONDS = 2.0
-ARCH_ORDER = ("tnet", "snet1", "snet2", "snet3")
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
 
 Progress = Callable[[int, int], None]

@@ -13,15 +13,22 @@ turns one into ``null``, and the reader turns a ``null`` latency or throughput b
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from facedistill.errors import UserError
+from facedistill.records import (
+    BadField,
+    check_format,
+    integer,
+    number,
+    obj,
+    parsed,
+    read_json,
+    string,
+)
 
 FORMAT = "facedistill.bench/v1"
 
@@ -29,64 +36,35 @@ __all__ = ["FORMAT", "Accuracy", "BenchResult", "BenchRow", "LatencyStats", "Pow
            "read_bench"]
 
 
-class _Bad(Exception):
-    """A field of the wrong shape while reading: ``field`` names it (``rows[2].latency_ms``)."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
-
-
-def _obj(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _Bad(where, f"expected an object, got {type(value).__name__}")
-    return value
-
-
 def _need(rec: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in rec:
-        raise _Bad(f"{where}.{key}" if where else key, "missing")
+        raise BadField(f"{where}.{key}" if where else key, "missing")
     return rec[key]
 
 
 def _num(value: Any, where: str) -> float:
     """A number as it was written (an int stays an int); ``null`` (a non-finite number in the
     file, or a key an older file lacks) reads as ``nan``."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Bad(where, f"expected a number, got {value!r}")
-    return value
+    return math.nan if value is None else number(value, where)
 
 
 def _opt_num(value: Any, where: str) -> float | None:
     return None if value is None else _num(value, where)
 
 
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(where, f"expected an integer, got {value!r}")
-    return value
-
 
 def _opt_int(value: Any, where: str) -> int | None:
-    return None if value is None else _int(value, where)
+    return None if value is None else integer(value, where)
 
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise _Bad(where, f"expected a string, got {value!r}")
-    return value
 
 
 def _opt_str(value: Any, where: str) -> str | None:
-    return None if value is None else _str(value, where)
+    return None if value is None else string(value, where)
 
 
 def _dict(value: Any, where: str) -> dict[str, Any]:
     """A copy (a record shares nothing mutable with what it was read from)."""
-    return copy.deepcopy(dict(_obj({} if value is None else value, where)))
+    return copy.deepcopy(dict(obj({} if value is None else value, where)))
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -128,7 +106,7 @@ class LatencyStats:
 
     @classmethod
     def from_json(cls, rec: Any, where: str = "latency_ms") -> LatencyStats:
-        rec = _obj(rec, where)
+        rec = obj(rec, where)
         return cls(**{f.name: _num(_need(rec, f.name, where), f"{where}.{f.name}")
                       for f in fields(cls)})
 
@@ -150,11 +128,11 @@ class Accuracy:
 
     @classmethod
     def from_json(cls, rec: Any, where: str = "accuracy") -> Accuracy:
-        rec = _obj(rec, where)
-        return cls(split=_str(_need(rec, "split", where), f"{where}.split"),
+        rec = obj(rec, where)
+        return cls(split=string(_need(rec, "split", where), f"{where}.split"),
                    mean_balanced=_num(_need(rec, "mean_balanced", where),
                                       f"{where}.mean_balanced"),
-                   n_images=_int(_need(rec, "n_images", where), f"{where}.n_images"),
+                   n_images=integer(_need(rec, "n_images", where), f"{where}.n_images"),
                    delta_to_fp32=_opt_num(rec.get("delta_to_fp32"), f"{where}.delta_to_fp32"),
                    reference=_opt_str(rec.get("reference"), f"{where}.reference"))
 
@@ -179,13 +157,13 @@ class Power:
 
     @classmethod
     def from_json(cls, rec: Any, where: str = "power") -> Power:
-        rec = _obj(rec, where)
-        return cls(source=_str(_need(rec, "source", where), f"{where}.source"),
+        rec = obj(rec, where)
+        return cls(source=string(_need(rec, "source", where), f"{where}.source"),
                    rail=_opt_str(rec.get("rail"), f"{where}.rail"),
                    mean_mw=_num(_need(rec, "mean_mw", where), f"{where}.mean_mw"),
                    rails_mw={str(k): _num(v, f"{where}.rails_mw.{k}") for k, v in
                              _dict(rec.get("rails_mw"), f"{where}.rails_mw").items()},
-                   samples=_int(rec.get("samples", 0), f"{where}.samples"),
+                   samples=integer(rec.get("samples", 0), f"{where}.samples"),
                    energy_mj_per_image=_num(rec.get("energy_mj_per_image"),
                                             f"{where}.energy_mj_per_image"),
                    seconds=_num(rec.get("seconds"), f"{where}.seconds"),
@@ -207,12 +185,12 @@ class Skipped:
 
     @classmethod
     def from_json(cls, rec: Any, where: str = "skipped") -> Skipped:
-        rec = _obj(rec, where)
-        return cls(artifact=_str(_need(rec, "artifact", where), f"{where}.artifact"),
-                   precision=_str(rec.get("precision", ""), f"{where}.precision"),
-                   backend=_str(rec.get("backend", ""), f"{where}.backend"),
-                   batch=_int(_need(rec, "batch", where), f"{where}.batch"),
-                   reason=_str(rec.get("reason", ""), f"{where}.reason"))
+        rec = obj(rec, where)
+        return cls(artifact=string(_need(rec, "artifact", where), f"{where}.artifact"),
+                   precision=string(rec.get("precision", ""), f"{where}.precision"),
+                   backend=string(rec.get("backend", ""), f"{where}.backend"),
+                   batch=integer(_need(rec, "batch", where), f"{where}.batch"),
+                   reason=string(rec.get("reason", ""), f"{where}.reason"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,36 +238,36 @@ class BenchRow:
         ``per_image_ms``/``throughput_ips`` is worked out from the latency)."""
         from facedistill.bench.stats import throughput
 
-        rec = _obj(rec, where)
+        rec = obj(rec, where)
 
         def at(key: str) -> str:
             return f"{where}.{key}"
 
-        batch = _int(_need(rec, "batch", where), at("batch"))
+        batch = integer(_need(rec, "batch", where), at("batch"))
         lat = LatencyStats.from_json(_need(rec, "latency_ms", where), at("latency_ms"))
         gpu = rec.get("gpu_compute_ms")
         acc = rec.get("accuracy")
         pw = rec.get("power")
         shape = rec.get("input_shape") or []
         if not isinstance(shape, list | tuple):
-            raise _Bad(at("input_shape"), f"expected a list, got {shape!r}")
+            raise BadField(at("input_shape"), f"expected a list, got {shape!r}")
         per_image = rec.get("per_image_ms", lat.median / batch if batch else math.nan)
         ips = rec.get("throughput_ips", throughput(lat.mean, batch))
         return cls(
-            model=_str(_need(rec, "model", where), at("model")),
+            model=string(_need(rec, "model", where), at("model")),
             arch=_dict(rec.get("arch"), at("arch")),
             source_sha256=_opt_str(rec.get("source_sha256"), at("source_sha256")),
-            artifact=_str(_need(rec, "artifact", where), at("artifact")),
-            kind=_str(rec.get("kind", ""), at("kind")),
-            backend=_str(_need(rec, "backend", where), at("backend")),
-            precision=_str(_need(rec, "precision", where), at("precision")),
-            mode=_str(rec.get("mode", "default"), at("mode")),
-            layout=_str(rec.get("layout", ""), at("layout")),
+            artifact=string(_need(rec, "artifact", where), at("artifact")),
+            kind=string(rec.get("kind", ""), at("kind")),
+            backend=string(_need(rec, "backend", where), at("backend")),
+            precision=string(_need(rec, "precision", where), at("precision")),
+            mode=string(rec.get("mode", "default"), at("mode")),
+            layout=string(rec.get("layout", ""), at("layout")),
             batch=batch,
-            input_shape=tuple(_int(d, at("input_shape")) for d in shape),
+            input_shape=tuple(integer(d, at("input_shape")) for d in shape),
             threads=_opt_int(rec.get("threads"), at("threads")),
-            warmup=_int(rec.get("warmup", 0), at("warmup")),
-            runs=_int(rec.get("runs", 0), at("runs")),
+            warmup=integer(rec.get("warmup", 0), at("warmup")),
+            runs=integer(rec.get("runs", 0), at("runs")),
             latency_ms=lat,
             per_image_ms=_num(per_image, at("per_image_ms")),
             throughput_ips=_num(ips, at("throughput_ips")),
@@ -329,17 +307,15 @@ class BenchResult:
     def from_json(cls, rec: Any, path: str | os.PathLike[str] | None = None) -> BenchResult:
         """Checked: the format and every row's shape (a bad one is a :class:`UserError`
         naming ``path`` and the field); keys an older file lacks take their defaults."""
-        if not isinstance(rec, Mapping) or rec.get("format") != FORMAT:
-            got = rec.get("format") if isinstance(rec, Mapping) else None
-            raise UserError(f"not a {FORMAT} file"
-                            + (f" (format {got!r})" if got is not None else ""), path=path)
-        try:
+        rec = check_format(rec, FORMAT, path)
+
+        def parse() -> BenchResult:
             rows = rec.get("rows", [])
             skipped = rec.get("skipped") or []
             if not isinstance(rows, list):
-                raise _Bad("rows", "expected a list")
+                raise BadField("rows", "expected a list")
             if not isinstance(skipped, list):
-                raise _Bad("skipped", "expected a list")
+                raise BadField("skipped", "expected a list")
             return cls(
                 format=FORMAT,
                 version=_opt_str(rec.get("version"), "version"),
@@ -349,22 +325,12 @@ class BenchResult:
                 rows=tuple(BenchRow.from_json(r, f"rows[{i}]") for i, r in enumerate(rows)),
                 skipped=tuple(Skipped.from_json(s, f"skipped[{i}]")
                               for i, s in enumerate(skipped)))
-        except _Bad as exc:
-            raise UserError(f"malformed bench file: {exc.message}", path=path,
-                            field=exc.field) from None
+
+        return parsed(parse, "bench file", path)
 
 
 def read_bench(path: str | os.PathLike[str]) -> BenchResult:
     """A ``bench.json`` (or the folder holding one), checked; a missing, unreadable or corrupt
     file, or one of another format, is a one-line :class:`UserError` naming it."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "bench.json"
-    try:
-        rec = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("no bench file here", path=p) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"not a readable bench file ({first})", path=p) from None
+    rec, p = read_json(path, "bench.json", "bench file")
     return BenchResult.from_json(rec, p)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from facedistill.bench.record import BenchResult, BenchRow
+from facedistill.config import ARCHS
 from facedistill.errors import UserError
 from facedistill.io import atomic_path, atomic_write_text
 
-ARCH_ORDER = ("tnet", "snet1", "snet2", "snet3")
+ARCH_ORDER = ARCHS  # teacher first
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
 INSTALL_MPL = "plots need matplotlib, which is not installed: pip install matplotlib"
 

@@ -10,9 +10,10 @@ import click
 
 from facedistill.config.fields import opt
 from facedistill.config.loader import NumberList
+from facedistill.config.train import ARCHS
 from facedistill.errors import ConfigError
 
-STUDENTS = ("snet1", "snet2", "snet3")
+STUDENTS = tuple(a for a in ARCHS if a != "tnet")
 
 
 def str_list(value: Any) -> tuple[str, ...]:
@@ -49,7 +50,7 @@ class PipelineOptions:
 
     def __post_init__(self) -> None:
         students = str_list(self.students)
-        if not students or any(s not in ("tnet", *STUDENTS) for s in students):
+        if not students or any(s not in ARCHS for s in students):
             raise ConfigError(f"students must be some of {', '.join(STUDENTS)}, not "
                               f"{list(students)}", field="students")
         twins = str_list(self.twins)

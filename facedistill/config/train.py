@@ -3,6 +3,7 @@ distillation and the neuron selection take (the one source of their defaults).""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -12,8 +13,9 @@ import click
 from facedistill.config.fields import check_choices, check_ranges, opt
 from facedistill.errors import ConfigError
 
-ARCHS = ("tnet", "snet1", "snet2", "snet3")
 Arch = Literal["tnet", "snet1", "snet2", "snet3"]
+#: the registry's models, teacher first (tests check them against facedistill.nn.models)
+ARCHS: tuple[str, ...] = typing.get_args(Arch)
 
 
 @dataclass(frozen=True)

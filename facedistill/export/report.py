@@ -17,14 +17,24 @@ re-checked) and an INT8 file's ``qdq_conformance`` (a CPU recipe: not checked).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from facedistill.errors import UserError
+from facedistill.records import (
+    BadField,
+    at,
+    boolean,
+    check_format,
+    integer,
+    number,
+    obj,
+    parsed,
+    read_json,
+    string,
+)
 
 REPORT_FORMAT = "facedistill.export_report/v1"
 REPORT_NAME = "export_report.json"
@@ -37,68 +47,25 @@ R = TypeVar("R", bound="_Record")
 Parser = Callable[[Any, str], Any]
 
 
-class _Bad(Exception):
-    """A value of the wrong shape while reading; ``field`` names it (``variants.int8.path``)."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
-
-
-def _at(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _obj(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _Bad(where, f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise _Bad(where, f"expected a string, got {value!r}")
-    return value
-
-
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(where, f"expected an integer, got {value!r}")
-    return value
-
-
-def _num(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Bad(where, f"expected a number, got {value!r}")
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(where, f"expected true or false, got {value!r}")
-    return value
-
-
 def _map(value: Any, where: str) -> dict[str, Any]:
-    return _json(_obj(value, where))
+    return _json(obj(value, where))
 
 
 def _nums(value: Any, where: str) -> dict[str, float]:
-    return {str(k): _num(v, _at(where, str(k))) for k, v in _obj(value, where).items()}
+    return {str(k): number(v, at(where, str(k))) for k, v in obj(value, where).items()}
 
 
 def _strs(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
-        raise _Bad(where, f"expected a list, got {type(value).__name__}")
-    return tuple(_str(v, f"{where}[{i}]") for i, v in enumerate(value))
+        raise BadField(where, f"expected a list, got {type(value).__name__}")
+    return tuple(string(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _records(cls: type[R]) -> Parser:
     """A parser of an object of records, e.g. ``variants``: name -> :class:`VariantRecord`."""
     def parse(value: Any, where: str) -> dict[str, R]:
-        return {str(k): cls.from_json(v, _at(where, str(k)))
-                for k, v in _obj(value, where).items()}
+        return {str(k): cls.from_json(v, at(where, str(k)))
+                for k, v in obj(value, where).items()}
     return parse
 
 
@@ -139,7 +106,7 @@ class _Record:
     @classmethod
     def from_json(cls: type[R], rec: Any, where: str = "") -> R:
         """The record of ``rec`` (a JSON object); ``where`` names it in errors."""
-        rec = _obj(rec, where)
+        rec = obj(rec, where)
         has_default = {f.name for f in fields(cls)  # type: ignore[arg-type]
                        if f.default_factory is not MISSING
                        or f.default not in (MISSING, None)}
@@ -150,12 +117,12 @@ class _Record:
             if parse is None:
                 extra[str(key)] = _json(value)
             elif value is not None:
-                kw[key] = parse(value, _at(where, key))
+                kw[key] = parse(value, at(where, key))
             elif key not in has_default:  # a null object or list reads as the empty one
                 kw[key] = None
         for key in cls._REQUIRED:
             if kw.get(key) is None:
-                raise _Bad(_at(where, key), "missing")
+                raise BadField(at(where, key), "missing")
         return cls(**kw, extra=extra)
 
 
@@ -181,7 +148,7 @@ class AccuracyRecord(_Record):
     n_images: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"split": _str, "mean_balanced": _num, "delta_to_fp32": _num, "n_images": _int}
+    _PARSE = {"split": string, "mean_balanced": number, "delta_to_fp32": number, "n_images": integer}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,9 +168,9 @@ class Int8GateRecord(_Record):
     max_abs_diff_integer_vs_emulated: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"recipe": _str, "kernels": _str, "cpu": _str, "int8_class": _str,
-              "onnxruntime": _str, "split": _str, "drop_points": _num,
-              "max_drop_points": _num, "max_abs_diff_integer_vs_emulated": _num}
+    _PARSE = {"recipe": string, "kernels": string, "cpu": string, "int8_class": string,
+              "onnxruntime": string, "split": string, "drop_points": number,
+              "max_drop_points": number, "max_abs_diff_integer_vs_emulated": number}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,9 +186,9 @@ class PreviousRecord(_Record):
     created_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"path": _str, "size_bytes": _int, "sha256": _str,
+    _PARSE = {"path": string, "size_bytes": integer, "sha256": string,
               "accuracy": _record(AccuracyRecord), "int8_gate": _record(Int8GateRecord),
-              "created_at": _str}
+              "created_at": string}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,13 +224,13 @@ class VariantRecord(_Record):
     carried_from: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"path": _str, "size_bytes": _int, "sha256": _str, "precision": _str,
-              "opset": _int, "checker": _bool, "parity": _nums, "parity_logits": _nums,
+    _PARSE = {"path": string, "size_bytes": integer, "sha256": string, "precision": string,
+              "opset": integer, "checker": boolean, "parity": _nums, "parity_logits": _nums,
               "calibration": _map, "recipe": _map, "qdq_conformance": _map, "seconds": _nums,
-              "status": _str, "accuracy": _record(AccuracyRecord),
-              "max_abs_diff_to_fp32": _num, "max_abs_diff_integer_vs_emulated": _num,
-              "int8_gate": _record(Int8GateRecord), "error": _str, "rejected_by_gate": _bool,
-              "previous": _record(PreviousRecord), "carried_from": _str}
+              "status": string, "accuracy": _record(AccuracyRecord),
+              "max_abs_diff_to_fp32": number, "max_abs_diff_integer_vs_emulated": number,
+              "int8_gate": _record(Int8GateRecord), "error": string, "rejected_by_gate": boolean,
+              "previous": _record(PreviousRecord), "carried_from": string}
     _REQUIRED = frozenset({"status"})
     _OPTIONAL = frozenset(_PARSE) - {"status"}
 
@@ -301,11 +268,11 @@ class EngineRecord(_Record):
     carried_from: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"path": _str, "sidecar": _str, "onnx": _str, "status": _str, "size_bytes": _int,
-              "sha256": _str, "trt_version": _str, "gpu_name": _str,
-              "compute_capability": _str, "precision": _str, "profile": _map,
-              "built_at": _str, "build": _map, "seconds": _num, "error": _str,
-              "carried_from": _str}
+    _PARSE = {"path": string, "sidecar": string, "onnx": string, "status": string, "size_bytes": integer,
+              "sha256": string, "trt_version": string, "gpu_name": string,
+              "compute_capability": string, "precision": string, "profile": _map,
+              "built_at": string, "build": _map, "seconds": number, "error": string,
+              "carried_from": string}
     _REQUIRED = frozenset({"status"})
     _OPTIONAL = frozenset(_PARSE) - {"status"}
 
@@ -327,8 +294,8 @@ class SourceRecord(_Record):
     note: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"checkpoint": _str, "onnx": _str, "sha256": _str, "version": _str,
-              "note": _str}
+    _PARSE = {"checkpoint": string, "onnx": string, "sha256": string, "version": string,
+              "note": string}
     _OPTIONAL = frozenset({"checkpoint", "onnx"})
 
 
@@ -342,7 +309,7 @@ class SplitRecord(_Record):
     method: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"root": _str, "split": _str, "n_images": _int, "method": _str}
+    _PARSE = {"root": string, "split": string, "n_images": integer, "method": string}
     _OPTIONAL = frozenset({"method"})
 
 
@@ -367,7 +334,7 @@ class GateResult(_Record):
     kernels: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"drop_points": _num, "passed": _bool, "kernels": _str}
+    _PARSE = {"drop_points": number, "passed": boolean, "kernels": string}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -383,8 +350,8 @@ class GateRecord(_Record):
     passed: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"enabled": _bool, "max_drop_points": _num, "results": _records(GateResult),
-              "int8_drop_points": _num, "passed": _bool}
+    _PARSE = {"enabled": boolean, "max_drop_points": number, "results": _records(GateResult),
+              "int8_drop_points": number, "passed": boolean}
     _OPTIONAL = frozenset({"results", "int8_drop_points", "passed"})
 
 
@@ -416,8 +383,8 @@ class ExportReport(_Record):
     seconds: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    _PARSE = {"format": _str, "version": _str, "created_at": _str,
-              "source": _record(SourceRecord), "arch": _map, "out_dir": _str, "opset": _int,
+    _PARSE = {"format": string, "version": string, "created_at": string,
+              "source": _record(SourceRecord), "arch": _map, "out_dir": string, "opset": integer,
               "precisions": _strs, "int8_recipes": _map, "machine": _map,
               "data": _record(DataRecord), "variants": _records(VariantRecord),
               "engines": _records(EngineRecord), "gate": _record(GateRecord),
@@ -429,15 +396,8 @@ class ExportReport(_Record):
         """Checked: the format and every known key's shape (a bad one is a one-line
         :class:`UserError` naming ``path``, the file, and the field); keys an older file
         lacks take their defaults."""
-        if not isinstance(rec, Mapping) or rec.get("format") != REPORT_FORMAT:
-            got = rec.get("format") if isinstance(rec, Mapping) else None
-            raise UserError(f"not a {REPORT_FORMAT} file"
-                            + (f" (format {got!r})" if got is not None else ""), path=path)
-        try:
-            return super().from_json(rec)
-        except _Bad as exc:
-            raise UserError(f"malformed export report: {exc.message}", path=path,
-                            field=exc.field) from None
+        rec = check_format(rec, REPORT_FORMAT, path)
+        return parsed(lambda: super(ExportReport, cls).from_json(rec), "export report", path)
 
     # -- what readers ask ----------------------------------------------------------------------
     def ok_onnx(self) -> dict[str, str]:
@@ -461,14 +421,5 @@ def read_export_report(path: str | os.PathLike[str]) -> ExportReport:
     """An ``export_report.json`` (or the export folder holding one), checked; a missing,
     unreadable or corrupt file, or one of another format, is a one-line :class:`UserError`
     naming it."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / REPORT_NAME
-    try:
-        rec = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("no export report here", path=p) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"not a readable export report ({first})", path=p) from None
+    rec, p = read_json(path, REPORT_NAME, "export report")
     return ExportReport.from_json(rec, p)

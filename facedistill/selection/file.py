@@ -18,6 +18,7 @@ import numpy as np
 
 from facedistill.errors import UserError
 from facedistill.io import atomic_path
+from facedistill.records import check_format, read_json
 from facedistill.selection.solver import Selection, normalise
 
 FORMAT = "facedistill.selection/v1"
@@ -113,8 +114,7 @@ class SelectionRecord:
         """Checked: the format, ``k`` and the indices (distinct, in range); the other fields
         take their type's shape (files of older versions lack some)."""
         where = Path(path) if path is not None else None
-        if not isinstance(rec, dict) or rec.get("format") != FORMAT:
-            raise UserError(f"not a {FORMAT} file", path=where)
+        rec = check_format(rec, FORMAT, where)
         idx = rec.get("indices")
         n = rec.get("candidates")
         if (not isinstance(idx, list) or not isinstance(n, int) or len(idx) != rec.get("k")
@@ -143,13 +143,5 @@ class SelectionRecord:
 
 def read_selection(path: str | os.PathLike[str]) -> SelectionRecord:
     """A ``selection.json`` (or the folder holding it), checked: format, k, indices."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "selection.json"
-    try:
-        rec = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UserError("no selection file here", path=p) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"not a readable selection file ({exc})", path=p) from None
+    rec, p = read_json(path, "selection.json", "selection file")
     return SelectionRecord.from_json(rec, p)

@@ -47,7 +47,6 @@ from facedistill.io import atomic_write_json, sha256_file
 
 STATE_FILE = "pipeline.json"
 STATE_FORMAT = "facedistill.pipeline/v1"
-STUDENTS = ("snet1", "snet2", "snet3")
 GROUPS = ("data", "teacher", "select", "students", "export", "bench", "report")
 
 # -- configuration ----------------------------------------------------------------------------
