@@ -117,7 +117,8 @@ def test_models_lists_exact_counts() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = {r["arch"]: r for r in json.loads(proc.stdout)}
     assert {k: v["params"] for k, v in rows.items()} == {
-        "tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320}
+        "tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320,
+        "frl": 14_441_008}  # the localization net: TNet's trunk, two branches
     assert rows["snet3"]["params_no_head"] == 264_080
     table = run("models", "--size", "32")
     assert table.returncode == 0 and "13,764,616" in table.stdout and "0.27M" in table.stdout
@@ -372,9 +373,11 @@ def test_predict_runs_the_runtime_as_a_face_app_would() -> None:
 def test_the_config_archs_are_the_registrys() -> None:
     """config keeps the model names (it sits below nn in the layer map and cannot ask it)."""
     from facedistill.config import ARCHS
+    from facedistill.config.train import TRAIN_ARCHS
     from facedistill.nn.models import list_models
 
-    assert sorted(ARCHS) == list_models() and ARCHS[0] == "tnet"
+    assert sorted(TRAIN_ARCHS) == list_models() and ARCHS[0] == "tnet"
+    assert set(ARCHS) == set(TRAIN_ARCHS) - {"frl"}  # FRL localizes; it is no student
 
 
 def test_the_config_choices_are_the_librarys() -> None:

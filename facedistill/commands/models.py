@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facedistill.clikit import console, print_json
-from facedistill.config import config_command, opt
+from facedistill.config import ARCHS, config_command, opt
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ def models_cmd(cfg: ModelsConfig) -> None:
 
     from facedistill.nn.models import PAPER, list_models, model_info
 
-    order = ["tnet", *sorted(n for n in list_models() if n != "tnet")]  # teacher first
+    order = [*ARCHS, *sorted(set(list_models()) - set(ARCHS))]  # teacher, students, frl
     size, width = cfg.size, cfg.width
     rows = [model_info(name, width=width, size=size) for name in order]
     if cfg.json:
@@ -32,9 +32,10 @@ def models_cmd(cfg: ModelsConfig) -> None:
     for col in ("model", "params", "params w/o FC40", "MACs", "paper params", "paper acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
+        paper = PAPER.get(r["arch"], {})
         table.add_row(r["arch"], f"{r['params']:,}", f"{r['params_no_head']:,}",
-                      f"{r['macs'] / 1e6:,.1f}M", PAPER[r["arch"]]["params_text"],
-                      f"{r['paper_acc']:.2f}")
+                      f"{r['macs'] / 1e6:,.1f}M", paper.get("params_text", "-"),
+                      "-" if r["paper_acc"] is None else f"{r['paper_acc']:.2f}")
     console.print(table)
 
 

@@ -14,8 +14,12 @@ from facedistill.config.fields import check_choices, check_ranges, opt
 from facedistill.errors import ConfigError
 
 Arch = Literal["tnet", "snet1", "snet2", "snet3"]
-#: the registry's models, teacher first (tests check them against facedistill.nn.models)
+#: the classification models (teacher first), which distil into each other
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
+#: what ``train`` trains: those and the face-region localization net (the registry's models;
+#: tests check them against facedistill.nn.models)
+TrainArch = Literal["tnet", "snet1", "snet2", "snet3", "frl"]
+TRAIN_ARCHS: tuple[str, ...] = typing.get_args(TrainArch)
 
 
 @dataclass(frozen=True)
@@ -85,10 +89,26 @@ class TrainOptions:
 class TrainConfig(TrainOptions):
     """Everything that decides how a model is trained; stored in every checkpoint."""
 
-    arch: Arch = opt("tnet", "Model to train from labels.")
+    arch: TrainArch = opt("tnet", "Model to train from labels (frl: the face-region "
+                                  "localization net, trained with --mnl).")
+    mnl: Literal["off", "joint", "mutual"] = opt(
+        "off", "FRL's multi-net learning: off = the localization branch alone; joint = with the "
+               "classification branch on the shared trunk; mutual = also each branch fitting the "
+               "other's probabilities.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mnl != "off" and self.arch != "frl":
+            raise ConfigError(f"multi-net learning is FRL's (--arch frl), not {self.arch}'s",
+                              field="mnl")
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record stored in checkpoints (and hashed by the pipeline); ``mnl`` only where
+        on, so that a classification model's record is what it was before FRL existed."""
+        record = asdict(self)
+        if record["mnl"] == "off":
+            del record["mnl"]
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> TrainConfig:

@@ -133,8 +133,19 @@ ARCHITECTURES: dict[str, tuple[BlockSpec, ...]] = {
         BlockSpec(3, 128),
         BlockSpec(1, FEATURE_DIM, pool=False),
     ),
+    # the face-region localization (FRL) net of the cascade paper: TNet's blocks without their
+    # last two pools, so that the class activation maps (CAM) of the GAP head are input / 8
+    # wide (8x8 at 64 px, 12x12 at 96 px); see FRLNet
+    "frl": (
+        BlockSpec(3, 32, 2),
+        BlockSpec(3, 64, 2),
+        BlockSpec(3, 128, 3),
+        BlockSpec(3, 256, 3, pool=False),
+        BlockSpec(3, 512, 3, pool=False),
+        BlockSpec(3, FEATURE_DIM, 1, pool=False),
+    ),
 }
-"""Table 3 of the paper, block by block (``block1`` first)."""
+"""Table 3 of the paper, block by block (``block1`` first), and the FRL net's trunk."""
 
 PAPER: dict[str, dict[str, Any]] = {
     "tnet": {"params": 19_000_000, "params_text": "19M", "mean_acc": 91.07},
@@ -449,6 +460,66 @@ def snet2(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> CascadeNet:
 def snet3(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> CascadeNet:
     """Student 3: four narrow pooled 3x3 blocks, then a 1x1x1280 conv (0.32M params)."""
     return CascadeNet("snet3", ARCHITECTURES["snet3"], width, num_attrs)
+
+
+@register_model
+def frl(width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> FRLNet:
+    """The face-region localization net (cascade paper): TNet's trunk with CAM-sized maps, a
+    localization (GAP -> FC) and a classification branch (``FRLNet``)."""
+    return FRLNet(width, num_attrs)
+
+
+class FRLNet(CascadeNet):
+    """Face-region localization by class activation maps, with multi-net learning (MNL).
+
+    The trunk is TNet's without its last two pools (:data:`ARCHITECTURES` ``frl``; every
+    block, the last too, scaled by ``width``: the maps need not be 1280 deep to localize).
+    Two branches share it:
+
+    * localization (``head``): GAP -> FC, so ``CAM_k(x, y) = sum_c W[k, c] F_c(x, y) + b_k``
+      is attribute k's evidence at each place of the last map F (:meth:`cam`); what
+      :meth:`forward` returns and the export ships;
+    * classification (``cls_head``): GAP -> FC -> ReLU -> FC, trained jointly (MNL) and read
+      with :meth:`classify`.
+
+    While training, :meth:`forward_with_features` also returns the classification logits, so
+    that the MNL objective (:class:`facedistill.pipeline.frl.MNLObjective`) sees both branches
+    from one pass through the trunk.
+    """
+
+    def __init__(self, width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS) -> None:
+        blocks = tuple(BlockSpec(b.kernel, scale_width(b.channels, width), b.repeats, b.pool)
+                       for b in ARCHITECTURES["frl"])
+        super().__init__("frl", blocks, 1.0, num_attrs)
+        self.width = float(width)
+        hidden = scale_width(512, width)
+        self.cls_head = nn.Sequential(OrderedDict(
+            fc1=nn.Linear(self.feature_dim, hidden), relu=nn.ReLU(),
+            fc2=nn.Linear(hidden, self.num_attrs)))
+        self.reset_parameters()
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per CAM cell."""
+        return self.min_input_size
+
+    def forward_with_features(self, x: torch.Tensor) -> Any:
+        """``(localization logits, features)``; in training also the classification logits."""
+        f = self.features(x)
+        if self.training:
+            return self.head(f), f, self.cls_head(f)
+        return self.head(f), f
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The classification branch's logits."""
+        return self.cls_head(self.features(x))
+
+    def cam(self, x: torch.Tensor) -> torch.Tensor:
+        """Class activation maps ``[B, num_attrs, H / 8, W / 8]`` of the localization branch
+        (their spatial mean is :meth:`forward`)."""
+        maps = self.trunk(x)
+        return torch.einsum("kc,bchw->bkhw", self.head.weight, maps) \
+            + self.head.bias[None, :, None, None]
 
 
 # --------------------------------------------------------------------------------------------

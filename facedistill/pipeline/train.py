@@ -183,7 +183,7 @@ class _WithFeatures(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model.forward_with_features(x)
 
 
@@ -284,8 +284,14 @@ class Trainer:
             train_labels = getattr(train_set, "labels", None)
             if cfg.pos_weight != "none" and train_labels is None:
                 raise ConfigError("needs a dataset with a labels array", field="pos_weight")
-            objective = LabelObjective(positive_weights(train_labels, cfg.pos_weight)
-                                       if cfg.pos_weight != "none" else None)
+            weights = positive_weights(train_labels, cfg.pos_weight) \
+                if cfg.pos_weight != "none" else None
+            if cfg.arch == "frl":  # its two branches: multi-net learning (or the CAM one alone)
+                from facedistill.pipeline.frl import MNLObjective
+
+                objective = MNLObjective(cfg.mnl, weights)
+            else:
+                objective = LabelObjective(weights)
         self.objective = objective.to(self.device)
         if self.channels_last:  # the teachers of a distillation run in the student's layout
             self.objective = self.objective.to(memory_format=torch.channels_last)
@@ -452,8 +458,9 @@ class Trainer:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits, feats = self.net(x)
-                loss, terms = self.objective(logits, feats, y, x)
+                # a model with a second branch (FRL's classification) returns its logits too
+                logits, feats, *aux = self.net(x)
+                loss, terms = self.objective(logits, feats, y, x, *aux)
             if not torch.isfinite(loss):
                 raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step "
                                 f"{self.step + 1}; lower --lr or use --train-precision fp32")

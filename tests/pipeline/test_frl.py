@@ -1,0 +1,156 @@
+"""The face-region localization net (FRL) and multi-net learning: the CAM identity, the MNL
+objective, boxes from maps, landmark coordinates of the crop, and a real tiny training run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facedistill.attributes import ATTRIBUTES
+from facedistill.nn.models import build_model, count_params
+from facedistill.pipeline.frl import (
+    BOX_SIDE,
+    GROUPS,
+    Box,
+    MNLObjective,
+    box_hits,
+    cam_boxes,
+    cam_priors,
+    crop_coordinates,
+    frl_outputs,
+    group_of,
+    landmark_priors,
+    peak_box,
+)
+from facedistill.runtime.preprocess import crop_with_margin
+
+
+def test_the_cams_mean_is_the_localization_branch() -> None:
+    torch.manual_seed(0)
+    net = build_model("frl", width=0.125).eval()
+    x = torch.randn(3, 3, 64, 64)
+    cams = net.cam(x)
+    assert cams.shape == (3, 40, 8, 8) and net.stride == 8  # maps of input / 8
+    torch.testing.assert_close(cams.mean(dim=(2, 3)), net(x), rtol=1e-5, atol=1e-5)
+    assert net.cam(torch.randn(1, 3, 96, 96)).shape[-1] == 12
+    logits, feats = net.forward_with_features(x)  # eval: what export and bench see
+    net.train()
+    loc, feats2, cls = net.forward_with_features(x)  # training: both branches, one trunk
+    assert loc.shape == cls.shape == (3, 40) and feats2.shape == feats.shape
+    # every block is scaled, the last too: width 0.25 is ~16x smaller than width 1
+    assert count_params(build_model("frl", width=1.0)) > 12 * count_params(
+        build_model("frl", width=0.25))
+    rebuilt = build_model(**net.config())
+    assert type(rebuilt) is type(net) and rebuilt.feature_dim == net.feature_dim
+
+
+def test_mnl_objective_terms_and_detached_mutual_targets() -> None:
+    torch.manual_seed(0)
+    y = torch.randint(0, 2, (4, 40)).float()
+    loc = torch.randn(4, 40, requires_grad=True)
+    cls = torch.randn(4, 40, requires_grad=True)
+    off, t_off = MNLObjective("off")(loc, None, y, None, cls)
+    joint, t_joint = MNLObjective("joint")(loc, None, y, None, cls)
+    mutual, t_mutual = MNLObjective("mutual")(loc, None, y, None, cls)
+    assert set(t_off) == {"loc"} and set(t_joint) == {"loc", "cls"}
+    assert set(t_mutual) == {"loc", "cls", "mutual"}
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    torch.testing.assert_close(joint, bce(loc, y) + bce(cls, y))
+    torch.testing.assert_close(mutual, joint + 0.5 * t_mutual["mutual"])
+    # the mutual term's gradient w.r.t. loc is that of BCE(loc, sigmoid(cls)) alone: the target
+    # is detached, so nothing flows into cls through it
+    (g_loc,) = torch.autograd.grad(t_mutual_term(loc, cls), [loc])
+    want = (torch.sigmoid(loc) - torch.sigmoid(cls)).detach() / loc.numel()
+    torch.testing.assert_close(g_loc, want)
+    with pytest.raises(ValueError, match="classification logits"):
+        MNLObjective("joint")(loc, None, y, None)
+
+
+def t_mutual_term(loc: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        loc, torch.sigmoid(cls).detach())
+
+
+def test_every_attribute_has_one_region_group() -> None:
+    members = [a for names in GROUPS.values() for a in names]
+    assert sorted(members) == sorted(ATTRIBUTES)
+    assert group_of("Eyeglasses") == "eyes" and group_of("Wearing_Hat") == "hair"
+    assert set(BOX_SIDE) == set(GROUPS)
+
+
+def test_boxes_follow_the_peak_and_fall_back_on_flat_maps() -> None:
+    heat = np.zeros((8, 8))
+    heat[2, 5] = 1.0  # one hot cell: its centre is (5.5/8, 2.5/8)
+    box = peak_box(heat, 0.4, prior=(0.5, 0.5))
+    assert (box.cx, box.cy, box.prior) == (5.5 / 8, 2.5 / 8, False)
+    flat = peak_box(np.full((8, 8), 0.3), 0.4, prior=(0.4, 0.6))
+    assert (flat.cx, flat.cy, flat.prior) == (0.4, 0.6, True)
+    assert Box(0.1, 0.1, 0.4).corners() == (0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3))
+    # whole-image maps: a group whose attributes all peak in the top-left gets a box there
+    cams = np.zeros((40, 8, 8))
+    for name in GROUPS["hair"]:
+        cams[ATTRIBUTES.index(name), 0, 0] = 5.0
+    boxes = cam_boxes(cams, priors={})
+    assert boxes["hair"].cx < 0.1 and boxes["hair"].cy < 0.1 and not boxes["hair"].prior
+    assert boxes["eyes"].prior  # all-zero maps: flat
+
+
+def test_crop_coordinates_match_the_preprocessings_crop() -> None:
+    """A dot drawn at a point of the photo lands where crop_coordinates says in the crop."""
+    img = Image.new("RGB", (200, 160))
+    bbox = np.array([[60.0, 30.0, 50.0, 70.0]])
+    point = np.array([[[95.0, 80.0]]])
+    img.putpixel((95, 80), (255, 255, 255))
+    crop = np.asarray(crop_with_margin(img, bbox[0].tolist(), margin=0.2))
+    ys, xs = np.nonzero(crop[..., 0])
+    got = crop_coordinates(bbox, point, 0.2)[0, 0]
+    side = crop.shape[1]
+    assert abs(got[0] * side - xs[0]) <= 1 and abs(got[1] * side - ys[0]) <= 1
+
+
+@pytest.fixture(scope="module")
+def wild(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from facedistill.config import SynthConfig
+    from facedistill.data.synth import generate
+
+    out = tmp_path_factory.mktemp("data") / "wild"
+    generate(out, SynthConfig(n=240, size=32, seed=5, wild=True, images_per_identity=8),
+             workers=1)
+    return out
+
+
+def test_train_frl_with_mnl_end_to_end(wild: Path, tmp_path: Path) -> None:
+    """The real CLI trains FRL with MNL on wild crops; eval scores its localization branch;
+    the outputs give boxes that sit inside the crop and are compared with a fixed box."""
+    out = tmp_path / "frl"
+    cmd = [sys.executable, "-m", "facedistill", "train", "--arch", "frl", "--mnl", "mutual",
+           "--width", "0.125", "--size", "32", "--variant", "wild", "--data", str(wild),
+           "--epochs", "1", "--batch-size", "32", "--workers", "0", "--out", str(out),
+           "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["config"]["mnl"] == "mutual" and summary["config"]["arch"] == "frl"
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_loc", "train_cls", "train_mutual"} <= set(lines[0])
+    test = frl_outputs(str(out), str(wild), "test")
+    n = len(test.labels)
+    assert test.loc.shape == test.cls.shape == (n, 40) and test.cams.shape == (n, 40, 4, 4)
+    assert test.landmarks is not None and ((test.landmarks > 0) & (test.landmarks < 1)).all()
+    train_out = frl_outputs(str(out), str(wild), "train", limit=40)
+    priors = {**cam_priors(train_out), **landmark_priors(train_out)}
+    hits = box_hits(test, priors)
+    assert set(hits) == {"eyes", "nose", "mouth"}
+    for row in hits.values():
+        assert 0 <= row["learned"] <= 1 and 0 <= row["prior"] <= 1 and row["prior_dist"] < 0.2
+    bad = subprocess.run([sys.executable, "-m", "facedistill", "train", "--arch", "snet3",
+                          "--mnl", "joint", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "field '--mnl'" in bad.stderr and "frl" in bad.stderr
