@@ -58,6 +58,15 @@ def summarize(values_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+def over_seeds(values: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std", "n"}`` of one number measured once per seed (sample std, 0 for one
+    seed): how the benchmarks report a comparison."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": float(mean), "std": float(std), "n": n}
+
+
 def images_per_s(fn: Callable[[], object], batch: int, seconds: float,
                  clock: Clock = time.perf_counter) -> float:
     """Images/s of ``fn`` (one batch of ``batch`` images per call): two warm-up calls (oneDNN

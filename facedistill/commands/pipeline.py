@@ -12,6 +12,7 @@ import click
 from facedistill.clikit import EpochReporter, console, err_console, print_json
 from facedistill.commands.data import SynthRun
 from facedistill.config import (
+    ARCHS,
     BenchConfig,
     DistillConfig,
     ExportConfig,
@@ -95,6 +96,10 @@ def pipeline_config(root: click.Group, default_map: dict[str, Any], source: str 
         raise ConfigError("no dataset: give [pipeline] data (a CelebA-format folder) or a "
                           "[data.synth] table", path=source, field="pipeline.data")
     teacher = make(TrainConfig, "train")
+    if teacher.arch not in ARCHS:
+        raise ConfigError(f"the pipeline distils a classification teacher ({', '.join(ARCHS)}), "
+                          f"not {teacher.arch} (train it by itself: facedistill train --arch "
+                          f"{teacher.arch})", path=source, field="train.arch")
     options = make(PipelineOptions, "pipeline")
     for w in options.teacher_widths:  # the same rule as [train] width: TrainConfig's
         try:

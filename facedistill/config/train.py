@@ -207,6 +207,9 @@ class EvalConfig:
     split: Literal["test", "val", "train"] = opt("test", "Split to score.")
     thresholds: Literal["val", "checkpoint"] = opt(
         "val", "Search per-attribute thresholds on the val split now, or use the stored ones.")
+    variant: Literal["run", "aligned", "wild"] = opt(
+        "run", "Images to score: the run's own variant, aligned crops, or face-box crops of the "
+               "wild photos (an aligned model on detector boxes: the cost of misalignment).")
     batch_size: int = opt(128, type=click.IntRange(min=1))
     workers: int = opt(1, "DataLoader worker processes.")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.")

@@ -21,11 +21,13 @@ def _stage(progress: Progress | None, offset: int, total: int) -> Progress | Non
     return lambda done, _n: progress(offset + done, total)
 
 
-def checkpoint_data(ckpt: dict[str, Any], data: str | os.PathLike[str] | None = None
-                    ) -> tuple[Any, Any, Path]:
+def checkpoint_data(ckpt: dict[str, Any], data: str | os.PathLike[str] | None = None,
+                    variant: str = "run") -> tuple[Any, Any, Path]:
     """The dataset index, the checkpoint's eval transform and the data folder for a loaded
-    checkpoint: ``data`` or, when None, the folder the checkpoint was trained on. The dataset
-    must have the checkpoint's attributes, in order."""
+    checkpoint: ``data`` or, when None, the folder the checkpoint was trained on; ``variant``
+    ``run`` reads the images the run trained on, ``aligned`` or ``wild`` those (a model trained
+    on aligned crops scored on face-box crops of wild photos: the cost of misalignment). The
+    dataset must have the checkpoint's attributes, in order."""
     from facedistill.data.celeba import CelebAIndex
     from facedistill.pipeline.data.transforms import Transform
     from facedistill.runtime.preprocess import Preprocess
@@ -38,7 +40,8 @@ def checkpoint_data(ckpt: dict[str, Any], data: str | os.PathLike[str] | None = 
         if not Path(data).exists():
             raise UserError(f"the run's data folder {data} is gone; pass --data",
                             path=ckpt["path"])
-    variant = (ckpt.get("data") or {}).get("variant") or "aligned"
+    if variant == "run":
+        variant = (ckpt.get("data") or {}).get("variant") or "aligned"
     if ckpt.get("preprocess") is None:
         raise UserError("the checkpoint has no preprocessing record", path=ckpt["path"])
     transform = Transform(Preprocess.from_record(ckpt["preprocess"]))
@@ -55,13 +58,14 @@ def _scores(
     thresholds: str,
     kw: dict[str, Any],
     progress: Progress | None,
+    variant: str = "run",
 ) -> tuple[Any, Any, Any, Any, Any, Path]:
     """One checkpoint's logits on the threshold split (val, or ``split`` itself with the stored
     thresholds) and on ``split``, through its own eval preprocessing:
     ``(val_scores, val_labels, logits, labels, given_thresholds, data_root)``."""
     from facedistill.pipeline.data.dataset import CelebA
 
-    index, transform, root = checkpoint_data(ckpt, data)
+    index, transform, root = checkpoint_data(ckpt, data, variant)
     variant = index.variant
     model = model_from_checkpoint(ckpt)
     model.to(kw["device"])
@@ -111,8 +115,8 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(run)
     kw = {"batch_size": cfg.batch_size, "workers": cfg.workers,
           "device": resolve_device(cfg.device)}
-    val_scores, val_labels, logits, labels, given, root = _scores(ckpt, data, split,
-                                                                 cfg.thresholds, kw, progress)
+    val_scores, val_labels, logits, labels, given, root = _scores(
+        ckpt, data, split, cfg.thresholds, kw, progress, cfg.variant)
     report = metrics.evaluate(val_scores, val_labels, logits, labels, list(ckpt["attributes"]),
                               thresholds=given)
     report["thresholds_from"] = "val" if given is None else "checkpoint"
@@ -122,6 +126,7 @@ def evaluate_checkpoint(
         "epoch": ckpt.get("epoch"),
         "data": str(Path(root).resolve()),
         "split": split,
+        "variant": cfg.variant,
         **report,
     }
 

@@ -113,16 +113,30 @@ class Box:
         return x0 <= x <= x1 and y0 <= y <= y1
 
 
-def group_maps(cams: np.ndarray, names: Sequence[str] = ATTRIBUTES) -> dict[str, np.ndarray]:
-    """Per group, the mean of its attributes' maps normalised to [0, 1] each (``cams``:
-    ``[A, h, w]`` of one image): where the group's evidence is, whatever the sign of a
-    logit's bias."""
+#: how an attribute's CAM becomes its heat map: ``minmax`` where its logit is highest;
+#: ``signed`` where the evidence for the image's decision is (the map negated for an attribute
+#: predicted absent); ``abs`` where the logit departs most from its mean, either way
+MAP_RULES = ("minmax", "signed", "abs")
+
+
+def group_maps(cams: np.ndarray, names: Sequence[str] = ATTRIBUTES, *, rule: str = "minmax",
+               logits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per group, the mean of its attributes' heat maps (``rule``, :data:`MAP_RULES`), each
+    normalised to [0, 1] (``cams``: ``[A, h, w]`` of one image; ``logits`` ``[A]``: its
+    predictions, for ``signed``)."""
+    if rule not in MAP_RULES:
+        raise ConfigError(f"must be one of {', '.join(MAP_RULES)}, not {rule!r}", field="rule")
     out: dict[str, np.ndarray] = {}
     for group, members in GROUPS.items():
         idx = [list(names).index(n) for n in members if n in names]
         maps = []
         for i in idx:
-            m = cams[i] - cams[i].min()
+            m = cams[i]
+            if rule == "signed" and logits is not None and logits[i] < 0:
+                m = -m
+            elif rule == "abs":
+                m = np.abs(m - m.mean())
+            m = m - m.min()
             maps.append(m / m.max() if m.max() > 0 else m)
         out[group] = np.mean(maps, axis=0) if maps else np.zeros(cams.shape[1:])
     return out
@@ -145,10 +159,11 @@ def peak_box(heat: np.ndarray, side: float, prior: tuple[float, float],
 
 
 def cam_boxes(cams: np.ndarray, priors: dict[str, tuple[float, float]],
-              names: Sequence[str] = ATTRIBUTES) -> dict[str, Box]:
+              names: Sequence[str] = ATTRIBUTES, *, rule: str = "minmax",
+              logits: np.ndarray | None = None) -> dict[str, Box]:
     """One box per attribute group of one image's maps ``[A, h, w]``; ``priors``: each
     group's mean box centre on training images (the fallback of a flat map)."""
-    heats = group_maps(cams, names)
+    heats = group_maps(cams, names, rule=rule, logits=logits)
     return {g: peak_box(heats[g], BOX_SIDE[g], priors.get(g, (0.5, 0.5))) for g in GROUPS}
 
 
@@ -184,9 +199,28 @@ class FRLOutputs:
     landmarks: np.ndarray | None
 
 
+def jitter_boxes(bbox: np.ndarray, amount: float, seed: int = 0) -> np.ndarray:
+    """Face boxes ``[N, 4]`` (x, y, w, h) as a loose detector would give them: the centre
+    moved by up to ``amount`` of the box size in x and y, the size scaled by up to
+    ``1 +- amount`` (uniform, seeded)."""
+    rng = np.random.default_rng(seed)
+    n = len(bbox)
+    x, y, w, h = (bbox[:, i].astype(np.float64) for i in range(4))
+    scale = rng.uniform(1 - amount, 1 + amount, n)
+    cx = x + w / 2 + rng.uniform(-amount, amount, n) * w
+    cy = y + h / 2 + rng.uniform(-amount, amount, n) * h
+    w, h = w * scale, h * scale
+    return np.stack([cx - w / 2, cy - h / 2, w, h], axis=1).astype(bbox.dtype)
+
+
 def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
-                workers: int = 0, limit: int | None = None) -> FRLOutputs:
-    """Run a trained FRL checkpoint over ``split`` (its own eval preprocessing)."""
+                workers: int = 0, limit: int | None = None, box_jitter: float = 0.0,
+                jitter_seed: int = 0) -> FRLOutputs:
+    """Run a trained FRL checkpoint over ``split`` (its own eval preprocessing); with
+    ``box_jitter``, on crops of loosened face boxes (:func:`jitter_boxes`): where a fixed box
+    misses and a localizer must follow the face."""
+    import dataclasses
+
     from torch.utils.data import DataLoader, Subset
 
     from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
@@ -200,6 +234,11 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
                           field="arch")
     index, transform, _root = checkpoint_data(ckpt, data)
     variant = (ckpt.get("data") or {}).get("variant") or "aligned"
+    if box_jitter > 0:
+        if index.bbox is None:
+            raise ConfigError("box jitter needs the face boxes (list_bbox_celeba.txt)")
+        index = dataclasses.replace(index, bbox=jitter_boxes(index.bbox, box_jitter,
+                                                             jitter_seed))
     has_marks = index.landmarks is not None
     ds = CelebA(index, split, variant=variant, transform=transform, return_bbox=True,
                 return_landmarks=has_marks)
@@ -228,8 +267,8 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
                       landmarks=points)
 
 
-def box_hits(outputs: FRLOutputs, priors: dict[str, tuple[float, float]]
-             ) -> dict[str, dict[str, float]]:
+def box_hits(outputs: FRLOutputs, priors: dict[str, tuple[float, float]], *,
+             rule: str = "minmax") -> dict[str, dict[str, float]]:
     """Per group with landmarks (eyes, nose, mouth): the share of images whose learned box
     contains all the group's landmarks (``learned``), the same for a fixed box at ``priors``
     (``prior``, side as the learned one's), the mean distance of each box's centre to the
@@ -240,7 +279,8 @@ def box_hits(outputs: FRLOutputs, priors: dict[str, tuple[float, float]]
         raise ConfigError("the wild landmarks are needed (list_landmarks_celeba.txt)")
     out: dict[str, dict[str, float]] = {}
     n = len(outputs.cams)
-    boxes = [cam_boxes(outputs.cams[i], priors) for i in range(n)]
+    boxes = [cam_boxes(outputs.cams[i], priors, rule=rule, logits=outputs.loc[i])
+             for i in range(n)]
     for group, idx in LANDMARKS_OF.items():
         learned = fixed = fell_back = 0
         d_learned = d_prior = 0.0
@@ -259,12 +299,13 @@ def box_hits(outputs: FRLOutputs, priors: dict[str, tuple[float, float]]
     return out
 
 
-def cam_priors(outputs: FRLOutputs) -> dict[str, tuple[float, float]]:
+def cam_priors(outputs: FRLOutputs, *, rule: str = "minmax"
+               ) -> dict[str, tuple[float, float]]:
     """Each group's mean box centre over ``outputs`` (training images): the fallback of a
     flat map, learned from the maps alone (no landmark)."""
     centres: dict[str, list[tuple[float, float]]] = {g: [] for g in GROUPS}
-    for cams in outputs.cams:
-        for g, box in cam_boxes(cams, {}).items():
+    for cams, logits in zip(outputs.cams, outputs.loc, strict=True):
+        for g, box in cam_boxes(cams, {}, rule=rule, logits=logits).items():
             if not box.prior:
                 centres[g].append((box.cx, box.cy))
     return {g: tuple(np.mean(c, axis=0)) if c else (0.5, 0.5)  # type: ignore[misc]

@@ -114,3 +114,15 @@ def test_interleave_seconds_stops_on_budget_after_min_rounds() -> None:
 def test_interleave_rejects_bad_plans(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         interleave([lambda: None], **kw)  # type: ignore[arg-type]
+
+
+def test_over_seeds_is_mean_and_sample_std() -> None:
+    import numpy as np
+
+    from facedistill.bench.stats import over_seeds
+
+    values = [0.61, 0.64, 0.66]
+    got = over_seeds(values)
+    assert got["n"] == 3 and got["mean"] == pytest.approx(np.mean(values))
+    assert got["std"] == pytest.approx(np.std(values, ddof=1))
+    assert over_seeds([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}

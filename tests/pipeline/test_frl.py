@@ -150,7 +150,34 @@ def test_train_frl_with_mnl_end_to_end(wild: Path, tmp_path: Path) -> None:
     assert set(hits) == {"eyes", "nose", "mouth"}
     for row in hits.values():
         assert 0 <= row["learned"] <= 1 and 0 <= row["prior"] <= 1 and row["prior_dist"] < 0.2
+    # eval scores the localization branch, on the run's wild crops or on the aligned ones
+    from facedistill.pipeline.evaluate import evaluate_checkpoint
+
+    on_wild = evaluate_checkpoint(out, split="test", variant="run")
+    on_aligned = evaluate_checkpoint(out, split="test", variant="aligned")
+    assert on_wild["variant"] == "run" and on_aligned["variant"] == "aligned"
+    assert on_wild["n_test"] == on_aligned["n_test"] == n
+    assert on_wild["mean_balanced"] != on_aligned["mean_balanced"]  # other images
     bad = subprocess.run([sys.executable, "-m", "facedistill", "train", "--arch", "snet3",
                           "--mnl", "joint", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "field '--mnl'" in bad.stderr and "frl" in bad.stderr
+
+
+def test_map_rules_place_the_heat_where_the_decision_is() -> None:
+    from facedistill.errors import ConfigError
+    from facedistill.pipeline.frl import group_maps
+
+    cams = np.zeros((40, 8, 8))
+    nose = [ATTRIBUTES.index(n) for n in GROUPS["nose"]]
+    for i in nose:  # strong evidence against the attribute top-left, weak for it bottom-right
+        cams[i, 0, 0], cams[i, 7, 7] = -4.0, 1.0
+    logits = np.full(40, -1.0)  # the nose attributes are predicted absent
+    minmax = group_maps(cams, rule="minmax")["nose"]
+    signed = group_maps(cams, rule="signed", logits=logits)["nose"]
+    assert np.unravel_index(minmax.argmax(), minmax.shape) == (7, 7)
+    assert np.unravel_index(signed.argmax(), signed.shape) == (0, 0)
+    absolute = group_maps(cams, rule="abs")["nose"]
+    assert np.unravel_index(absolute.argmax(), absolute.shape) == (0, 0)
+    with pytest.raises(ConfigError, match="minmax, signed, abs"):
+        group_maps(cams, rule="max")

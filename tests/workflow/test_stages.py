@@ -344,3 +344,14 @@ def test_the_stage_tables_start_from_the_commands_defaults(tmp_path: Path) -> No
     assert cfg.bench == BenchConfig() and cfg.bench.batch == (1, 32)
     assert cfg.select == SelectConfig() and cfg.distill == DistillConfig()
     assert cfg.precisions() == ["fp32", "fp16", "int8"]
+
+
+def test_the_pipeline_refuses_a_localization_teacher(tmp_path: Path) -> None:
+    """FRL localizes: the pipeline distils classification models only, and says so."""
+    from facedistill.errors import ConfigError
+
+    path = tmp_path / "frl.toml"
+    path.write_text(f'[train]\narch = "frl"\n[pipeline]\ndata = "{tmp_path}"\n')
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert err.value.field == "train.arch" and "train --arch frl" in err.value.message
