@@ -517,9 +517,15 @@ class FRLNet(CascadeNet):
     def cam(self, x: torch.Tensor) -> torch.Tensor:
         """Class activation maps ``[B, num_attrs, H / 8, W / 8]`` of the localization branch
         (their spatial mean is :meth:`forward`)."""
+        return self.branches(x)[2]
+
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(localization logits, classification logits, CAMs)`` from one trunk pass."""
         maps = self.trunk(x)
-        return torch.einsum("kc,bchw->bkhw", self.head.weight, maps) \
+        f = torch.flatten(self.gap(maps), 1)
+        cams = torch.einsum("kc,bchw->bkhw", self.head.weight, maps) \
             + self.head.bias[None, :, None, None]
+        return self.head(f), self.cls_head(f), cams
 
 
 # --------------------------------------------------------------------------------------------

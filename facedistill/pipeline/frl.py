@@ -229,7 +229,7 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
 
     ckpt = load_checkpoint(run)
     model = model_from_checkpoint(ckpt).eval()
-    if not hasattr(model, "cam"):
+    if not hasattr(model, "branches"):
         raise ConfigError(f"{ckpt['arch']['arch']} is no FRL net (train --arch frl)",
                           field="arch")
     index, transform, _root = checkpoint_data(ckpt, data)
@@ -247,12 +247,10 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
     loc, cls, cams, labels, boxes, marks = [], [], [], [], [], []
     with torch.no_grad():
         for x, y, extra in DataLoader(ds, batch_size=batch_size, num_workers=workers):
-            maps = model.trunk(x)
-            gap = torch.flatten(model.gap(maps), 1)
-            loc.append(model.head(gap))
-            cls.append(model.cls_head(gap))
-            cams.append(torch.einsum("kc,bchw->bkhw", model.head.weight, maps)
-                        + model.head.bias[None, :, None, None])
+            loc_logits, cls_logits, maps = model.branches(x)
+            loc.append(loc_logits)
+            cls.append(cls_logits)
+            cams.append(maps)
             labels.append(y)
             boxes.append(extra["bbox"])
             if has_marks:

@@ -40,6 +40,10 @@ def test_the_cams_mean_is_the_localization_branch() -> None:
     assert cams.shape == (3, 40, 8, 8) and net.stride == 8  # maps of input / 8
     torch.testing.assert_close(cams.mean(dim=(2, 3)), net(x), rtol=1e-5, atol=1e-5)
     assert net.cam(torch.randn(1, 3, 96, 96)).shape[-1] == 12
+    loc, cls, maps = net.branches(x)  # one trunk pass, what the FRL benchmark reads
+    torch.testing.assert_close(loc, net(x))
+    torch.testing.assert_close(cls, net.classify(x))
+    torch.testing.assert_close(maps, cams)
     logits, feats = net.forward_with_features(x)  # eval: what export and bench see
     net.train()
     loc, feats2, cls = net.forward_with_features(x)  # training: both branches, one trunk
