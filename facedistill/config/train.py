@@ -44,6 +44,9 @@ class TrainOptions:
         "aligned", "Aligned crops or in-the-wild photos cut by bbox.")
     margin: float = opt(0.2, "Crop margin around the face box (variant wild), a fraction of "
                              "its size.")
+    box_jitter: float = opt(0.0, "Variant wild: loosen each training face box at random, its "
+                                 "centre moved and its size scaled by up to this fraction (as a "
+                                 "loose detector's boxes); 0 = off.")
     epochs: int = opt(10)
     batch_size: int = opt(64, "Per process.")
     optimizer: Literal["adamw", "sgd"] = opt("adamw")
@@ -75,7 +78,13 @@ class TrainOptions:
                               field="device")
         check_ranges(self, positive=("width", "size", "epochs", "batch_size", "lr"),
                      at_least=dict.fromkeys(("weight_decay", "momentum", "warmup", "min_lr",
-                                             "grad_clip", "workers"), 0))
+                                             "grad_clip", "workers", "box_jitter"), 0))
+        if self.box_jitter >= 0.5:
+            raise ConfigError(f"must be < 0.5 (half the box), not {self.box_jitter!r}",
+                              field="box_jitter")
+        if self.box_jitter > 0 and self.variant != "wild":
+            raise ConfigError("needs --variant wild (aligned crops have no box)",
+                              field="box_jitter")
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"EMA decay must be in [0, 1), not {self.ema!r}", field="ema")
 
@@ -103,11 +112,12 @@ class TrainConfig(TrainOptions):
                               field="mnl")
 
     def to_record(self) -> dict[str, Any]:
-        """The record stored in checkpoints (and hashed by the pipeline); ``mnl`` only where
-        on, so that a classification model's record is what it was before FRL existed."""
+        """The record stored in checkpoints (and hashed by the pipeline); ``mnl`` and
+        ``box_jitter`` only where on, so that a record is what it was before they existed."""
         record = asdict(self)
-        if record["mnl"] == "off":
-            del record["mnl"]
+        for name, off in (("mnl", "off"), ("box_jitter", 0.0)):
+            if record[name] == off:
+                del record[name]
         return record
 
     @classmethod

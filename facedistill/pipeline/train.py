@@ -683,7 +683,7 @@ def train(
         if sizes[split] == 0:
             raise UserError(f"the {split} split is empty", path=index.files.get("partition"))
     train_set = CelebA(index, "train", variant=cfg.variant, size=cfg.size, train=True,
-                       margin=cfg.margin)
+                       margin=cfg.margin, box_jitter=cfg.box_jitter)
     val_set = CelebA(index, "val", variant=cfg.variant, size=cfg.size, train=False,
                      margin=cfg.margin)
     if unlabeled is not None:

@@ -185,3 +185,24 @@ def test_map_rules_place_the_heat_where_the_decision_is() -> None:
     assert np.unravel_index(absolute.argmax(), absolute.shape) == (0, 0)
     with pytest.raises(ConfigError, match="minmax, signed, abs"):
         group_maps(cams, rule="max")
+
+
+def test_box_jitter_loosens_training_boxes_reproducibly(wild: Path) -> None:
+    from facedistill.config import TrainConfig
+    from facedistill.errors import ConfigError
+    from facedistill.pipeline.data.dataset import CelebA
+
+    plain = CelebA(wild, "train", variant="wild", size=32)
+    loose = CelebA(wild, "train", variant="wild", size=32, box_jitter=0.2)
+    torch.manual_seed(0)
+    a = loose[0][0]
+    torch.manual_seed(0)
+    b = loose[0][0]
+    torch.testing.assert_close(a, b)  # drawn from torch's generator: seeded, reproducible
+    assert not torch.equal(a, plain[0][0]) and a.shape == plain[0][0].shape
+    assert "box_jitter" not in TrainConfig().to_record()  # off: records (and keys) unchanged
+    assert TrainConfig(variant="wild", box_jitter=0.1).to_record()["box_jitter"] == 0.1
+    with pytest.raises(ConfigError, match="variant wild"):
+        TrainConfig(box_jitter=0.1)
+    with pytest.raises(ConfigError, match="< 0.5"):
+        TrainConfig(variant="wild", box_jitter=0.5)

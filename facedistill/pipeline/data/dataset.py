@@ -27,6 +27,17 @@ from facedistill.errors import ConfigError, DataError
 from facedistill.pipeline.data.transforms import build_transform
 
 
+def _jitter(box: list[float], amount: float) -> list[float]:
+    """``box`` (x, y, w, h) with its centre moved by up to ``amount`` of its size and its size
+    scaled by up to ``1 +- amount``, drawn from torch's generator (seeded per epoch and worker
+    like the augmentation): a loose detector's box."""
+    dx, dy, ds = (2 * torch.rand(3) - 1).tolist()
+    x, y, w, h = box
+    scale = 1 + amount * ds
+    cx, cy = x + w / 2 + amount * dx * w, y + h / 2 + amount * dy * h
+    return [cx - w * scale / 2, cy - h * scale / 2, w * scale, h * scale]
+
+
 class CelebA(torch.utils.data.Dataset):
     """One split of CelebA (either layout) as ``(image, labels)`` pairs.
 
@@ -40,7 +51,8 @@ class CelebA(torch.utils.data.Dataset):
     ``variant``), so the train/val/test datasets share one parse.
 
     For ``variant="wild"`` the image is cropped to its box enlarged by ``margin`` (the
-    transform's Preprocess does it); ``crop=False`` hands the whole image over instead.
+    transform's Preprocess does it); ``crop=False`` hands the whole image over instead;
+    ``box_jitter`` loosens each box at random (training on detector-like boxes).
     ``transform`` defaults to :func:`build_transform` (``size``, ``train``, ``margin``); a
     custom one is called as ``transform(img, box=box)`` when cropping, else ``transform(img)``.
 
@@ -62,6 +74,7 @@ class CelebA(torch.utils.data.Dataset):
         return_bbox: bool = False,
         return_landmarks: bool = False,
         crop: bool = True,
+        box_jitter: float = 0.0,
     ) -> None:
         check_variant(variant)
         if isinstance(root, CelebAIndex):
@@ -78,6 +91,7 @@ class CelebA(torch.utils.data.Dataset):
         self.positions = index.select(split)
         self.transform = transform or build_transform(size, train=train, margin=margin)
         self.crop = variant == "wild" and crop
+        self.box_jitter = float(box_jitter)  # training: loosen each face box (torch RNG)
         self.return_identity = return_identity
         self.return_bbox = return_bbox
         self.return_landmarks = return_landmarks
@@ -135,7 +149,10 @@ class CelebA(torch.utils.data.Dataset):
         img = load_image(self.index.image_dir / name)
         if self.crop:
             assert self.index.bbox is not None
-            x = self.transform(img, box=self.index.bbox[pos].tolist())
+            box = self.index.bbox[pos].tolist()
+            if self.box_jitter > 0:
+                box = _jitter(box, self.box_jitter)
+            x = self.transform(img, box=box)
         else:
             x = self.transform(img)
         y = torch.from_numpy(self.labels[i].astype(np.float32))
