@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facedistill.config import DistillConfig, SelectConfig, TrainConfig
+from facedistill.config import ARCHS, DistillConfig, SelectConfig, TrainConfig
 from facedistill.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequen
         raise UserError("give at least one --teacher")
     ckpts = [load_checkpoint(t) for t in teachers]
     for ckpt in ckpts:
+        if ckpt["arch"]["arch"] not in ARCHS:
+            raise UserError(f"a {ckpt['arch']['arch']} net localizes, it does not teach: "
+                            f"distil from a classification teacher ({', '.join(ARCHS)})",
+                            path=ckpt["path"])
         if list(ckpt["attributes"]) != list(attributes):
             theirs = list(ckpt["attributes"])
             diff = next((i for i, (a, b) in enumerate(zip(theirs, attributes, strict=False))

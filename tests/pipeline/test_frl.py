@@ -162,6 +162,12 @@ def test_train_frl_with_mnl_end_to_end(wild: Path, tmp_path: Path) -> None:
     assert on_wild["variant"] == "run" and on_aligned["variant"] == "aligned"
     assert on_wild["n_test"] == on_aligned["n_test"] == n
     assert on_wild["mean_balanced"] != on_aligned["mean_balanced"]  # other images
+    refused = subprocess.run([sys.executable, "-m", "facedistill", "compress", "--teacher",
+                              str(out), "--method", "soft", "--data", str(wild), "--variant",
+                              "wild", "--out", str(tmp_path / "s")],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "does not teach" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and not (tmp_path / "s").exists()
     bad = subprocess.run([sys.executable, "-m", "facedistill", "train", "--arch", "snet3",
                           "--mnl", "joint", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=120)
