@@ -55,31 +55,6 @@ PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
 Progress = Callable[[int, int], None]
 
 
-def _check_options(batches: Sequence[int], warmup: int, iters: int | None,
-                   seconds: float | None, threads: int | None, limit: int | None) -> list[int]:
-    out = []
-    for b in batches:
-        if isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 1:
-            raise UserError(f"batch sizes must be integers >= 1, got {b!r}", field="batch")
-        if int(b) not in out:
-            out.append(int(b))
-    if not out:
-        raise UserError("no batch sizes given", field="batch")
-    if warmup < 0:
-        raise UserError(f"warmup must be >= 0, got {warmup}", field="warmup")
-    if iters is not None and seconds is not None:
-        raise UserError("give --iters or --seconds, not both", field="iters")
-    if iters is not None and iters < 1:
-        raise UserError(f"iters must be >= 1, got {iters}", field="iters")
-    if seconds is not None and not seconds > 0:
-        raise UserError(f"seconds must be > 0, got {seconds}", field="seconds")
-    if threads is not None and threads < 1:
-        raise UserError(f"threads must be >= 1, got {threads}", field="threads")
-    if limit is not None and limit < 1:
-        raise UserError(f"limit must be >= 1, got {limit}", field="limit")
-    return out
-
-
 def make_input(preprocess: Any, batch: int, seed: int = INPUT_SEED) -> np.ndarray:
     """A seeded batch of random RGB images, normalised like the model's real input."""
     h, w = preprocess.size
@@ -218,9 +193,7 @@ def run_bench(
     batch, skipped configs; see :mod:`facedistill.bench`)."""
     cfg = replace(cfg or BenchConfig(), **fields)
     return _Bench(root=jetson_mod.ROOT, clock=time.perf_counter).run(
-        list(artifacts), backend=cfg.backend, batches=cfg.batch, warmup=cfg.warmup,
-        iters=cfg.iters, seconds=cfg.seconds, threads=cfg.threads, data=data, split=cfg.split,
-        limit=cfg.limit, progress=progress)
+        list(artifacts), cfg, data=data, progress=progress)
 
 
 class _Bench:
@@ -233,30 +206,29 @@ class _Bench:
         self.query_tools = query_tools
         self.power_seconds = power_seconds
 
-    def run(self, paths: list[Any], *, backend: str, batches: Sequence[int], warmup: int,
-            iters: int | None, seconds: float | None, threads: int | None, data: Any,
-            split: str, limit: int | None, progress: Progress | None) -> BenchResult:
-        batch_list = _check_options(batches, warmup, iters, seconds, threads, limit)
+    def run(self, paths: list[Any], cfg: BenchConfig, *, data: Any = None,
+            progress: Progress | None = None) -> BenchResult:
+        """``cfg``'s values are checked by the config itself (a BenchConfig)."""
+        batch_list = list(dict.fromkeys(cfg.batch))  # each batch size once, in order
         if data is not None and not Path(data).is_dir():
             raise UserError("no such data folder", path=str(data))
         found = find_artifacts(paths)
-        check_backend(found, backend)
+        check_backend(found, cfg.backend)
         plan = _Plan(progress)
         bf16, _ = cpu_has_bf16(self.root)
         variants: list[Variant] = []
         try:
             for a in found:
-                variants.extend(load_variants(a, backend, threads, bf16))
-            return self._measure(variants, found, backend, batch_list, warmup, iters, seconds,
-                                 threads, data, split, limit, plan)
+                variants.extend(load_variants(a, cfg.backend, cfg.threads, bf16))
+            return self._measure(variants, found, cfg, batch_list, data, plan)
         finally:
             for v in variants:
                 v.close()
 
-    def _measure(self, variants: list[Variant], found: list[Any], backend: str,
-                 batch_list: list[int], warmup: int, iters: int | None, seconds: float | None,
-                 threads: int | None, data: Any, split: str, limit: int | None,
-                 plan: _Plan) -> BenchResult:
+    def _measure(self, variants: list[Variant], found: list[Any], cfg: BenchConfig,
+                 batch_list: list[int], data: Any, plan: _Plan) -> BenchResult:
+        warmup, iters, seconds, threads, split = (cfg.warmup, cfg.iters, cfg.seconds,
+                                                  cfg.threads, cfg.split)
         inputs: dict[tuple[Any, int], np.ndarray] = {}
         configs: list[tuple[Variant, int]] = []
         skipped: list[Skipped] = []
@@ -285,7 +257,7 @@ class _Bench:
 
         images = None
         if data is not None:  # read (and check) the split before the long measurement
-            images = load_split(data, split, limit)
+            images = load_split(data, split, cfg.limit)
             plan.reserve("accuracy", len(images["paths"]) * len(variants))
         mode_seconds = seconds if iters is None else None
         if iters is None and seconds is None:
@@ -329,7 +301,7 @@ class _Bench:
         rows = self._rows(variants, configs, samples, power, accuracy, data, split, warmup)
         config = {
             "artifacts": [str(a.path) for a in found],
-            "backend": backend,
+            "backend": cfg.backend,
             "batches": batch_list,
             "warmup": warmup,
             "iters": iters,
@@ -340,7 +312,7 @@ class _Bench:
             "threads": threads,
             "data": None if data is None else str(data),
             "split": split if data is not None else None,
-            "limit": limit,
+            "limit": cfg.limit,
             "input_seed": INPUT_SEED,
         }
         return BenchResult(

@@ -69,19 +69,9 @@ from facedistill.export.onnx import (
 )
 from facedistill.export.report import REPORT_FORMAT, REPORT_NAME, ExportReport
 from facedistill.io import pause_point, sha256_file, write_error
-from facedistill.runtime.metadata import INPUT_NAME, PRECISIONS, ModelInfo, parse_metadata
+from facedistill.runtime.metadata import INPUT_NAME, ModelInfo, parse_metadata
 
 StepProgress = Callable[[str, int, int], None]
-
-
-def _check_precisions(precisions: Sequence[str] | str) -> list[str]:
-    items = [precisions] if isinstance(precisions, str) else list(precisions)
-    wanted = {p.strip().lower() for item in items for p in str(item).split(",") if p.strip()}
-    bad = sorted(wanted - set(PRECISIONS))
-    if bad:
-        raise UserError(f"unknown precision {bad[0]!r}; expected {', '.join(PRECISIONS)}",
-                        field="precision")
-    return [p for p in PRECISIONS if p in wanted or p == "fp32"]
 
 
 def _resolve_data(data: str | os.PathLike[str] | None, default: str | None, what: str,
@@ -306,7 +296,7 @@ class ExportRequest:
         recipes, the TensorRT profile and workspace, the split) checked too."""
         from facedistill.runtime.engine import parse_profile
 
-        wanted = _check_precisions(cfg.precisions)
+        wanted = cfg.precisions  # checked by the config
         check_opset(cfg.opset)
         plan = _int8_plan(wanted, cfg.int8_recipe, cfg.trt)
         profile = parse_profile(list(cfg.trt_profile))

@@ -21,6 +21,7 @@ from facedistill.bench.core import _Bench
 from facedistill.bench.environment import cpu_has_bf16
 from facedistill.bench.record import BenchResult, BenchRow, LatencyStats, read_bench
 from facedistill.bench.report import to_json
+from facedistill.config import BenchConfig
 from facedistill.io import sha256_file
 
 from .jetson_fixtures import make_jetson
@@ -189,8 +190,8 @@ def test_fake_clock_gives_exact_latencies_end_to_end(exported: dict[str, Path]) 
     # 4 rounds of one config: durations 2, 8, 4, 6 ms -> median 5, p90 7.4, p99 7.94
     stamps = [0.0, 0.002, 1.0, 1.008, 2.0, 2.004, 3.0, 3.006]
     res = _Bench(clock=FakeClock(stamps), query_tools=False).run(
-        [exported["fp32"]], backend="ort", batches=(2,), warmup=1, iters=4, seconds=None,
-        threads=1, data=None, split="val", limit=None, progress=None)
+        [exported["fp32"]],
+        BenchConfig(backend="ort", batch=(2,), warmup=1, iters=4, threads=1))
     (row,) = res.rows
     lat = row.latency_ms
     assert lat.median == pytest.approx(5.0, abs=1e-9)
@@ -205,8 +206,8 @@ def test_power_and_jetson_record_on_a_fixture_jetson(exported: dict[str, Path],
                                                      tmp_path: Path) -> None:
     root = make_jetson(tmp_path / "orin")
     res = _Bench(root=root, power_seconds=0.02).run(
-        [exported["int8"]], backend="auto", batches=(2,), warmup=0, iters=2, seconds=None,
-        threads=1, data=None, split="val", limit=None, progress=None)
+        [exported["int8"]],
+        BenchConfig(backend="auto", batch=(2,), warmup=0, iters=2, threads=1))
     (row,) = res.rows
     power = row.power
     assert power is not None and power.runs is not None

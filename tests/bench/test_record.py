@@ -21,6 +21,7 @@ from facedistill.bench.record import (
     Skipped,
 )
 from facedistill.bench.report import to_json
+from facedistill.config import BenchConfig
 from facedistill.errors import UserError
 
 from .test_bench import exported  # noqa: F401  (the module fixture: tiny FP32 + INT8 ONNX)
@@ -31,9 +32,9 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 @pytest.fixture(scope="module")
 def small(exported: dict[str, Path], tiny_synth: Path) -> BenchResult:  # noqa: F811
     """A real run (what run_bench does, whatever its options look like)."""
-    return _Bench().run([exported["fp32"], exported["int8"]], backend="auto", batches=(1, 2),
-                        warmup=1, iters=2, seconds=None, threads=1, data=tiny_synth,
-                        split="val", limit=16, progress=None)
+    return _Bench().run([exported["fp32"], exported["int8"]],
+                        BenchConfig(batch=(1, 2), warmup=1, iters=2, threads=1, limit=16),
+                        data=tiny_synth)
 
 
 def test_a_real_run_round_trips(small: BenchResult, tmp_path: Path) -> None:
