@@ -1,8 +1,8 @@
 """A small face app on the facedistill runtime: photos in, annotated photos and JSON out.
 
 It finds the faces in every image of a folder (OpenCV's Haar cascade), predicts the 40
-attributes of each face with an exported model, draws the boxes and the most probable positive
-attributes, and writes one JSON file with everything. It needs only the runtime (numpy, PIL,
+attributes of each face with an exported model, draws the boxes and the clearest positive
+attributes (reliable ones, by margin over their threshold), and writes one JSON file with everything. It needs only the runtime (numpy, PIL,
 onnxruntime) and, for detection, OpenCV: no torch.
 
     pip install 'facedistill[detect]'
@@ -57,8 +57,9 @@ def summary(record: dict, top: int) -> str:
             return f"{record['image']}: no face found"
     described = []
     for attrs in groups:
-        positive = sorted((a for a in attrs.items() if a[1]["positive"]),
-                          key=lambda a: -a[1]["probability"])[:top]
+        # the positives the annotation draws: reliable ones, by margin over the threshold
+        positive = sorted((a for a in attrs.items() if a[1]["positive"] and a[1]["reliable"]),
+                          key=lambda a: -a[1]["margin"])[:top]
         described.append(", ".join(f"{name} {v['probability']:.2f}" for name, v in positive)
                          or "no positive attribute")
     return f"{record['image']}: " + " | ".join(described)

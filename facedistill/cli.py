@@ -59,6 +59,24 @@ _add_verbs()
 
 # -- entry point -----------------------------------------------------------------------------
 
+#: the optional packages a verb may import, and the extra of pyproject.toml that installs each
+#: (a runtime-only install has the core dependencies: predict and bench work there)
+EXTRA_OF = {"torch": "train", "onnx": "train", "onnxscript": "train",
+            "onnxconverter_common": "train", "matplotlib": "train", "cv2": "detect"}
+
+
+def missing_extra(exc: ModuleNotFoundError, args: list[str]) -> str | None:
+    """The one-line message for a verb whose optional package is not installed, or None when
+    ``exc`` is not about one of :data:`EXTRA_OF`."""
+    root = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(root)
+    if extra is None:
+        return None
+    verb = next((a for a in args if a in _VERBS), None)
+    what = f"'facedistill {verb}'" if verb else "this command"
+    return (f"{what} needs the '{extra}' extra ({root} is not installed): "
+            f"pip install 'facedistill[{extra}]'")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with exit code 2 for anything the user can fix."""
@@ -71,6 +89,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         for one in getattr(exc, "errors", None) or [exc]:  # DataErrors: one line per bad file
             err_console.print(f"error: {one.format()}", markup=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc, args)
+        if debug or message is None:
+            raise
+        err_console.print(f"error: {message}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)
     except click.exceptions.Abort:
         err_console.print("aborted", markup=False)

@@ -118,7 +118,8 @@ def test_models_lists_exact_counts() -> None:
     rows = {r["arch"]: r for r in json.loads(proc.stdout)}
     assert {k: v["params"] for k, v in rows.items()} == {
         "tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320,
-        "frl": 14_441_008}  # the localization net: TNet's trunk, two branches
+        "frl": 14_441_008,  # the localization net: TNet's trunk, two branches
+        "parts": 2_817_696}  # 7 SNet3-shaped part subnets + the frozen FRL (width 0.25)
     assert rows["snet3"]["params_no_head"] == 264_080
     table = run("models", "--size", "32")
     assert table.returncode == 0 and "13,764,616" in table.stdout and "0.27M" in table.stdout
@@ -148,9 +149,20 @@ def test_train_then_eval_on_a_tiny_dataset(tiny_synth: Path, tmp_path: Path) -> 
     assert report["split"] == "test" and report["thresholds_from"] == "val"
     assert len(report["attributes"]) == 40 and 0.0 <= report["mean_balanced"] <= 1.0
     stored = run("eval", str(out / "best.pt"), "--thresholds", "checkpoint", "--json")
-    assert json.loads(stored.stdout)["thresholds_from"] == "checkpoint"
+    stored_report = json.loads(stored.stdout)
+    assert stored_report["thresholds_from"] == "checkpoint"
+    # thresholds are shown on the probability, as predict and the exported model show them;
+    # the checkpoint keeps its logits
+    import torch
+
+    logits = torch.load(out / "best.pt", weights_only=True)["thresholds"]
+    assert stored_report["threshold_unit"] == "probability"
+    assert stored_report["plain_threshold"] == 0.5
+    assert [a["threshold"] for a in stored_report["attributes"]] == pytest.approx(
+        torch.sigmoid(torch.tensor(logits, dtype=torch.float64)).tolist(), abs=1e-12)
     table = run("eval", str(out))
     assert table.returncode == 0 and "Wavy_Hair" in table.stdout and "mean" in table.stdout
+    assert "on the probability" in table.stdout
 
 
 def test_train_and_eval_bad_input_is_one_line(tmp_path: Path) -> None:
@@ -377,7 +389,8 @@ def test_the_config_archs_are_the_registrys() -> None:
     from facedistill.nn.models import list_models
 
     assert sorted(TRAIN_ARCHS) == list_models() and ARCHS[0] == "tnet"
-    assert set(ARCHS) == set(TRAIN_ARCHS) - {"frl"}  # FRL localizes; it is no student
+    # FRL localizes and the part subnets need one: neither is a classification teacher/student
+    assert set(ARCHS) == set(TRAIN_ARCHS) - {"frl", "parts"}
 
 
 def test_the_config_choices_are_the_librarys() -> None:
@@ -399,3 +412,9 @@ def test_the_config_choices_are_the_librarys() -> None:
     assert choices(SelectConfig, "polarity") == set(typing.get_args(Polarity))
     assert choices(DistillConfig, "method") == set(METHODS)
     assert choices(ExportConfig, "calib_method") == set(CALIBRATION_METHODS)
+    from facedistill.config import TrainConfig
+    from facedistill.nn.regions import MAP_RULES
+    from facedistill.runtime.preprocess import FRAMES
+
+    assert choices(TrainConfig, "box_rule") == set(MAP_RULES)
+    assert choices(TrainConfig, "frame") == set(FRAMES)

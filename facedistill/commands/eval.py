@@ -46,13 +46,16 @@ def _print_eval(report: dict[str, Any]) -> None:
 
     table = Table(title=f"{report['checkpoint']} on {report['split']} "
                         f"({report['n_test']} images; thresholds from {report['thresholds_from']})")
+    notes = ["threshold: on the probability, as predict shows it; acc@0.5: accuracy at "
+             "probability 0.5"]
     if report["single_class"]:
-        table.caption = "* only one class in this split: its rate alone is scored"
+        notes.append("* only one class in this split: its rate alone is scored")
+    table.caption = "\n".join(notes)
     for col in ("attribute", "bal. acc.", "TPR", "TNR", "acc@0.5", "threshold", "positives"):
         table.add_column(col, justify="left" if col == "attribute" else "right",
                          no_wrap=col == "attribute")
     for a in report["attributes"]:
-        thr = "-" if a["threshold"] is None else f"{a['threshold']:+.3f}"
+        thr = "-" if a["threshold"] is None else f"{a['threshold']:.3f}"
         name = a["name"] + (" *" if a["single_class"] else "")
         table.add_row(name, pct(a["balanced"]), pct(a["tpr"]), pct(a["tnr"]), pct(a["accuracy"]),
                       thr, f"{a['n_pos']}/{a['n_pos'] + a['n_neg']}")

@@ -6,6 +6,7 @@ is not installed (a Jetson, a slim container).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,17 +87,29 @@ class PredictConfig:
     margin: float | None = opt(None, "With --detect: crop margin around each face box, as a "
                                      "fraction of its size [default: the model's training "
                                      "margin].", type=click.FloatRange(min=0))
-    top: int | None = opt(None, "Show at most N positive attributes per face (tables and "
-                                "--annotate; JSON always has all) [default: all in tables, 3 on "
-                                "images].", type=click.IntRange(min=1))
+    top: int | None = opt(None, "Show at most N positive attributes per face, ranked by margin "
+                                "over their threshold (tables and --annotate; JSON always has "
+                                "all) [default: all in tables, 3 on images].",
+                          type=click.IntRange(min=1))
+    reliability_floor: float = opt(0.6, "Flag as unreliable the attributes whose validation "
+                                        "balanced accuracy (stored in the model) is under this "
+                                        "fraction; they are left out of the positives shown "
+                                        "and drawn unless --all. 0 flags none.")
+    show_all: bool = opt(False, "Also show and draw positives of unreliable attributes, marked "
+                                "so.", name="all")
     annotate: Path | None = opt(None, "Write the images with boxes and top attributes: a file "
                                       "for one image (OUT.jpg), else a folder.", metavar="OUT")
     batch_size: int = opt(32, type=click.IntRange(min=1))
-    json: bool = opt(False, "Print JSON: every attribute's probability, decision and "
-                            "threshold.")
+    json: bool = opt(False, "Print JSON: every attribute's probability, decision, threshold, "
+                            "margin and whether it is reliable.")
     quiet: bool = opt(False, "No progress bar.")
 
     def __post_init__(self) -> None:
+        floor = self.reliability_floor
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not (
+                math.isfinite(floor) and 0.0 <= floor <= 1.0):
+            raise ConfigError(f"must be a fraction between 0 and 1 (0.6 = 60% validation "
+                              f"balanced accuracy), not {floor!r}", field="reliability_floor")
         if self.margin is not None and not self.detect:
             raise ConfigError("needs --detect (it is the crop margin around found faces)",
                               field="margin")
@@ -109,7 +122,10 @@ def command(cfg: PredictConfig) -> None:
     \b
     Without --detect each image should be a face crop like the training images; with --detect
     faces are found in whole photos, cropped with a margin and predicted one by one. An
-    attribute is positive when its probability reaches the threshold stored in the model.
+    attribute is positive when its probability reaches the threshold stored in the model;
+    positives are ranked by their margin over it (probability - threshold). Attributes whose
+    validation balanced accuracy is under --reliability-floor are unreliable and not shown
+    (--all shows them, marked). Probabilities and thresholds are both on the probability.
     """
     from facedistill.runtime import Predictor, load_image
     from facedistill.runtime.draw import annotate as draw
@@ -118,11 +134,14 @@ def command(cfg: PredictConfig) -> None:
     images, model, backend, device, threads = (cfg.images, cfg.model, cfg.backend, cfg.device,
                                                cfg.threads)
     spin, detect, margin, top, annotate = cfg.spin, cfg.detect, cfg.margin, cfg.top, cfg.annotate
-    batch_size, as_json, quiet = cfg.batch_size, cfg.json, cfg.quiet
+    batch_size, as_json, quiet, show_all = cfg.batch_size, cfg.json, cfg.quiet, cfg.show_all
     paths = expand_images(images)
     targets = annotation_targets(paths, annotate) if annotate is not None else None
     predictor = Predictor(model, backend=backend, device=device, threads=threads,
-                          batch_size=batch_size, spin=spin)
+                          batch_size=batch_size, spin=spin,
+                          reliability_floor=cfg.reliability_floor)
+    if not as_json:
+        _print_reliability(predictor, show_all)
     records: list[dict[str, Any]] = []
     failed = 0
 
@@ -150,7 +169,7 @@ def command(cfg: PredictConfig) -> None:
                     if isinstance(result, UserError):
                         raise result
                     if targets is not None:
-                        image = draw(load_image(path), result, top=top or 3)
+                        image = draw(load_image(path), result, top=top or 3, all=show_all)
                         save_image(image, targets[start + offset])
                 except UserError as exc:
                     failed += 1
@@ -159,7 +178,7 @@ def command(cfg: PredictConfig) -> None:
                     continue
                 records.append(_record(path, result, detect))
                 if not as_json:
-                    _print(path, result, detect, top)
+                    _print(path, result, detect, top, show_all)
             update(min(start + batch_size, len(paths)), len(paths))
     if as_json:
         print_json({"model": predictor.describe(), "images": records, "failed": failed})
@@ -178,7 +197,25 @@ def _record(path: Path, result: Any, detect: bool) -> dict[str, Any]:
     return result.to_dict()
 
 
-def _print(path: Path, result: Any, detect: bool, top: int | None) -> None:
+def _print_reliability(predictor: Any, show_all: bool) -> None:
+    """One line, before the tables, on the attributes flagged unreliable (or on a model that
+    cannot say)."""
+    if predictor.val_balanced is None:
+        console.print("note: this model carries no per-attribute validation accuracy (exported "
+                      "before it was recorded): no attribute is flagged unreliable",
+                      markup=False, soft_wrap=True)
+        return
+    flagged = predictor.unreliable
+    if not flagged:
+        return
+    what = "shown and marked" if show_all else "left out (--all shows them)"
+    console.print(f"note: {len(flagged)} attribute{'s' * (len(flagged) != 1)} under "
+                  f"{100 * predictor.reliability_floor:g}% validation balanced accuracy "
+                  f"{'are' if len(flagged) != 1 else 'is'} unreliable, {what}: "
+                  f"{', '.join(flagged)}", markup=False, soft_wrap=True)
+
+
+def _print(path: Path, result: Any, detect: bool, top: int | None, show_all: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -188,7 +225,7 @@ def _print(path: Path, result: Any, detect: bool, top: int | None) -> None:
     items = ([(f"face {i + 1} at {list(face.box)}", face.prediction)
               for i, face in enumerate(result)] if detect else [("", result)])
     for label, pred in items:
-        positives = pred.positives(top=top)
+        positives = pred.positives(top=top, all=show_all)
         title = escape(f"{path}" + (f" - {label}" if label else ""))
         if not positives:
             console.print(f"[bold]{title}[/]: no positive attribute", soft_wrap=True)
@@ -197,7 +234,15 @@ def _print(path: Path, result: Any, detect: bool, top: int | None) -> None:
         table = Table()
         table.add_column("attribute")
         table.add_column("probability", justify="right")
-        table.add_column("threshold", justify="right")
+        table.add_column("threshold (prob.)", justify="right")
+        table.add_column("margin", justify="right")
+        flagged = show_all and any(not pred.is_reliable(name) for name, _ in positives)
+        if flagged:
+            table.add_column("")
         for name, p in positives:
-            table.add_row(name, f"{p:.3f}", f"{pred.thresholds[pred.attributes.index(name)]:.3f}")
+            i = pred.attributes.index(name)
+            row = [name, f"{p:.3f}", f"{pred.thresholds[i]:.3f}", f"{pred.margins[i]:+.3f}"]
+            if flagged:
+                row.append("" if pred.is_reliable(name) else "unreliable")
+            table.add_row(*row)
         console.print(table)

@@ -18,7 +18,7 @@ Arch = Literal["tnet", "snet1", "snet2", "snet3"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
 #: what ``train`` trains: those and the face-region localization net (the registry's models;
 #: tests check them against facedistill.nn.models)
-TrainArch = Literal["tnet", "snet1", "snet2", "snet3", "frl"]
+TrainArch = Literal["tnet", "snet1", "snet2", "snet3", "frl", "parts"]
 TRAIN_ARCHS: tuple[str, ...] = typing.get_args(TrainArch)
 
 
@@ -44,6 +44,9 @@ class TrainOptions:
         "aligned", "Aligned crops or in-the-wild photos cut by bbox.")
     margin: float = opt(0.2, "Crop margin around the face box (variant wild), a fraction of "
                              "its size.")
+    frame: Literal["face", "photo"] = opt(
+        "face", "Variant wild: what the net sees, the face box's crop (a detector's box) or the "
+                "whole photo padded to a square (no detector; the FRL net finds the face).")
     box_jitter: float = opt(0.0, "Variant wild: loosen each training face box at random, its "
                                  "centre moved and its size scaled by up to this fraction (as a "
                                  "loose detector's boxes); 0 = off.")
@@ -85,6 +88,10 @@ class TrainOptions:
         if self.box_jitter > 0 and self.variant != "wild":
             raise ConfigError("needs --variant wild (aligned crops have no box)",
                               field="box_jitter")
+        if self.frame == "photo" and self.variant != "wild":
+            raise ConfigError("needs --variant wild (an aligned crop is no photo)", field="frame")
+        if self.frame == "photo" and self.box_jitter > 0:
+            raise ConfigError("a whole photo has no face box to loosen", field="box_jitter")
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"EMA decay must be in [0, 1), not {self.ema!r}", field="ema")
 
@@ -105,17 +112,33 @@ class TrainConfig(TrainOptions):
                "classification branch on the shared trunk; mutual = also each branch fitting the "
                "other's probabilities.")
 
+    frl: str | None = opt(None, "arch parts: the trained FRL run (train --arch frl) whose boxes "
+                                "cut the regions the part subnets see.", metavar="RUN")
+    part_size: int = opt(32, "arch parts: side of each region's crop, pixels.")
+    box_rule: Literal["minmax", "signed", "abs", "contrast"] = opt(
+        "minmax", "arch parts: how the FRL's maps become boxes (benchmarks/frl_table1.py "
+                  "chooses it on val).")
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, at_least={"part_size": 8})
+        if self.arch == "parts" and not self.frl:
+            raise ConfigError("arch parts needs the FRL run whose boxes it uses (--frl RUN)",
+                              field="frl")
+        if self.frl and self.arch != "parts":
+            raise ConfigError(f"an FRL run feeds the part subnets (--arch parts), not "
+                              f"{self.arch}", field="frl")
         if self.mnl != "off" and self.arch != "frl":
             raise ConfigError(f"multi-net learning is FRL's (--arch frl), not {self.arch}'s",
                               field="mnl")
 
     def to_record(self) -> dict[str, Any]:
-        """The record stored in checkpoints (and hashed by the pipeline); ``mnl`` and
-        ``box_jitter`` only where on, so that a record is what it was before they existed."""
+        """The record stored in checkpoints (and hashed by the pipeline); ``mnl``,
+        ``box_jitter``, ``frame`` and the part subnets' settings only where on, so that a
+        record is what it was before they existed."""
         record = asdict(self)
-        for name, off in (("mnl", "off"), ("box_jitter", 0.0)):
+        for name, off in (("mnl", "off"), ("box_jitter", 0.0), ("frame", "face"), ("frl", None),
+                          ("part_size", 32), ("box_rule", "minmax")):
             if record[name] == off:
                 del record[name]
         return record

@@ -303,10 +303,14 @@ def export_onnx(
     note = check_checkpoint_version(ckpt.get("version"), ckpt_path)
     net = model_from_checkpoint(ckpt)
     preprocess = Preprocess.from_record(ckpt["preprocess"])
+    val_balanced = ckpt.get("val_balanced")  # absent in checkpoints written before it
+    if val_balanced is not None and len(val_balanced) != len(ckpt["attributes"]):
+        raise ExportError(f"the checkpoint has {len(val_balanced)} val_balanced values for "
+                          f"{len(ckpt['attributes'])} attributes", path=ckpt_path)
     meta = build_metadata(
         version=__version__, arch=ckpt["arch"], preprocess=ckpt["preprocess"],
         attributes=list(ckpt["attributes"]), logit_thresholds=list(ckpt["thresholds"]),
-        precision="fp32", source_sha256=sha256_file(ckpt_path))
+        precision="fp32", source_sha256=sha256_file(ckpt_path), val_balanced=val_balanced)
     seconds["load"] = time.perf_counter() - t0
 
     class WithProbabilities(torch.nn.Module):

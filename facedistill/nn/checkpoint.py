@@ -15,6 +15,10 @@ weights_only=True)`` reads it and nothing in it can run code. Keys (format
 ``transform``      the train transform record (preprocess + augmentation)
 ``thresholds``     per-attribute decision thresholds on the *logits* (positive iff logit >=
                    threshold), searched on ``threshold_split``
+``val_balanced``   per attribute, the balanced accuracy on ``threshold_split`` at its
+                   threshold (None where undefined); exported into the model's metadata, where
+                   the runtime flags attributes under its reliability floor. Checkpoints written
+                   before it lack it (optional)
 ``seed``           the run's seed; ``config`` the whole TrainConfig record
 ``epoch``          epochs completed; ``metrics`` that epoch's validation metrics
 ``data``           where the training data came from (root, variant, attribute file sha256)

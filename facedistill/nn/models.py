@@ -425,17 +425,26 @@ def build_model(
     num_attrs: int = DEFAULT_NUM_ATTRS,
     *,
     arch: str | None = None,
+    **options: Any,
 ) -> nn.Module:
     """Build a registered model.
 
     The model may be named positionally / as ``name`` or as ``arch`` (the key that
-    :meth:`CascadeNet.config` writes), so ``build_model(**model.config())`` rebuilds a model.
+    :meth:`CascadeNet.config` writes), so ``build_model(**model.config())`` rebuilds a model;
+    ``options`` go to models that have more settings (``parts``: ``frl_width``, ...).
     An unknown name, ``width <= 0`` or ``num_attrs < 1`` raises :class:`UserError`.
     """
     if name is not None and arch is not None and name != arch:
         raise UserError(f"conflicting model names {name!r} and {arch!r}", field="arch")
     chosen = _check_name(name if name is not None else arch)
-    return _REGISTRY[chosen](width=_check_width(width), num_attrs=_check_num_attrs(num_attrs))
+    try:
+        return _REGISTRY[chosen](width=_check_width(width), num_attrs=_check_num_attrs(num_attrs),
+                                 **options)
+    except TypeError as exc:
+        if not options:
+            raise
+        raise UserError(f"{chosen} does not take {', '.join(sorted(options))} ({exc})",
+                        field="arch") from None
 
 
 @register_model
@@ -651,3 +660,7 @@ def model_info(name: str, width: float = 1.0, size: int = DEFAULT_SIZE) -> dict[
         "paper_acc": paper.get("mean_acc"),
         "feature_dim": getattr(model, "feature_dim", None),
     }
+
+
+# the models defined beside this module register themselves on import
+from facedistill.nn import parts as _parts  # noqa: E402, F401

@@ -92,6 +92,36 @@ def _scores(
     return val_scores, val_labels, t.logits, t.labels, given, root
 
 
+def checkpoint_scores(run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None,
+                      split: str = "test", cfg: EvalConfig | None = None
+                      ) -> tuple[Any, Any, Any, Any]:
+    """One run's logits and labels on val and on ``split`` (its own eval preprocessing, the
+    images it trained on): ``(val_logits, val_labels, logits, labels)``, for combining models
+    (the cascade's region switch) before thresholds are searched."""
+    from facedistill.pipeline.train import resolve_device
+
+    cfg = cfg or EvalConfig()
+    kw = {"batch_size": cfg.batch_size, "workers": cfg.workers,
+          "device": resolve_device(cfg.device)}
+    val, val_y, logits, labels, _, _ = _scores(load_checkpoint(run), data, split, "val", kw,
+                                               None)
+    return val, val_y, logits, labels
+
+
+def on_probability(report: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`facedistill.metrics.evaluate` report of logits with its thresholds (each
+    attribute's ``threshold`` and ``plain_threshold``) put on the probability, the unit
+    ``predict`` and the exported models show; ``threshold_unit`` says so. In place."""
+    from facedistill.runtime.metadata import probability_thresholds
+
+    for a in report["attributes"]:
+        if a["threshold"] is not None:
+            a["threshold"] = probability_thresholds([a["threshold"]])[0]
+    report["plain_threshold"] = probability_thresholds([report["plain_threshold"]])[0]
+    report["threshold_unit"] = "probability"
+    return report
+
+
 def evaluate_checkpoint(
     run: str | os.PathLike[str],
     cfg: EvalConfig | None = None,
@@ -105,6 +135,8 @@ def evaluate_checkpoint(
 
     ``thresholds="val"`` searches each attribute's threshold on the validation split (Eq 8-9)
     and applies it to ``split``; ``"checkpoint"`` uses the thresholds stored at training time.
+    The report's thresholds are on the probability (:func:`on_probability`; the checkpoint
+    keeps them on the logits).
     The images go through the checkpoint's own eval preprocessing (size, margin,
     normalisation), so the numbers are those the exported model will reproduce.
     """
@@ -117,8 +149,8 @@ def evaluate_checkpoint(
           "device": resolve_device(cfg.device)}
     val_scores, val_labels, logits, labels, given, root = _scores(
         ckpt, data, split, cfg.thresholds, kw, progress, cfg.variant)
-    report = metrics.evaluate(val_scores, val_labels, logits, labels, list(ckpt["attributes"]),
-                              thresholds=given)
+    report = on_probability(metrics.evaluate(val_scores, val_labels, logits, labels,
+                                             list(ckpt["attributes"]), thresholds=given))
     report["thresholds_from"] = "val" if given is None else "checkpoint"
     return {
         "checkpoint": ckpt["path"],
@@ -164,8 +196,8 @@ def evaluate_ensemble(
     val_scores = np.mean([p[0] for p in parts], axis=0)
     logits = np.mean([p[2] for p in parts], axis=0)
     names = list(ckpts[0]["attributes"])
-    report = metrics.evaluate(val_scores, parts[0][1], logits, parts[0][3], names)
-    members = [metrics.evaluate(p[0], p[1], p[2], p[3], list(c["attributes"]))
+    report = on_probability(metrics.evaluate(val_scores, parts[0][1], logits, parts[0][3], names))
+    members = [on_probability(metrics.evaluate(p[0], p[1], p[2], p[3], list(c["attributes"])))
                for c, p in zip(ckpts, parts, strict=True)]
     return {"members": [str(c["path"]) for c in ckpts], "split": split,
             "combine": "mean logits", "member_reports": members, **report}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,12 @@ from torch import nn
 
 from facedistill.attributes import ATTRIBUTES
 from facedistill.errors import ConfigError
+from facedistill.nn.regions import (  # noqa: F401 (re-exported: the FRL's regions)
+    BOX_SIDE,
+    GROUPS,
+    MAP_RULES,
+    RegionBoxes,
+)
 
 MUTUAL_WEIGHT = 0.5  # the spec's ~0.5: each branch's pull toward the other's probabilities
 
@@ -66,25 +73,6 @@ class MNLObjective(nn.Module):
 
 # -- regions ------------------------------------------------------------------------------------
 
-#: attribute groups that share a face region (the spec's groups); every attribute is in one
-GROUPS: dict[str, tuple[str, ...]] = {
-    "eyes": ("Arched_Eyebrows", "Bags_Under_Eyes", "Bushy_Eyebrows", "Eyeglasses",
-             "Narrow_Eyes"),
-    "nose": ("Big_Nose", "Pointy_Nose"),
-    "mouth": ("5_o_Clock_Shadow", "Big_Lips", "Double_Chin", "Goatee", "Mouth_Slightly_Open",
-              "Mustache", "No_Beard", "Smiling", "Wearing_Lipstick"),
-    "hair": ("Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair",
-             "Receding_Hairline", "Straight_Hair", "Wavy_Hair", "Wearing_Hat"),
-    "cheeks": ("High_Cheekbones", "Rosy_Cheeks", "Sideburns", "Heavy_Makeup", "Pale_Skin"),
-    "neck": ("Wearing_Earrings", "Wearing_Necklace", "Wearing_Necktie"),
-    "face": ("Attractive", "Blurry", "Chubby", "Male", "Oval_Face", "Young"),
-}
-
-#: a box's side as a fraction of the image: local regions small, hair and the face large
-BOX_SIDE: dict[str, float] = {"eyes": 0.4, "nose": 0.4, "mouth": 0.4, "cheeks": 0.5,
-                              "neck": 0.5, "hair": 0.6, "face": 1.0}
-
-
 def group_of(name: str) -> str:
     for group, names in GROUPS.items():
         if name in names:
@@ -113,58 +101,46 @@ class Box:
         return x0 <= x <= x1 and y0 <= y <= y1
 
 
-#: how an attribute's CAM becomes its heat map: ``minmax`` where its logit is highest;
-#: ``signed`` where the evidence for the image's decision is (the map negated for an attribute
-#: predicted absent); ``abs`` where the logit departs most from its mean, either way
-MAP_RULES = ("minmax", "signed", "abs")
+def region_boxes(priors: dict[str, tuple[float, float]] | None = None, *,
+                 rule: str = "minmax", names: Sequence[str] = ATTRIBUTES) -> RegionBoxes:
+    """The batched box extractor (:class:`~facedistill.nn.regions.RegionBoxes`) of the
+    groups here: heat map per group under ``rule`` (:data:`MAP_RULES`), a box of the group's
+    side on its peak, ``priors`` where the map is flat."""
+    return RegionBoxes(GROUPS, names, BOX_SIDE, priors, rule=rule)
+
+
+def batch_boxes(cams: np.ndarray, logits: np.ndarray | None,
+                priors: dict[str, tuple[float, float]] | None = None, *, rule: str = "minmax"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``[N, G, 3]`` (cx, cy, side) and prior flags ``[N, G]`` of maps ``[N, A, h, w]``,
+    groups in :data:`GROUPS` order."""
+    with torch.no_grad():
+        boxes, flat, _ = region_boxes(priors, rule=rule)(
+            torch.from_numpy(np.asarray(cams, np.float32)),
+            None if logits is None else torch.from_numpy(np.asarray(logits, np.float32)))
+    return boxes.numpy(), flat.numpy()
 
 
 def group_maps(cams: np.ndarray, names: Sequence[str] = ATTRIBUTES, *, rule: str = "minmax",
                logits: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per group, the mean of its attributes' heat maps (``rule``, :data:`MAP_RULES`), each
-    normalised to [0, 1] (``cams``: ``[A, h, w]`` of one image; ``logits`` ``[A]``: its
-    predictions, for ``signed``)."""
-    if rule not in MAP_RULES:
-        raise ConfigError(f"must be one of {', '.join(MAP_RULES)}, not {rule!r}", field="rule")
-    out: dict[str, np.ndarray] = {}
-    for group, members in GROUPS.items():
-        idx = [list(names).index(n) for n in members if n in names]
-        maps = []
-        for i in idx:
-            m = cams[i]
-            if rule == "signed" and logits is not None and logits[i] < 0:
-                m = -m
-            elif rule == "abs":
-                m = np.abs(m - m.mean())
-            m = m - m.min()
-            maps.append(m / m.max() if m.max() > 0 else m)
-        out[group] = np.mean(maps, axis=0) if maps else np.zeros(cams.shape[1:])
-    return out
+    """Per group, the heat map of one image's maps ``cams`` ``[A, h, w]`` (``logits`` ``[A]``:
+    its predictions, for ``signed``): the mean of its attributes' maps under ``rule``, each
+    normalised to [0, 1]."""
+    with torch.no_grad():
+        heat = region_boxes(rule=rule, names=names).heat(
+            torch.from_numpy(np.asarray(cams, np.float32))[None],
+            None if logits is None else torch.from_numpy(np.asarray(logits, np.float32))[None])
+    return {g: heat[0, j].numpy() for j, g in enumerate(GROUPS)}
 
 
-def peak_box(heat: np.ndarray, side: float, prior: tuple[float, float],
-             flat: float = 0.15) -> Box:
-    """A square of ``side`` centred on the heat map's weighted peak (the centroid of the
-    cells above half its maximum); the ``prior`` centre when the map is flat (its max less
-    than ``flat`` above its mean, on a [0, 1] map)."""
-    h, w = heat.shape
-    if heat.max() - heat.mean() < flat:
-        return Box(prior[0], prior[1], side, prior=True)
-    mask = heat >= 0.5 * heat.max()
-    ys, xs = np.nonzero(mask)
-    wts = heat[ys, xs]
-    cx = float(((xs + 0.5) / w * wts).sum() / wts.sum())
-    cy = float(((ys + 0.5) / h * wts).sum() / wts.sum())
-    return Box(cx, cy, side)
-
-
-def cam_boxes(cams: np.ndarray, priors: dict[str, tuple[float, float]],
-              names: Sequence[str] = ATTRIBUTES, *, rule: str = "minmax",
-              logits: np.ndarray | None = None) -> dict[str, Box]:
+def cam_boxes(cams: np.ndarray, priors: dict[str, tuple[float, float]], *,
+              rule: str = "minmax", logits: np.ndarray | None = None) -> dict[str, Box]:
     """One box per attribute group of one image's maps ``[A, h, w]``; ``priors``: each
     group's mean box centre on training images (the fallback of a flat map)."""
-    heats = group_maps(cams, names, rule=rule, logits=logits)
-    return {g: peak_box(heats[g], BOX_SIDE[g], priors.get(g, (0.5, 0.5))) for g in GROUPS}
+    boxes, flat = batch_boxes(cams[None], None if logits is None else logits[None], priors,
+                              rule=rule)
+    return {g: Box(*(float(v) for v in boxes[0, j]), prior=bool(flat[0, j]))
+            for j, g in enumerate(GROUPS)}
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -189,14 +165,19 @@ def crop_coordinates(bbox: np.ndarray, points: np.ndarray, margin: float) -> np.
 @dataclass
 class FRLOutputs:
     """What a trained FRL net says about one split: both branches' logits ``[N, A]``, the
-    CAMs ``[N, A, h, w]``, the labels, the face boxes and wild landmarks in crop coordinates
-    (unit, ``[N, 5, 2]``; None without landmark files)."""
+    CAMs ``[N, A, h, w]``, the labels; with the wild landmarks (else None), where they are
+    (``[N, 5, 2]``) in unit coordinates of what the net saw (``landmarks``: its face crop or
+    padded photo) and of the face box's crop (``face_landmarks``), and ``unit`` ``[N]``, the
+    face crop's side in the net's unit coordinates (1 for a face-crop net): distances divided
+    by it are in face-crop widths whatever the net saw."""
 
     loc: np.ndarray
     cls: np.ndarray
     cams: np.ndarray
     labels: np.ndarray
     landmarks: np.ndarray | None
+    face_landmarks: np.ndarray | None = None
+    unit: np.ndarray | None = None
 
 
 def jitter_boxes(bbox: np.ndarray, amount: float, seed: int = 0) -> np.ndarray:
@@ -235,6 +216,9 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
     index, transform, _root = checkpoint_data(ckpt, data)
     variant = (ckpt.get("data") or {}).get("variant") or "aligned"
     if box_jitter > 0:
+        if ckpt["preprocess"].get("frame", "face") == "photo":
+            raise ConfigError("this net sees the whole photo: no face box to loosen",
+                              field="box_jitter")
         if index.bbox is None:
             raise ConfigError("box jitter needs the face boxes (list_bbox_celeba.txt)")
         index = dataclasses.replace(index, bbox=jitter_boxes(index.bbox, box_jitter,
@@ -244,7 +228,7 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
                 return_landmarks=has_marks)
     if limit is not None:
         ds = Subset(ds, range(min(limit, len(ds))))  # type: ignore[assignment]
-    loc, cls, cams, labels, boxes, marks = [], [], [], [], [], []
+    loc, cls, cams, labels, boxes, sizes, marks = [], [], [], [], [], [], []
     with torch.no_grad():
         for x, y, extra in DataLoader(ds, batch_size=batch_size, num_workers=workers):
             loc_logits, cls_logits, maps = model.branches(x)
@@ -253,66 +237,124 @@ def frl_outputs(run: str, data: str | None, split: str, *, batch_size: int = 64,
             cams.append(maps)
             labels.append(y)
             boxes.append(extra["bbox"])
+            sizes.append(extra["image_size"])
             if has_marks:
                 marks.append(extra["landmarks"])
     margin = float(ckpt["preprocess"].get("margin", 0.2))
-    points = None
+    out = FRLOutputs(loc=torch.cat(loc).numpy(), cls=torch.cat(cls).numpy(),
+                     cams=torch.cat(cams).numpy(), labels=torch.cat(labels).numpy(),
+                     landmarks=None)
     if has_marks and variant == "wild":
         raw = torch.cat(marks).numpy().reshape(-1, 5, 2)
-        points = crop_coordinates(torch.cat(boxes).numpy(), raw, margin)
-    return FRLOutputs(loc=torch.cat(loc).numpy(), cls=torch.cat(cls).numpy(),
-                      cams=torch.cat(cams).numpy(), labels=torch.cat(labels).numpy(),
-                      landmarks=points)
+        bbox = torch.cat(boxes).numpy()
+        out.face_landmarks = out.landmarks = crop_coordinates(bbox, raw, margin)
+        out.unit = np.ones(len(raw))
+        if ckpt["preprocess"].get("frame", "face") == "photo":
+            photo = np.concatenate([np.zeros((len(raw), 2)), torch.cat(sizes).numpy()], axis=1)
+            out.landmarks = crop_coordinates(photo, raw, 0.0)
+            out.unit = (np.maximum(bbox[:, 2], bbox[:, 3]) * (1 + 2 * margin)
+                        / np.maximum(photo[:, 2], photo[:, 3]))
+    return out
 
 
 def box_hits(outputs: FRLOutputs, priors: dict[str, tuple[float, float]], *,
-             rule: str = "minmax") -> dict[str, dict[str, float]]:
+             rule: str = "minmax", detector: dict[str, tuple[float, float]] | None = None
+             ) -> dict[str, dict[str, float]]:
     """Per group with landmarks (eyes, nose, mouth): the share of images whose learned box
     contains all the group's landmarks (``learned``), the same for a fixed box at ``priors``
     (``prior``, side as the learned one's), the mean distance of each box's centre to the
-    landmarks' centroid in crop widths (``learned_dist``, ``prior_dist``: finer than
+    landmarks' centroid in face-crop widths (``learned_dist``, ``prior_dist``: finer than
     containment, which a box of 0.4 crop widths reaches easily) and the share of learned boxes
-    that fell back to the prior (``fell_back``)."""
+    that fell back to the prior (``fell_back``). Boxes are sized to the face: the group's side
+    of the face crop (for a net that sees the whole photo, from the true face size, which the
+    learned and the fixed box both get). ``detector``: fixed positions in face-crop coordinates
+    (:func:`landmark_priors` with ``face=True``), scored as ``detector`` and ``detector_dist``:
+    a face detector's box with a fixed part box in it, what a system with a detector places."""
     if outputs.landmarks is None:
         raise ConfigError("the wild landmarks are needed (list_landmarks_celeba.txt)")
-    out: dict[str, dict[str, float]] = {}
     n = len(outputs.cams)
-    boxes = [cam_boxes(outputs.cams[i], priors, rule=rule, logits=outputs.loc[i])
-             for i in range(n)]
+    unit = outputs.unit if outputs.unit is not None else np.ones(n)
+    boxes, flat = batch_boxes(outputs.cams, outputs.loc, priors, rule=rule)
+    out: dict[str, dict[str, float]] = {}
     for group, idx in LANDMARKS_OF.items():
-        learned = fixed = fell_back = 0
-        d_learned = d_prior = 0.0
-        prior = Box(*priors[group], BOX_SIDE[group])
-        for i in range(n):
-            pts = outputs.landmarks[i, list(idx)]
-            box = boxes[i][group]
-            learned += all(box.contains(*p) for p in pts)
-            fixed += all(prior.contains(*p) for p in pts)
-            fell_back += box.prior
-            centre = pts.mean(axis=0)
-            d_learned += float(np.hypot(box.cx - centre[0], box.cy - centre[1]))
-            d_prior += float(np.hypot(prior.cx - centre[0], prior.cy - centre[1]))
-        out[group] = {"learned": learned / n, "prior": fixed / n, "learned_dist": d_learned / n,
-                      "prior_dist": d_prior / n, "fell_back": fell_back / n}
+        g = list(GROUPS).index(group)
+        pts = outputs.landmarks[:, list(idx)]
+        side = BOX_SIDE[group] * unit
+        row = {**_placed(boxes[:, g, :2], side, pts, unit, "learned"),
+               **_placed(np.array(priors[group]), side, pts, unit, "prior"),
+               "fell_back": float(flat[:, g].mean())}
+        if detector is not None:
+            assert outputs.face_landmarks is not None
+            row |= _placed(np.array(detector[group]), np.full(n, BOX_SIDE[group]),
+                           outputs.face_landmarks[:, list(idx)], np.ones(n), "detector")
+        out[group] = row
     return out
+
+
+def _placed(centres: np.ndarray, side: np.ndarray, pts: np.ndarray, unit: np.ndarray,
+            name: str) -> dict[str, float]:
+    """Square boxes at ``centres`` (``[N, 2]`` or one ``[2]``), sides ``side`` ``[N]``,
+    against landmarks ``pts`` ``[N, K, 2]``: the share containing every landmark (``name``)
+    and the mean centre distance to their centroid in units of ``unit`` (``name_dist``)."""
+    c = np.broadcast_to(centres, (len(pts), 2))
+    lo = np.clip(c - side[:, None] / 2, 0.0, 1.0)[:, None]
+    hi = np.clip(c + side[:, None] / 2, 0.0, 1.0)[:, None]
+    inside = ((pts >= lo) & (pts <= hi)).all(axis=(1, 2))
+    dist = np.hypot(*(c - pts.mean(axis=1)).T) / unit
+    return {name: float(inside.mean()), f"{name}_dist": float(dist.mean())}
 
 
 def cam_priors(outputs: FRLOutputs, *, rule: str = "minmax"
                ) -> dict[str, tuple[float, float]]:
     """Each group's mean box centre over ``outputs`` (training images): the fallback of a
     flat map, learned from the maps alone (no landmark)."""
-    centres: dict[str, list[tuple[float, float]]] = {g: [] for g in GROUPS}
-    for cams, logits in zip(outputs.cams, outputs.loc, strict=True):
-        for g, box in cam_boxes(cams, {}, rule=rule, logits=logits).items():
-            if not box.prior:
-                centres[g].append((box.cx, box.cy))
-    return {g: tuple(np.mean(c, axis=0)) if c else (0.5, 0.5)  # type: ignore[misc]
-            for g, c in centres.items()}
+    boxes, flat = batch_boxes(outputs.cams, outputs.loc, rule=rule)
+    return {g: tuple(float(v) for v in boxes[~flat[:, j], j, :2].mean(axis=0))  # type: ignore[misc]
+            if (~flat[:, j]).any() else (0.5, 0.5) for j, g in enumerate(GROUPS)}
 
 
-def landmark_priors(outputs: FRLOutputs) -> dict[str, tuple[float, float]]:
-    """Each landmark group's mean position over ``outputs`` (training images): the best fixed
-    box a detector-free system could place, the baseline the learned boxes must beat."""
-    assert outputs.landmarks is not None
-    return {g: tuple(outputs.landmarks[:, list(idx)].reshape(-1, 2).mean(axis=0))  # type: ignore[misc]
+def landmark_priors(outputs: FRLOutputs, *, face: bool = False
+                    ) -> dict[str, tuple[float, float]]:
+    """Each landmark group's mean position over ``outputs`` (training images), in what the
+    net saw: the best fixed box a system without localization could place, the baseline the
+    learned boxes must beat; ``face``: in the face box's crop (a detector's box plus a fixed
+    part box: :func:`box_hits`' ``detector``)."""
+    marks = outputs.face_landmarks if face else outputs.landmarks
+    assert marks is not None
+    return {g: tuple(marks[:, list(idx)].reshape(-1, 2).mean(axis=0))  # type: ignore[misc]
             for g, idx in LANDMARKS_OF.items()}
+
+
+# -- the part subnets' localizer -------------------------------------------------------------
+
+
+def parts_model(cfg: Any, index: Any) -> Any:
+    """A :class:`~facedistill.nn.parts.PartsNet` for ``cfg`` (a TrainConfig with ``arch
+    parts``) on the trained FRL run ``cfg.frl``: its weights, and the groups' prior boxes from
+    its maps on (up to 1,000) training images of ``index``. The FRL must have seen the same
+    input (size, margin, variant, frame) as the parts will."""
+    from facedistill.nn.checkpoint import load_checkpoint
+    from facedistill.nn.models import build_model
+
+    ckpt = load_checkpoint(cfg.frl)
+    if ckpt["arch"]["arch"] != "frl":
+        raise ConfigError(f"{cfg.frl} is a {ckpt['arch']['arch']} run, not an FRL one "
+                          "(train --arch frl)", field="frl")
+    pre = ckpt["preprocess"]
+    seen = ckpt.get("config") or {}
+    want = {"size": [cfg.size, cfg.size], "margin": cfg.margin, "frame": cfg.frame}
+    got = {"size": pre["size"], "margin": pre.get("margin", 0.2),
+           "frame": pre.get("frame", "face")}
+    if got != want or seen.get("variant", cfg.variant) != cfg.variant:
+        def said(d: dict[str, Any], variant: Any) -> str:
+            return (f"{d['size'][0]}x{d['size'][1]} {variant} {d['frame']} crops, margin "
+                    f"{d['margin']:g}")
+
+        raise ConfigError(f"{cfg.frl} saw {said(got, seen.get('variant'))}; the parts would "
+                          f"see {said(want, cfg.variant)}: train both on the same input",
+                          field="frl")
+    model = build_model("parts", width=cfg.width, frl_width=ckpt["arch"]["width"],
+                        part_size=cfg.part_size, rule=cfg.box_rule)
+    train_out = frl_outputs(cfg.frl, str(index.root), "train", limit=1000)
+    model.load_frl(ckpt["model"], cam_priors(train_out, rule=cfg.box_rule))
+    return model

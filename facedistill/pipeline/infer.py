@@ -41,7 +41,8 @@ def collect(
     channels_last: bool = False,
     progress: Progress | None = None,
 ) -> Outputs:
-    """Run ``model`` (a CascadeNet, put in eval mode for the call) over ``dataset`` in fp32.
+    """Run ``model`` (a registered model, put in eval mode for the call) over ``dataset`` in
+    fp32.
 
     ``shard=(rank, world)`` runs only items ``rank::world`` (distributed validation; the
     caller gathers). Validation and threshold search run in fp32 on purpose: the thresholds
@@ -61,9 +62,9 @@ def collect(
             x = x.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            f = model.features(x)
+            z, f = model.forward_with_features(x)[:2]  # eval: (logits, features), any model
             if logits:
-                outs["logits"].append(model.head(f).float().cpu())
+                outs["logits"].append(z.float().cpu())
             if features:
                 outs["features"].append(f.float().cpu())
             outs["labels"].append(y.float())

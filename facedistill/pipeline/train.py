@@ -52,6 +52,8 @@ from facedistill.nn.checkpoint import BEST, LAST, load_checkpoint, save_checkpoi
 from facedistill.pipeline.infer import collect
 
 METRICS_FILE, RUN_FILE = "metrics.jsonl", "run.json"
+#: validate()'s per-attribute lists: checkpoint keys of their own, not epoch metrics
+PER_ATTRIBUTE = ("thresholds", "val_balanced")
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -365,11 +367,12 @@ class Trainer:
             "transform": record,
             "thresholds": val["thresholds"],
             "threshold_split": "val",
+            "val_balanced": val["val_balanced"],
             "seed": self.cfg.seed,
             "config": self.cfg.to_record(),
             "epoch": self.epoch,
             "step": self.step,
-            "metrics": {k: v for k, v in val.items() if k != "thresholds"},
+            "metrics": {k: v for k, v in val.items() if k not in PER_ATTRIBUTE},
             "data": self.data_record,
             "extra": self.extra,
             "precision": self.precision,
@@ -519,6 +522,9 @@ class Trainer:
             "val_mean_accuracy": float(np.mean(plain.accuracy)),
             "val_mean_balanced_at_0": float(np.mean(plain.balanced)),
             "thresholds": [float(v) for v in search.thresholds],
+            # per attribute, at its threshold (in-sample); what the runtime's reliability
+            # floor reads; None where a column has no rows to rate
+            "val_balanced": [float(v) if math.isfinite(v) else None for v in search.balanced],
         }
 
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -536,7 +542,7 @@ class Trainer:
                 val = self.validate()
                 record = {"epoch": self.epoch, "step": self.step,
                           "lr": self.optimizer.param_groups[0]["lr"], **record,
-                          **{k: v for k, v in val.items() if k != "thresholds"}}
+                          **{k: v for k, v in val.items() if k not in PER_ATTRIBUTE}}
                 improved = val["val_mean_balanced"] > self.best_score
                 if improved:
                     self.best_score, self.best_epoch = val["val_mean_balanced"], self.epoch
@@ -683,9 +689,9 @@ def train(
         if sizes[split] == 0:
             raise UserError(f"the {split} split is empty", path=index.files.get("partition"))
     train_set = CelebA(index, "train", variant=cfg.variant, size=cfg.size, train=True,
-                       margin=cfg.margin, box_jitter=cfg.box_jitter)
+                       margin=cfg.margin, box_jitter=cfg.box_jitter, frame=cfg.frame)
     val_set = CelebA(index, "val", variant=cfg.variant, size=cfg.size, train=False,
-                     margin=cfg.margin)
+                     margin=cfg.margin, frame=cfg.frame)
     if unlabeled is not None:
         from facedistill.pipeline.data.unlabeled import MixedTrainSet, UnlabeledImages
 
@@ -697,7 +703,12 @@ def train(
         train_set = MixedTrainSet(train_set, pool)
     if model is None:
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
-        model = build_model(cfg.arch, width=cfg.width)
+        if cfg.arch == "parts":  # part subnets on a trained FRL's regions
+            from facedistill.pipeline.frl import parts_model
+
+            model = parts_model(cfg, index)
+        else:
+            model = build_model(cfg.arch, width=cfg.width)
     min_size = getattr(model, "min_input_size", 1)
     if cfg.size < min_size:
         raise UserError(f"{cfg.arch} needs inputs of at least {min_size}x{min_size} pixels, "

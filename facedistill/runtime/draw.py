@@ -24,9 +24,11 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def label_lines(prediction: Prediction, top: int) -> list[str]:
-    """``name 0.93`` for the ``top`` most probable positive attributes (or ``no attribute``)."""
-    lines = [f"{name} {p:.2f}" for name, p in prediction.positives(top=top)]
+def label_lines(prediction: Prediction, top: int, all: bool = False) -> list[str]:
+    """``name 0.93`` for the ``top`` positive attributes by margin over their threshold (or
+    ``no attribute``); unreliable ones only with ``all``, marked ``(unreliable)``."""
+    lines = [f"{name} {p:.2f}" + ("" if prediction.is_reliable(name) else " (unreliable)")
+             for name, p in prediction.positives(top=top, all=all)]
     return lines or ["no attribute"]
 
 
@@ -45,15 +47,16 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str],
 
 
 def annotate(image: Image.Image, result: Prediction | Sequence[FacePrediction],
-             top: int = 3) -> Image.Image:
-    """A copy of ``image`` (RGB) with each face's box and its ``top`` positive attributes, or,
-    for a whole-image :class:`Prediction`, its attributes in the top-left corner."""
+             top: int = 3, all: bool = False) -> Image.Image:
+    """A copy of ``image`` (RGB) with each face's box and its ``top`` positive attributes
+    (reliable ones; unreliable too with ``all``), or, for a whole-image :class:`Prediction`,
+    its attributes in the top-left corner."""
     out = image.convert("RGB")  # a copy even when already RGB
     draw = ImageDraw.Draw(out)
     font_size = max(10, min(out.size) // 32)
     font = _font(font_size)
     if isinstance(result, Prediction):
-        _label(draw, (4, 4), label_lines(result, top), font, out.size)
+        _label(draw, (4, 4), label_lines(result, top, all), font, out.size)
         return out
     line = max(2, min(out.size) // 200)
     for face in result:
@@ -61,7 +64,8 @@ def annotate(image: Image.Image, result: Prediction | Sequence[FacePrediction],
         draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BOX_COLOR, width=line)
     for face in result:  # labels after all boxes, so no box is drawn over a label
         x, y, w, h = face.box
-        _label(draw, (x, y + h + line + 2), label_lines(face.prediction, top), font, out.size)
+        _label(draw, (x, y + h + line + 2), label_lines(face.prediction, top, all), font,
+               out.size)
     return out
 
 

@@ -18,6 +18,10 @@ key                      value
 ``thresholds``           JSON list: per-attribute decision thresholds on the *probability*
                          (positive iff probability >= threshold)
 ``logit_thresholds``     JSON list: the same thresholds on the logits, as in the checkpoint
+``val_balanced``         (optional) JSON list: per attribute, the balanced accuracy on the
+                         validation split at its threshold (a fraction; null where undefined),
+                         from the checkpoint; the runtime flags attributes under a reliability
+                         floor with it. Absent in files exported before it was recorded
 ``precision``            ``fp32`` | ``fp16`` | ``int8``
 ``source_sha256``        sha256 of the checkpoint the model was exported from
 ``input_name``           name of the input tensor (``input``), NCHW float32, dynamic ``batch``
@@ -79,12 +83,19 @@ def build_metadata(
     precision: str,
     source_sha256: str,
     accuracy: Mapping[str, Any] | None = None,
+    val_balanced: Sequence[float | None] | None = None,
 ) -> dict[str, str]:
-    """The string map stored in an exported model (see the module docstring)."""
+    """The string map stored in an exported model (see the module docstring).
+    ``val_balanced``: per attribute, the validation balanced accuracy (None where undefined);
+    None leaves the key out."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not one of {PRECISIONS}")
     if len(attributes) != len(logit_thresholds):
         raise ValueError(f"{len(attributes)} attributes but {len(logit_thresholds)} thresholds")
+    if val_balanced is not None:
+        problem = _check_balanced(list(val_balanced), len(attributes))
+        if problem:
+            raise ValueError(f"val_balanced: {problem}")
     record = Preprocess.from_record(dict(preprocess)).to_record()
     meta = {
         FORMAT_KEY: FORMAT,
@@ -105,7 +116,21 @@ def build_metadata(
     }
     if accuracy is not None:
         meta["accuracy"] = json.dumps(dict(accuracy))
+    if val_balanced is not None:
+        meta["val_balanced"] = json.dumps([None if v is None else float(v) for v in val_balanced])
     return meta
+
+
+def _check_balanced(values: Any, n: int) -> str | None:
+    """Why ``values`` is not ``n`` balanced accuracies (fractions in [0, 1] or None), or None."""
+    if not isinstance(values, list) or len(values) != n:
+        return f"expected a list of {n} numbers"
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            return f"expected fractions in [0, 1] or null, found {v!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -126,6 +151,9 @@ class ModelInfo:
     int8_recipe: str | None = None
     int8_weight_bits: int | None = None
     int8_gate: dict[str, Any] | None = None
+    #: per attribute, the validation balanced accuracy (None where undefined); None for a file
+    #: exported without it
+    val_balanced: tuple[float | None, ...] | None = None
     raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -190,6 +218,12 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
             bits = int(meta.get("int8_weight_bits", "8"))  # older files: 8-bit weights
         except ValueError:
             raise MetadataError("expected 7 or 8", path=source, field="int8_weight_bits") from None
+    val_balanced = load("val_balanced")
+    if val_balanced is not None:
+        problem = _check_balanced(val_balanced, len(attributes))
+        if problem:
+            raise MetadataError(problem, path=source, field="val_balanced")
+        val_balanced = tuple(None if v is None else float(v) for v in val_balanced)
     arch = load("arch")
     if not isinstance(arch, dict) or "arch" not in arch:
         raise MetadataError("expected {\"arch\", \"width\", \"num_attrs\"}", path=source,
@@ -209,5 +243,6 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
         int8_recipe=meta.get("int8_recipe"),
         int8_weight_bits=bits,
         int8_gate=load("int8_gate"),
+        val_balanced=val_balanced,
         raw=dict(meta),
     )

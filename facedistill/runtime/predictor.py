@@ -6,16 +6,18 @@
 
     predictor = Predictor("snet3.int8.onnx")           # or an .engine; threads=, device=
     pred = predictor.predict("photo.jpg")               # path, bytes, PIL image or uint8 array
+    pred = predictor.predict(frame, channels="BGR")     # an OpenCV frame
     pred["Smiling"], pred.is_positive("Smiling")        # probability, decision
-    pred.positives()                                    # [("Smiling", 0.97), ...]
+    pred.positives()                                    # [("Smiling", 0.97), ...] by margin
     json.dumps(pred.to_dict())
     faces = predictor.predict_faces("group.jpg")        # Haar detection + crop + predict
 
 Everything the model needs to be fed correctly (input size, interpolation, mean/std, crop
-margin) and to be read (attribute names, per-attribute thresholds) comes from the model's own
-metadata (:mod:`facedistill.runtime.metadata`). The preprocessing is the training pipeline's
-eval transform (:class:`facedistill.runtime.preprocess.Preprocess`), bit for bit: resize with
-PIL, then the same float32 operations in the same order.
+margin) and to be read (attribute names, per-attribute thresholds, each attribute's validation
+balanced accuracy, which flags those under ``reliability_floor`` as unreliable) comes from the
+model's own metadata (:mod:`facedistill.runtime.metadata`). The preprocessing is the training
+pipeline's eval transform (:class:`facedistill.runtime.preprocess.Preprocess`), bit for bit:
+resize with PIL, then the same float32 operations in the same order.
 
 One ``Predictor`` may be shared by many threads: it keeps no per-call state except
 thread-local input buffers, ONNX Runtime's ``run`` is thread-safe, and the TensorRT backend
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -40,12 +43,21 @@ from facedistill.errors import ConfigError
 from facedistill.runtime.backends import Device, open_backend
 from facedistill.runtime.detect import DetectorSpec, HaarDetector, check_boxes, make_detector
 from facedistill.runtime.errors import ModelError
-from facedistill.runtime.images import Decoded, ImageInput, as_array, as_pil, decode
+from facedistill.runtime.images import (
+    Decoded,
+    ImageInput,
+    as_array,
+    as_pil,
+    check_channels,
+    decode,
+)
 from facedistill.runtime.metadata import ModelInfo
 from facedistill.runtime.preprocess import Preprocess
 from facedistill.runtime.results import FacePrediction, Prediction
 
 DEFAULT_BATCH = 32
+#: attributes whose validation balanced accuracy is under this are flagged unreliable
+DEFAULT_RELIABILITY_FLOOR = 0.60
 
 
 def _source(src: object) -> str | None:
@@ -64,6 +76,18 @@ class Predictor:
     ``batch_size``: the chunk :meth:`predict_batch` runs at once
     (capped by a TensorRT engine's profile; a static-batch ONNX uses its own).
 
+    ``reliability_floor`` (a fraction, default 0.60): an attribute whose balanced accuracy on
+    the validation split (stored in the model at export, :attr:`val_balanced`) is under it is
+    *unreliable* (:attr:`reliable`, :attr:`unreliable`): its probability and decision are
+    still returned, but :meth:`Prediction.positives` leaves it out unless ``all=True``. 0
+    flags nothing. A model exported before this accuracy was recorded has
+    ``val_balanced = None``: nothing is flagged (every attribute counts as reliable), nor is an
+    attribute whose validation accuracy is undefined.
+
+    Arrays carry no channel order, so the ``predict*`` methods take ``channels="RGB"``
+    (the default) or ``"BGR"`` (OpenCV's ``imread``/``VideoCapture`` frames, converted to RGB);
+    it applies to numpy inputs only (files, bytes and PIL images know their own order).
+
     Raises (all one-line :class:`~facedistill.errors.UserError` subclasses)
     :class:`~facedistill.runtime.errors.ModelError` (missing/unloadable file),
     :class:`~facedistill.runtime.metadata.MetadataError` (not a facedistill export),
@@ -73,15 +97,29 @@ class Predictor:
 
     def __init__(self, model_path: str | os.PathLike[str], backend: str = "auto",
                  device: Device = "auto", threads: int | None = None,
-                 batch_size: int = DEFAULT_BATCH, spin: bool = False) -> None:
+                 batch_size: int = DEFAULT_BATCH, spin: bool = False,
+                 reliability_floor: float = DEFAULT_RELIABILITY_FLOOR) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+        check_floor(reliability_floor)
         self.path = Path(model_path)
         self._backend = open_backend(self.path, backend=backend, device=device, threads=threads,
                                      spin=spin)
         self.info: ModelInfo = self._backend.info
         self.attributes: tuple[str, ...] = self.info.attributes
         self.thresholds = np.asarray(self.info.thresholds, dtype=np.float64)
+        self.reliability_floor = float(reliability_floor)
+        #: float64 [A] validation balanced accuracy per attribute (NaN: undefined), or None
+        #: for a model exported without it
+        self.val_balanced: np.ndarray | None = None
+        if self.info.val_balanced is not None:
+            self.val_balanced = np.asarray(
+                [np.nan if v is None else v for v in self.info.val_balanced], dtype=np.float64)
+        #: bool [A]: not under the floor (unknown counts as reliable)
+        self.reliable = np.ones(len(self.attributes), dtype=bool)
+        if self.val_balanced is not None:
+            self.reliable = ~(self.val_balanced < self.reliability_floor)
+        self.reliable.setflags(write=False)
         self.preprocess: Preprocess = self.info.preprocess
         fixed, low, cap = (self._backend.fixed_batch, self._backend.min_batch,
                            self._backend.max_batch)
@@ -109,11 +147,24 @@ class Predictor:
         """(height, width) of the model's input."""
         return self._hw
 
+    @property
+    def unreliable(self) -> tuple[str, ...]:
+        """The attributes under the reliability floor, in output order."""
+        return tuple(n for n, r in zip(self.attributes, self.reliable, strict=True) if not r)
+
     def describe(self) -> dict[str, Any]:
-        """JSON-ready facts about the loaded model (backend, providers, arch, precision, ...)."""
+        """JSON-ready facts about the loaded model (backend, providers, arch, precision, ...,
+        and ``reliability``: the floor, each attribute's validation balanced accuracy (None
+        for a model that does not carry it) and the attributes flagged unreliable)."""
+        val = None if self.val_balanced is None else {
+            n: (None if np.isnan(v) else float(v))
+            for n, v in zip(self.attributes, self.val_balanced.tolist(), strict=True)}
         return {**self._backend.describe(), "arch": self.info.arch,
                 "precision": self.info.precision, "input_size": list(self._hw),
-                "attributes": len(self.attributes), "version": self.info.version}
+                "attributes": len(self.attributes), "version": self.info.version,
+                "thresholds_unit": "probability",
+                "reliability": {"floor": self.reliability_floor, "val_balanced": val,
+                                "unreliable": list(self.unreliable)}}
 
     def __repr__(self) -> str:
         return (f"Predictor({os.fspath(self.path)!r}, backend={self.backend!r}, "
@@ -177,13 +228,14 @@ class Predictor:
         return f32[:rows]
 
     def preprocess_batch(self, images: Iterable[ImageInput],
-                         boxes: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
+                         boxes: Sequence[Sequence[float] | None] | None = None,
+                         channels: str = "RGB") -> np.ndarray:
         """The model's input for ``images``: float32 ``[N, 3, H, W]`` (a new array), exactly what
         :meth:`predict_batch` (or, with face ``boxes`` (x, y, w, h), :meth:`predict_faces`)
-        feeds the model."""
+        feeds the model. ``channels``: the order of array inputs (``RGB`` or ``BGR``)."""
         chunks = []
         done = 0
-        for _, decoded in self._chunks(images, self.batch_size):
+        for _, decoded in self._chunks(images, self.batch_size, channels):
             part = [None] * len(decoded) if boxes is None else boxes[done:done + len(decoded)]
             rgbs = [self._resized(img, box) for img, box in zip(decoded, part, strict=True)]
             chunks.append(self._fill(rgbs)[: len(rgbs)].copy())
@@ -209,9 +261,10 @@ class Predictor:
         return probs[: len(rgbs)]
 
     @staticmethod
-    def _chunks(images: Iterable[ImageInput],
-                size: int) -> Iterable[tuple[list[ImageInput], list[Decoded]]]:
-        """``size`` inputs at a time, as given and decoded."""
+    def _chunks(images: Iterable[ImageInput], size: int,
+                channels: str = "RGB") -> Iterable[tuple[list[ImageInput], list[Decoded]]]:
+        """``size`` inputs at a time, as given and decoded (arrays in ``channels`` order)."""
+        check_channels(channels)
         if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)) or (
                 isinstance(images, np.ndarray) and images.ndim != 4):
             raise TypeError("predict_batch takes a sequence of images (or an NxHxWxC array); "
@@ -222,29 +275,32 @@ class Predictor:
             raw = list(islice(it, size))
             if not raw:
                 return
-            yield raw, [decode(src, index=start + i) for i, src in enumerate(raw)]
+            yield raw, [decode(src, index=start + i, channels=channels)
+                        for i, src in enumerate(raw)]
             start += len(raw)
 
     def _predictions(self, probs: np.ndarray, sources: Sequence[str | None]) -> list[Prediction]:
-        return [Prediction(self.attributes, probs[i], self.thresholds, src)
+        return [Prediction(self.attributes, probs[i], self.thresholds, src, self.reliable)
                 for i, src in enumerate(sources)]
 
-    def predict(self, image: ImageInput) -> Prediction:
+    def predict(self, image: ImageInput, channels: str = "RGB") -> Prediction:
         """The attributes of one whole image (an aligned face crop, as the model was trained
-        on): a path, bytes, a PIL image or an RGB array (see :mod:`facedistill.runtime.images`)."""
-        rgb = self._resized(decode(image))
+        on): a path, bytes, a PIL image or a uint8 array (see :mod:`facedistill.runtime.images`)
+        whose channel order ``channels`` gives: ``"RGB"`` (default) or ``"BGR"`` (OpenCV)."""
+        rgb = self._resized(decode(image, channels=channels))
         return self._predictions(self._probabilities([rgb]), [_source(image)])[0]
 
-    def predict_batch(self, images: Iterable[ImageInput],
-                      batch_size: int | None = None) -> list[Prediction]:
+    def predict_batch(self, images: Iterable[ImageInput], batch_size: int | None = None,
+                      channels: str = "RGB") -> list[Prediction]:
         """:meth:`predict` for many images, in order; decoded and run ``batch_size`` at a time
-        (default: the predictor's), so a long list of paths never sits in memory decoded."""
+        (default: the predictor's), so a long list of paths never sits in memory decoded.
+        ``channels``: the order of array inputs, as in :meth:`predict`."""
         size = self.batch_size if batch_size is None else batch_size
         if size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {size}", field="batch_size")
         size = min(size, self.batch_size)  # the buffers (and a TensorRT profile) bound it
         results: list[Prediction] = []
-        for raw, decoded in self._chunks(images, size):
+        for raw, decoded in self._chunks(images, size, channels):
             probs = self._probabilities([self._resized(img) for img in decoded])
             results.extend(self._predictions(probs, [_source(src) for src in raw]))
         return results
@@ -259,20 +315,27 @@ class Predictor:
             return self._haar
 
     def predict_faces(self, image: ImageInput, detector: DetectorSpec = "haar",
-                      margin: float | None = None) -> list[FacePrediction]:
+                      margin: float | None = None, channels: str = "RGB"
+                      ) -> list[FacePrediction]:
         """Detect faces in a photo, crop each (its box enlarged by ``margin`` on every side,
         squared; default: the model's training margin), predict each crop.
 
         ``detector``: ``"haar"`` (OpenCV, the ``detect`` extra) or a callable ``rgb ->
-        [(x, y, w, h), ...]`` taking an HxWx3 uint8 RGB array. Faces come largest first; an
-        image without a face gives ``[]``.
+        [(x, y, w, h), ...]`` taking an HxWx3 uint8 RGB array (a ``channels="BGR"`` array is
+        converted before the detector sees it). Faces come largest first; an image without a
+        face gives ``[]``. A model that sees the whole photo (its preprocessing's ``frame`` is
+        ``photo``, e.g. the FRL net) takes no face box: :meth:`predict` it instead.
         """
         pre = self.preprocess
+        if pre.frame == "photo":
+            raise ConfigError("this model sees the whole photo (frame 'photo'), not face "
+                              "crops: predict the photo without face detection",
+                              field="detect")
         if margin is not None:
             if not (math.isfinite(margin) and margin >= 0):
                 raise ConfigError(f"margin must be a number >= 0, got {margin}", field="margin")
             pre = dataclasses.replace(pre, margin=float(margin))
-        decoded = decode(image)
+        decoded = decode(image, channels=channels)
         rgb = as_array(decoded)
         height, width = rgb.shape[:2]
         boxes = check_boxes(self._detector(detector)(rgb), width, height)
@@ -285,3 +348,12 @@ class Predictor:
             preds = self._predictions(probs, [source] * len(part))
             faces.extend(FacePrediction(box, pred) for box, pred in zip(part, preds, strict=True))
         return faces
+
+
+def check_floor(floor: float) -> float:
+    """``floor`` if it is a fraction in [0, 1], else a one-line ConfigError."""
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not (
+            math.isfinite(floor) and 0.0 <= floor <= 1.0):
+        raise ConfigError(f"must be a fraction between 0 and 1 (0.6 = 60% validation balanced "
+                          f"accuracy), not {floor!r}", field="reliability_floor")
+    return float(floor)

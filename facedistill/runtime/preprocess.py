@@ -28,6 +28,10 @@ _INTERPOLATIONS = {
 
 RECORD_NAME = "facedistill.preprocess/v1"
 
+#: what a model sees of a photo: ``face``, the face box's crop with a margin (a detector's box;
+#: an aligned crop as it is), or ``photo``, the whole photo padded to a square (no detector)
+FRAMES = ("face", "photo")
+
 
 def crop_with_margin(
     img: Image.Image, box: Sequence[float], margin: float, square: bool = True
@@ -67,7 +71,8 @@ class Preprocess:
     """Resize to ``size`` = (height, width), scale to [0, 1], normalise by mean/std, CHW float32.
 
     With ``box`` given to :meth:`__call__`, the image is first cropped to the box enlarged by
-    ``margin`` (in-the-wild faces).
+    ``margin`` (in-the-wild faces). ``frame="photo"`` ignores any box: the whole photo is padded
+    with black to a centred square (a model that finds the face itself, e.g. the FRL net).
     """
 
     size: tuple[int, int] = (64, 64)
@@ -76,6 +81,7 @@ class Preprocess:
     interpolation: str = "bilinear"
     margin: float = 0.2
     color: str = "RGB"
+    frame: str = "face"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,9 +95,13 @@ class Preprocess:
             raise ValueError("mean and std need 3 values each, std > 0")
         if self.color != "RGB":
             raise ValueError(f"only RGB colour order is supported, got {self.color!r}")
+        if self.frame not in FRAMES:
+            raise ValueError(f"frame {self.frame!r} not one of {', '.join(FRAMES)}")
 
     # -- record ---------------------------------------------------------------------------
     def to_record(self) -> dict[str, Any]:
+        """The record; ``frame`` only when ``photo``, so a face model's is what it was before."""
+        frame = {"frame": self.frame} if self.frame != "face" else {}
         return {
             "name": RECORD_NAME,
             "size": [int(self.size[0]), int(self.size[1])],
@@ -103,6 +113,7 @@ class Preprocess:
             "layout": "NCHW",
             "dtype": "float32",
             "scale": 1.0 / 255.0,
+            **frame,
         }
 
     @classmethod
@@ -116,13 +127,17 @@ class Preprocess:
             interpolation=str(record["interpolation"]),
             margin=float(record.get("margin", 0.2)),
             color=str(record.get("color", "RGB")),
+            frame=str(record.get("frame", "face")),
         )
 
     # -- application ----------------------------------------------------------------------
     def resize(self, img: Image.Image, box: Sequence[float] | None = None) -> Image.Image:
-        """Colour-convert, crop (when ``box``) and resize; returns an RGB PIL image."""
+        """Colour-convert, crop (when ``box``; the padded photo for frame ``photo``) and resize;
+        returns an RGB PIL image."""
         img = to_rgb(img)
-        if box is not None:
+        if self.frame == "photo":
+            img = crop_with_margin(img, (0, 0, img.width, img.height), 0.0)
+        elif box is not None:
             img = crop_with_margin(img, box, self.margin)
         height, width = self.size
         if img.size != (width, height):

@@ -72,6 +72,8 @@ def test_metadata_round_trip(tiny_export: tuple[dict[str, Any], Path],
         assert info.attributes == tuple(ckpt["attributes"])
         assert info.logit_thresholds == pytest.approx(ckpt["thresholds"])
         assert info.thresholds == pytest.approx(probability_thresholds(ckpt["thresholds"]))
+        # every variant carries the checkpoint's per-attribute val balanced accuracy
+        assert info.val_balanced == pytest.approx(tuple(ckpt["val_balanced"]))
         assert info.preprocess == Preprocess.from_record(ckpt["preprocess"])
         assert info.preprocess.size == (32, 32)
         assert info.arch == ckpt["arch"]

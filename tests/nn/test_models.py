@@ -44,9 +44,9 @@ POOLED_BLOCKS = {"tnet": 5, "snet1": 5, "snet2": 5, "snet3": 4}
 EXACT_PARAMS = {"tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320}
 
 
-def test_registry_lists_the_four_models_and_frl() -> None:
+def test_registry_lists_the_four_models_frl_and_parts() -> None:
     assert ALL == ["snet1", "snet2", "snet3", "tnet"]
-    assert list_models() == sorted([*ALL, "frl"])
+    assert list_models() == sorted([*ALL, "frl", "parts"])
     assert set(PAPER) == set(ALL)
 
 

@@ -14,20 +14,22 @@ import torch
 from PIL import Image
 
 from facedistill.attributes import ATTRIBUTES
+from facedistill.errors import ConfigError
 from facedistill.nn.models import build_model, count_params
 from facedistill.pipeline.frl import (
     BOX_SIDE,
     GROUPS,
     Box,
+    FRLOutputs,
     MNLObjective,
     box_hits,
     cam_boxes,
     cam_priors,
     crop_coordinates,
     frl_outputs,
+    group_maps,
     group_of,
     landmark_priors,
-    peak_box,
 )
 from facedistill.runtime.preprocess import crop_with_margin
 
@@ -90,12 +92,15 @@ def test_every_attribute_has_one_region_group() -> None:
 
 
 def test_boxes_follow_the_peak_and_fall_back_on_flat_maps() -> None:
-    heat = np.zeros((8, 8))
-    heat[2, 5] = 1.0  # one hot cell: its centre is (5.5/8, 2.5/8)
-    box = peak_box(heat, 0.4, prior=(0.5, 0.5))
-    assert (box.cx, box.cy, box.prior) == (5.5 / 8, 2.5 / 8, False)
-    flat = peak_box(np.full((8, 8), 0.3), 0.4, prior=(0.4, 0.6))
-    assert (flat.cx, flat.cy, flat.prior) == (0.4, 0.6, True)
+    cams = np.zeros((40, 8, 8))
+    for name in GROUPS["nose"]:
+        cams[ATTRIBUTES.index(name), 2, 5] = 1.0  # one hot cell: its centre is (5.5/8, 2.5/8)
+    box = cam_boxes(cams, priors={"eyes": (0.4, 0.6)})
+    nose = box["nose"]
+    assert (nose.cx, nose.cy, nose.prior) == (5.5 / 8, 2.5 / 8, False)
+    assert nose.side == pytest.approx(0.4)
+    flat = box["eyes"]  # all-zero maps: flat, the prior stands in
+    assert (flat.cx, flat.cy, flat.prior) == (pytest.approx(0.4), pytest.approx(0.6), True)
     assert Box(0.1, 0.1, 0.4).corners() == (0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3))
     # whole-image maps: a group whose attributes all peak in the top-left gets a box there
     cams = np.zeros((40, 8, 8))
@@ -104,6 +109,50 @@ def test_boxes_follow_the_peak_and_fall_back_on_flat_maps() -> None:
     boxes = cam_boxes(cams, priors={})
     assert boxes["hair"].cx < 0.1 and boxes["hair"].cy < 0.1 and not boxes["hair"].prior
     assert boxes["eyes"].prior  # all-zero maps: flat
+
+
+def test_the_contrast_rule_takes_out_what_every_attribute_marks() -> None:
+    """Every attribute lights the face's centre, the eye group also a spot top-left: minmax
+    averages both into a box between them, contrast keeps the spot particular to the eyes."""
+    cams = np.zeros((40, 8, 8))
+    cams[:, 3:5, 3:5] = 4.0  # the face as a whole, in every map
+    for name in GROUPS["eyes"]:
+        cams[ATTRIBUTES.index(name), 1, 1] = 3.0
+    minmax = cam_boxes(cams, {}, rule="minmax")["eyes"]
+    contrast = cam_boxes(cams, {}, rule="contrast")["eyes"]
+    assert minmax.cx > 0.4  # pulled to the shared centre
+    assert (contrast.cx, contrast.cy) == (1.5 / 8, 1.5 / 8)
+    assert group_maps(cams, rule="contrast")["nose"].max() == 0  # nothing of its own: flat
+    with pytest.raises(ConfigError, match="contrast"):
+        group_maps(cams, rule="other")
+
+
+def test_box_scores_in_face_crop_widths_and_the_detector_baseline() -> None:
+    """A net that saw the photo: its distances are divided by the face crop's share of the
+    photo (``unit``), so they read in face-crop widths like a face-crop net's; the detector
+    baseline is scored in the face crop's own coordinates."""
+    n = 4
+    cams = np.zeros((n, 40, 8, 8))
+    for name in GROUPS["nose"]:
+        cams[:, ATTRIBUTES.index(name), 4, 4] = 1.0  # every nose box at (4.5/8, 4.5/8)
+    marks = np.full((n, 5, 2), 0.5)
+    marks[:, 2] = (4.5 / 8 + 0.05, 4.5 / 8)  # the nose 0.05 photo widths right of the box
+    face = np.full((n, 5, 2), 0.5)
+    face[:, 2] = (0.52, 0.5)
+    out = FRLOutputs(loc=np.zeros((n, 40)), cls=np.zeros((n, 40)), cams=cams,
+                     labels=np.zeros((n, 40)), landmarks=marks, face_landmarks=face,
+                     unit=np.full(n, 0.25))
+    priors = {g: (0.5, 0.5) for g in GROUPS}
+    hits = box_hits(out, priors, detector={"eyes": (0.5, 0.5), "nose": (0.5, 0.5),
+                                          "mouth": (0.5, 0.5)})
+    nose = hits["nose"]
+    assert nose["learned_dist"] == pytest.approx(0.05 / 0.25)  # 0.2 face-crop widths
+    prior_gap = np.hypot(4.5 / 8 + 0.05 - 0.5, 4.5 / 8 - 0.5)
+    assert nose["prior_dist"] == pytest.approx(prior_gap / 0.25)
+    assert nose["detector_dist"] == pytest.approx(0.02) and nose["detector"] == 1.0
+    # a box of 0.4 face crops is 0.1 photo widths here: the nose, 0.05 off, is just inside
+    assert nose["learned"] == 1.0 and nose["fell_back"] == 0.0
+    assert hits["eyes"]["fell_back"] == 1.0  # flat eye maps: the prior stands in
 
 
 def test_crop_coordinates_match_the_preprocessings_crop() -> None:
@@ -212,3 +261,115 @@ def test_box_jitter_loosens_training_boxes_reproducibly(wild: Path) -> None:
         TrainConfig(box_jitter=0.1)
     with pytest.raises(ConfigError, match="< 0.5"):
         TrainConfig(variant="wild", box_jitter=0.5)
+
+
+def test_frl_on_whole_photos(wild: Path, tmp_path: Path) -> None:
+    """``frame=photo``: the net trains on the padded photos, its record says so, and the
+    landmarks come back in the photo's coordinates and in the face crop's, with the face crop's
+    share of the photo as the unit of its distances."""
+    from facedistill.config import TrainConfig
+    from facedistill.nn.checkpoint import load_checkpoint
+    from facedistill.pipeline.train import train
+
+    cfg = TrainConfig(arch="frl", mnl="joint", width=0.125, size=32, variant="wild",
+                      frame="photo", epochs=1, batch_size=32, workers=0)
+    assert cfg.to_record()["frame"] == "photo" and "frame" not in TrainConfig().to_record()
+    out = tmp_path / "photo"
+    train(cfg, wild, out)
+    assert load_checkpoint(out)["preprocess"]["frame"] == "photo"
+    test = frl_outputs(str(out), str(wild), "test")
+    assert test.landmarks is not None and test.face_landmarks is not None
+    assert test.unit is not None and ((test.unit > 0.2) & (test.unit < 1)).all()
+    assert ((test.landmarks >= 0) & (test.landmarks <= 1)).all()
+    # the landmarks spread far more over photos than over face crops: the face moves
+    assert test.landmarks[:, 2].std(axis=0).min() > 3 * test.face_landmarks[:, 2].std(axis=0).max()
+    hits = box_hits(test, {**cam_priors(test), **landmark_priors(test)},
+                    detector=landmark_priors(test, face=True))
+    assert all(h["detector_dist"] < h["prior_dist"] for h in hits.values())
+    with pytest.raises(ConfigError, match="no face box"):
+        frl_outputs(str(out), str(wild), "test", box_jitter=0.1)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"frame": "photo"}, "frame"),  # aligned crops are no photos
+    ({"frame": "photo", "variant": "wild", "box_jitter": 0.1}, "box_jitter"),
+])
+def test_photo_frame_settings_checked(kwargs: dict, field: str) -> None:
+    from facedistill.config import TrainConfig
+
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(arch="frl", **kwargs)
+    assert err.value.field == field
+
+
+def test_photo_model_exports_and_refuses_face_boxes(wild: Path, tmp_path: Path) -> None:
+    """An FRL net on whole photos exports like any model; the runtime pads the photo as
+    training did, and will not cut face boxes for it."""
+    from facedistill.config import TrainConfig
+    from facedistill.export import export_model
+    from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.pipeline.data.transforms import Transform
+    from facedistill.pipeline.train import train
+    from facedistill.runtime import Predictor, load_image
+    from facedistill.runtime.preprocess import Preprocess
+
+    out = tmp_path / "photo"
+    train(TrainConfig(arch="frl", width=0.125, size=32, variant="wild", frame="photo",
+                      epochs=1, batch_size=32, workers=0), wild, out)
+    onnx = export_model(out, tmp_path / "export", precision="fp32").ok_onnx()["fp32"]
+    predictor = Predictor(onnx, threads=1)
+    assert predictor.preprocess.frame == "photo"
+    photo = next((wild / "img_celeba").iterdir())
+    ckpt = load_checkpoint(out)
+    x = Transform(Preprocess.from_record(ckpt["preprocess"]))(load_image(photo))
+    with torch.no_grad():
+        want = torch.sigmoid(model_from_checkpoint(ckpt)(x[None]))[0].numpy()
+    np.testing.assert_allclose(predictor.predict(photo).probabilities, want, atol=1e-4)
+    with pytest.raises(ConfigError, match="whole photo"):
+        predictor.predict_faces(photo, detector=lambda rgb: [(0, 0, 10, 10)])
+
+
+def test_parts_train_on_frl_boxes_and_export_as_one_graph(wild: Path, tmp_path: Path) -> None:
+    """``train --arch parts --frl RUN``: part subnets on a frozen FRL's regions (the FRL's
+    weights unchanged by the training), scored by eval and exported as one ONNX graph whose
+    probabilities match the PyTorch model's."""
+    from facedistill.config import TrainConfig
+    from facedistill.export import export_model
+    from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
+    from facedistill.pipeline.train import train
+    from facedistill.runtime import Predictor
+
+    frl = tmp_path / "frl"
+    train(TrainConfig(arch="frl", mnl="joint", width=0.125, size=32, variant="wild",
+                      epochs=1, batch_size=32, workers=0), wild, frl)
+    parts = tmp_path / "parts"
+    cmd = [sys.executable, "-m", "facedistill", "train", "--arch", "parts", "--frl", str(frl),
+           "--data", str(wild), "--variant", "wild", "--size", "32", "--width", "0.25",
+           "--epochs", "1", "--batch-size", "32", "--workers", "0", "--out", str(parts),
+           "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    ckpt = load_checkpoint(parts)
+    assert ckpt["arch"] == {"arch": "parts", "width": 0.25, "num_attrs": 40,
+                            "frl_width": 0.125, "part_size": 32, "rule": "minmax"}
+    model = model_from_checkpoint(ckpt)
+    frl_state = load_checkpoint(frl)["model"]
+    for k, v in model.frl.state_dict().items():  # frozen: the FRL run's weights exactly
+        torch.testing.assert_close(v, frl_state[k])
+    assert not torch.equal(model.boxes.priors, torch.full_like(model.boxes.priors, 0.5))
+    onnx = export_model(parts, tmp_path / "export", precision="fp32").ok_onnx()["fp32"]
+    x = torch.from_numpy(Predictor(onnx).preprocess_batch(
+        [np.full((40, 40, 3), 128, np.uint8), np.zeros((32, 48, 3), np.uint8)]))
+    with torch.no_grad():
+        want = torch.sigmoid(model(x)).numpy()
+    got = Predictor(onnx, threads=1).predict_batch(
+        [np.full((40, 40, 3), 128, np.uint8), np.zeros((32, 48, 3), np.uint8)])
+    np.testing.assert_allclose(np.stack([p.probabilities for p in got]), want, atol=1e-4)
+    # an FRL run that saw other inputs is refused in one line, nothing written
+    bad = subprocess.run([*cmd[:-3], "--size", "48", "--out", str(tmp_path / "p2")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "saw 32x32 wild face crops" in bad.stderr
+    assert bad.stderr.count("\n") == 1 and not (tmp_path / "p2").exists()
+    missing = subprocess.run([*cmd[:4], "--arch", "parts", "--out", str(tmp_path / "p3")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "--frl RUN" in missing.stderr

@@ -111,6 +111,12 @@ def test_stored_thresholds_are_the_val_search_of_the_stored_weights(tiny_run: Pa
     np.testing.assert_allclose(search.thresholds, ckpt["thresholds"], rtol=1e-4, atol=1e-4)
     assert float(np.mean(search.balanced)) == pytest.approx(
         ckpt["metrics"]["val_mean_balanced"], abs=1e-3)
+    # each attribute's val balanced accuracy travels with the thresholds (for the runtime's
+    # reliability floor), not in the epoch metrics
+    np.testing.assert_allclose(ckpt["val_balanced"], search.balanced, atol=1e-3)
+    assert "val_balanced" not in ckpt["metrics"]
+    history = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_balanced" not in r and "thresholds" not in r for r in history)
 
 
 def test_ema_weights_are_the_deployed_ones(tiny_run: Path) -> None:

@@ -61,3 +61,36 @@ def test_runtime_imports_and_predicts_without_torch(tiny_onnx: Path, tmp_path: P
 
     here = Predictor(tiny_onnx, threads=1).predict(photo).probabilities
     np.testing.assert_array_equal(np.asarray(out["probabilities"], np.float32), here)
+
+
+VERB_SCRIPT = r"""
+import sys
+
+
+class NoTorch:  # a runtime-only install: torch and onnx absent
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "onnx") or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoTorch())
+from facedistill.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def test_verbs_that_need_an_extra_say_which_in_one_line(tmp_path: Path) -> None:
+    """In a runtime-only install, models/train/eval/export exit 2 with the extra to install,
+    no traceback; nothing is written."""
+    for verb in (["models"], ["train", "--out", str(tmp_path / "t")],
+                 ["eval", str(tmp_path / "run")],
+                 ["export", str(tmp_path / "run"), "--out", str(tmp_path / "e")]):
+        proc = subprocess.run([sys.executable, "-c", VERB_SCRIPT, *verb], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert f"'facedistill {verb[0]}' needs the 'train' extra" in proc.stderr
+        assert "pip install 'facedistill[train]'" in proc.stderr
+    assert not any(tmp_path.iterdir())

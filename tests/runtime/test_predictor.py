@@ -120,10 +120,14 @@ def test_prediction_decisions_and_json(predictor: Predictor, synth_paths: list[P
         assert entry["probability"] == pytest.approx(float(pred.probabilities[i]), abs=0)
         assert entry["positive"] == bool(pred.positive[i]) == pred.is_positive(name)
         assert entry["threshold"] == predictor.thresholds[i]
+        assert entry["margin"] == entry["probability"] - entry["threshold"]
+        assert entry["reliable"] == bool(predictor.reliable[i]) == pred.is_reliable(name)
         assert pred[name] == entry["probability"]
+    # reliable positives only, ranked by margin over the threshold (not by probability)
     positives = pred.positives()
     assert [n for n, _ in positives] == sorted(
-        (n for n in predictor.attributes if pred.is_positive(n)), key=lambda n: -pred[n])
+        (n for n in predictor.attributes if pred.is_positive(n) and pred.is_reliable(n)),
+        key=lambda n: -pred.margin(n))
     assert pred.positives(top=2) == positives[:2]
     with pytest.raises(KeyError, match="no attribute 'Tail'"):
         pred["Tail"]

@@ -68,8 +68,22 @@ def test_record_round_trip() -> None:
         Preprocess.from_record({**rec, "name": "other"})
 
 
+def test_photo_frame_pads_the_whole_photo_to_a_square_and_ignores_the_box() -> None:
+    """A tall photo (40 x 80) goes in whole: centred, black bars left and right, no stretch;
+    a face model's record is what it was before the frame existed."""
+    img = Image.new("RGB", (40, 80), (255, 255, 255))
+    pre = Preprocess(size=(16, 16), frame="photo", interpolation="nearest")
+    out = np.asarray(pre.resize(img, box=(0, 0, 10, 10)))
+    assert out.shape == (16, 16, 3)
+    assert (out[:, :4] == 0).all() and (out[:, -4:] == 0).all() and (out[:, 4:12] == 255).all()
+    assert Preprocess.from_record(pre.to_record()) == pre
+    assert pre.to_record()["frame"] == "photo" and "frame" not in Preprocess().to_record()
+    assert Preprocess.from_record(Preprocess().to_record()).frame == "face"
+
+
 @pytest.mark.parametrize("kwargs", [{"interpolation": "fancy"}, {"size": (0, 4)},
-                                    {"std": (1.0, 0.0, 1.0)}, {"color": "BGR"}])
+                                    {"std": (1.0, 0.0, 1.0)}, {"color": "BGR"},
+                                    {"frame": "body"}])
 def test_bad_settings_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         Preprocess(**kwargs)

@@ -45,15 +45,18 @@ class CelebA(torch.utils.data.Dataset):
     :data:`facedistill.attributes.ATTRIBUTES` order. With any of ``return_identity``,
     ``return_bbox``, ``return_landmarks`` an item is ``(image, labels, extras)`` where
     ``extras`` holds ``name`` and the asked-for ``identity`` (int64 tensor), ``bbox``
-    (float32 [4]) and ``landmarks`` (float32 [10]) in the files' raw coordinates.
+    (float32 [4], with the photo's ``image_size`` (w, h)) and ``landmarks`` (float32 [10]) in
+    the files' raw coordinates.
 
     ``root`` may also be an already loaded :class:`CelebAIndex` (its variant must equal
     ``variant``), so the train/val/test datasets share one parse.
 
     For ``variant="wild"`` the image is cropped to its box enlarged by ``margin`` (the
     transform's Preprocess does it); ``crop=False`` hands the whole image over instead;
-    ``box_jitter`` loosens each box at random (training on detector-like boxes).
-    ``transform`` defaults to :func:`build_transform` (``size``, ``train``, ``margin``); a
+    ``box_jitter`` loosens each box at random (training on detector-like boxes); ``frame``
+    ``photo``: the whole photo, padded to a square (the transform's Preprocess ignores the box).
+    ``transform`` defaults to :func:`build_transform` (``size``, ``train``, ``margin``,
+    ``frame``); a
     custom one is called as ``transform(img, box=box)`` when cropping, else ``transform(img)``.
 
     Nothing is opened in ``__init__`` beyond the annotation files, so the dataset is safe to
@@ -75,6 +78,7 @@ class CelebA(torch.utils.data.Dataset):
         return_landmarks: bool = False,
         crop: bool = True,
         box_jitter: float = 0.0,
+        frame: str = "face",
     ) -> None:
         check_variant(variant)
         if isinstance(root, CelebAIndex):
@@ -89,7 +93,8 @@ class CelebA(torch.utils.data.Dataset):
         self.split = split
         self.variant = variant
         self.positions = index.select(split)
-        self.transform = transform or build_transform(size, train=train, margin=margin)
+        self.transform = transform or build_transform(size, train=train, margin=margin,
+                                                         frame=frame)
         self.crop = variant == "wild" and crop
         self.box_jitter = float(box_jitter)  # training: loosen each face box (torch RNG)
         self.return_identity = return_identity
@@ -165,6 +170,7 @@ class CelebA(torch.utils.data.Dataset):
         if self.return_bbox:
             assert self.index.bbox is not None
             extras["bbox"] = torch.from_numpy(self.index.bbox[pos].copy())
+            extras["image_size"] = torch.tensor(img.size, dtype=torch.float32)  # (w, h)
         if self.return_landmarks:
             assert self.index.landmarks is not None
             extras["landmarks"] = torch.from_numpy(self.index.landmarks[pos].copy())
