@@ -25,6 +25,7 @@ from pathlib import Path
 from facedistill.errors import UserError
 from facedistill.io import atomic_write_text
 from facedistill.runtime import Predictor, load_image
+from facedistill.runtime.detect import make_detector
 from facedistill.runtime.draw import annotate, save_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -79,6 +80,11 @@ def main() -> None:
     if args.out.resolve() == args.images.resolve():
         raise SystemExit("--out must differ from --images (the inputs would be overwritten)")
     predictor = Predictor(args.model, threads=1)  # one ORT thread per worker thread
+    if not args.aligned:
+        try:  # fail now, not once per photo, when OpenCV (or its Haar cascades) is missing
+            make_detector("haar")
+        except UserError as exc:
+            raise SystemExit(f"error: {exc.format()} (or pass --aligned for face crops)") from None
 
     def run(path: Path) -> dict:
         try:

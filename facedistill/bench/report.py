@@ -90,6 +90,12 @@ def _env_line(env: dict[str, Any], config: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
+#: a row's ``reasons`` key -> the table columns its "-" stands in (footnoted with the reason)
+_DASH_NOTES = {"params": ("params",), "macs": ("MACs",), "gpu_compute_ms": ("GPU ms",),
+               "power": ("mJ/img",), "accuracy": ("bal. acc. %", "delta pts"),
+               "accuracy_delta": ("delta pts",)}
+
+
 def markdown_table(result: BenchResult) -> str:
     """The result as a Markdown table (sorted by model and precision) with a header line."""
     rows = sorted(result.rows, key=sort_key)
@@ -131,6 +137,7 @@ def markdown_table(result: BenchResult) -> str:
         cols += ["bal. acc. %", "delta pts"]
     cols.append("file")
     right = {c for c in cols if c not in ("model", "precision", "backend", "mode", "file")}
+    marks: dict[tuple[str, str], int] = {}  # (column, reason) -> footnote number
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
     for r in rows:
@@ -159,7 +166,15 @@ def markdown_table(result: BenchResult) -> str:
                 cells["delta pts"] = f"{100 * d:+.2f}"
         else:
             cells["bal. acc. %"] = cells["delta pts"] = "-"
+        for key, reason in r.reasons.items():
+            for col in _DASH_NOTES.get(key, ()):
+                if col in cols and cells[col] == "-":
+                    marks.setdefault((col, reason), len(marks) + 1)
+                    cells[col] = f"-[{marks[(col, reason)]}]"
         lines.append("| " + " | ".join(cells[c] for c in cols) + " |")
+    if marks:
+        lines.append("")
+        lines += [f"[{n}] {col} '-': {reason}." for (col, reason), n in marks.items()]
     lines += speedup_table(result)
     if result.skipped:
         lines.append("")

@@ -6,6 +6,7 @@ accuracy deltas, fake-clock latencies), never speed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -200,6 +201,14 @@ def test_fake_clock_gives_exact_latencies_end_to_end(exported: dict[str, Path]) 
     assert lat.mean == pytest.approx(5.0, abs=1e-9) and lat.max == pytest.approx(8.0)
     assert row.throughput_ips == pytest.approx(400.0)  # 2 images per 5 ms
     assert row.accuracy is None and row.reasons["accuracy"] == "no --data given"
+    # every "-" of the table has a footnote with its reason (here: a row without params)
+    blind = dataclasses.replace(row, params=None, macs=None,
+                                reasons={**row.reasons, "params": "engine: no ONNX beside it",
+                                         "macs": "engine: no ONNX beside it"})
+    md = markdown_table(dataclasses.replace(res, rows=[blind]))
+    assert "| -[1] | -[2] |" in md
+    assert "[1] params '-': engine: no ONNX beside it." in md
+    assert "[2] MACs '-': engine: no ONNX beside it." in md
 
 
 def test_power_and_jetson_record_on_a_fixture_jetson(exported: dict[str, Path],

@@ -39,3 +39,20 @@ def test_face_app_on_a_folder(tiny_onnx: Path, tmp_path: Path, monkeypatch: pyte
         assert img.size == (512, 512)
     printed = capsys.readouterr().out
     assert "sky.jpg: no face found" in printed and "broken.jpg: skipped" in printed
+
+
+def test_face_app_fails_at_start_without_a_detector(tiny_onnx: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without OpenCV the app stops before the first photo with the extra to install (it
+    used to skip every image and exit 0); nothing is written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (60, 60)).save(photos / "a.png")
+    out = tmp_path / "out"
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if the 'detect' extra were absent
+    monkeypatch.setattr(sys, "argv", ["face_app.py", "--model", str(tiny_onnx), "--images",
+                                      str(photos), "--out", str(out)])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(APP), run_name="__main__")
+    assert "pip install 'facedistill[detect]'" in str(stop.value.code)
+    assert not out.exists()
