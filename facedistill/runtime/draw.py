@@ -46,24 +46,43 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str],
     draw.multiline_text(xy, text, fill=TEXT_COLOR, font=font, spacing=2)
 
 
+#: images with a shorter side under this are enlarged (nearest neighbour, by a whole factor)
+#: before drawing, so that labels stay legible and a crop's face is not hidden under its text
+MIN_DRAW_SIDE = 256
+
+
 def annotate(image: Image.Image, result: Prediction | Sequence[FacePrediction],
              top: int = 3, all: bool = False) -> Image.Image:
     """A copy of ``image`` (RGB) with each face's box and its ``top`` positive attributes
     (reliable ones; unreliable too with ``all``), or, for a whole-image :class:`Prediction`,
-    its attributes in the top-left corner."""
+    its attributes in the top-left corner. A small image (a face crop) is first enlarged by a
+    whole factor to at least :data:`MIN_DRAW_SIDE` pixels, and a whole-image prediction's
+    label then goes on a panel below it, not over the face."""
     out = image.convert("RGB")  # a copy even when already RGB
-    draw = ImageDraw.Draw(out)
+    scale = -(-MIN_DRAW_SIDE // max(1, min(out.size))) if min(out.size) < MIN_DRAW_SIDE else 1
+    if scale > 1:
+        out = out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
     font_size = max(10, min(out.size) // 32)
     font = _font(font_size)
     if isinstance(result, Prediction):
-        _label(draw, (4, 4), label_lines(result, top, all), font, out.size)
+        lines = label_lines(result, top, all)
+        if scale > 1:  # a panel below the enlarged crop
+            probe = ImageDraw.Draw(out).multiline_textbbox((0, 0), "\n".join(lines), font=font,
+                                                           spacing=2)
+            panel = Image.new("RGB", (out.width, out.height + probe[3] + 12), LABEL_BACKGROUND)
+            panel.paste(out, (0, 0))
+            out = panel
+            _label(ImageDraw.Draw(out), (4, out.height - probe[3] - 6), lines, font, out.size)
+            return out
+        _label(ImageDraw.Draw(out), (4, 4), lines, font, out.size)
         return out
+    draw = ImageDraw.Draw(out)
     line = max(2, min(out.size) // 200)
     for face in result:
-        x, y, w, h = face.box
+        x, y, w, h = (v * scale for v in face.box)
         draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BOX_COLOR, width=line)
     for face in result:  # labels after all boxes, so no box is drawn over a label
-        x, y, w, h = face.box
+        x, y, w, h = (v * scale for v in face.box)
         _label(draw, (x, y + h + line + 2), label_lines(face.prediction, top, all), font,
                out.size)
     return out

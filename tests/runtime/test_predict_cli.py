@@ -67,9 +67,14 @@ def test_json_for_a_folder_with_annotations(tiny_onnx: Path, faces_dir: Path,
             pred.positive.tolist()
     written = sorted(ann.iterdir())
     assert [p.name for p in written] == [p.name for p in images]
-    for path in written:
-        with Image.open(path) as img:
-            assert img.size == (32, 32)
+    for path, src in zip(written, images, strict=True):
+        # a 32 px crop is drawn 8x larger, its label on a panel below: the face stays visible
+        with Image.open(path) as img, Image.open(src) as face:
+            assert img.width == 256 and img.height > 256
+            big = np.asarray(face.convert("RGB").resize((256, 256), Image.Resampling.NEAREST),
+                             np.float32)
+            top = np.asarray(img.convert("RGB"), np.float32)[:256]
+            assert np.abs(top - big).mean() < 12  # the same picture, up to JPEG loss
 
 
 def test_detect_table_and_annotated_photo_without_torch(tiny_onnx: Path, tmp_path: Path) -> None:
