@@ -10,6 +10,8 @@ For every seed, on the wild variant of the synthetic dataset (face-box crops, no
   ``benchmarks/frl_table1.py``'s joint runs; the heat-map rule it chose on val);
 * ``switch`` - per attribute the part subnet's score where it beats the whole's on val, else
   the whole's (thresholds searched on val for the switched scores);
+* ``relations`` - the switched scores through the attribute relation layer (40 x 40, from
+  identity, fitted on the training split's switched scores, its decay chosen on val);
 * ``budget`` - the whole-image model widened to the parameters of the switched cascade (FRL +
   parts + whole), so the cascade is compared at an equal parameter budget.
 
@@ -38,7 +40,7 @@ from facedistill.bench.stats import over_seeds
 from facedistill.config import TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
 from facedistill.nn.models import build_model, count_params
-from facedistill.pipeline.cascade import region_switch
+from facedistill.pipeline.cascade import region_switch, relation_layer
 from facedistill.pipeline.evaluate import checkpoint_scores
 from facedistill.pipeline.frl import GROUPS, group_of
 from facedistill.pipeline.train import train
@@ -89,6 +91,15 @@ def run_seed(args: argparse.Namespace, seed: int, rule: str) -> dict[str, Any]:
     parts = checkpoint_scores(parts_run, args.data, "test")
     budget = checkpoint_scores(budget_run, args.data, "test")
     switched = region_switch(parts, whole, names)
+    # the relation layer learns on the training split's switched scores
+    p_train, w_train = (checkpoint_scores(r, args.data, "train")[2:] for r in (parts_run,
+                                                                              whole_run))
+    use = switched.use_part
+    train_scores = (np.where(use, p_train[0], w_train[0]), p_train[1])
+    switched_scores = (np.where(use, parts[0], whole[0]), parts[1],
+                       np.where(use, parts[2], whole[2]), parts[3])
+    related = relation_layer(train_scores, switched_scores, names)
+    params["relations"] = params["switch"] + len(names) * (len(names) + 1)
     from facedistill import metrics
 
     def score(s: Any) -> float:
@@ -98,14 +109,18 @@ def run_seed(args: argparse.Namespace, seed: int, rule: str) -> dict[str, Any]:
               "seconds": {"whole": whole_s, "parts": parts_s, "budget": budget_s},
               "mean_balanced": {"whole": score(whole), "parts": score(parts),
                                 "switch": switched.report["mean_balanced"],
+                                "relations": related["mean_balanced"],
                                 "budget": score(budget)},
+              "relation_decay": related["decay"], "relation_val": related["val_by_decay"],
               "switch": switched.to_record(names)}
     atomic_write_json(cell, result)
     return result
 
 
 MODELS = {"whole": "whole-image model", "parts": "part subnets (FRL boxes)",
-          "switch": "parts + whole, region switch", "budget": "whole-image model, switch's params"}
+          "switch": "parts + whole, region switch",
+          "relations": "parts + whole, switch + attribute relations",
+          "budget": "whole-image model, switch's params"}
 
 
 def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
