@@ -48,8 +48,9 @@ def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequen
     ckpts = [load_checkpoint(t) for t in teachers]
     for ckpt in ckpts:
         if ckpt["arch"]["arch"] not in ARCHS:
-            raise UserError(f"a {ckpt['arch']['arch']} net localizes, it does not teach: "
-                            f"distil from a classification teacher ({', '.join(ARCHS)})",
+            raise UserError(f"a {ckpt['arch']['arch']} net does not teach (it localizes, or "
+                            f"rides on a localizer): distil from a classification teacher "
+                            f"({', '.join(ARCHS)})",
                             path=ckpt["path"])
         if list(ckpt["attributes"]) != list(attributes):
             theirs = list(ckpt["attributes"])
