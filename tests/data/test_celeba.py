@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from facedistill.attributes import ATTRIBUTES, INDEX
 from facedistill.data import celeba
@@ -597,8 +598,10 @@ def test_dataset_extras(tmp_path: Path) -> None:
     ds = CelebA(tmp_path, "test", return_identity=True, return_bbox=True, return_landmarks=True)
     for i, pos in enumerate(TEST):
         x, y, extras = ds[i]
-        assert set(extras) == {"name", "identity", "bbox", "landmarks"}
+        assert set(extras) == {"name", "identity", "bbox", "image_size", "landmarks"}
         assert extras["name"] == fx.data.names[pos]
+        with Image.open(tmp_path / "img_align_celeba" / extras["name"]) as img:
+            assert extras["image_size"].tolist() == list(img.size)  # (w, h) of the photo
         assert extras["identity"].dtype == torch.int64
         assert int(extras["identity"]) == fx.data.identity[pos]
         assert extras["bbox"].dtype == torch.float32 and extras["bbox"].shape == (4,)
