@@ -115,6 +115,9 @@ class TrainConfig(TrainOptions):
     frl: str | None = opt(None, "arch parts: the trained FRL run (train --arch frl) whose boxes "
                                 "cut the regions the part subnets see.", metavar="RUN")
     part_size: int = opt(32, "arch parts: side of each region's crop, pixels.")
+    part_boxes: Literal["frl", "fixed"] = opt(
+        "frl", "arch parts: each image's boxes from the FRL, or the FRL's mean box per region "
+               "for every image (the control).")
     box_rule: Literal["minmax", "signed", "abs", "contrast"] = opt(
         "minmax", "arch parts: how the FRL's maps become boxes (benchmarks/frl_table1.py "
                   "chooses it on val).")
@@ -138,7 +141,7 @@ class TrainConfig(TrainOptions):
         record is what it was before they existed."""
         record = asdict(self)
         for name, off in (("mnl", "off"), ("box_jitter", 0.0), ("frame", "face"), ("frl", None),
-                          ("part_size", 32), ("box_rule", "minmax")):
+                          ("part_size", 32), ("box_rule", "minmax"), ("part_boxes", "frl")):
             if record[name] == off:
                 del record[name]
         return record

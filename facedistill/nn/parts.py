@@ -29,7 +29,8 @@ class PartsNet(nn.Module):
 
     ``width`` scales every part subnet (SNet3's blocks); ``frl_width`` is the width of the
     frozen FRL net (its weights come from a trained FRL run: :meth:`load_frl`); ``part_size``
-    the crops' side; ``rule`` the heat-map rule of the boxes. The FRL stays in eval mode and
+    the crops' side; ``rule`` the heat-map rule of the boxes; ``fixed``: every image gets the
+    groups' prior boxes instead of its own (the control). The FRL stays in eval mode and
     gets no gradient: the boxes are the trained localizer's, as the spec's cascade has it.
     """
 
@@ -37,7 +38,7 @@ class PartsNet(nn.Module):
 
     def __init__(self, width: float = 1.0, num_attrs: int = DEFAULT_NUM_ATTRS, *,
                  frl_width: float = 0.25, part_size: int = PART_SIZE,
-                 rule: str = "minmax") -> None:
+                 rule: str = "minmax", fixed: bool = False) -> None:
         super().__init__()
         if num_attrs != len(ATTRIBUTES):
             raise UserError(f"the part subnets cover CelebA's {len(ATTRIBUTES)} attributes, "
@@ -50,6 +51,7 @@ class PartsNet(nn.Module):
                             field="part_size")
         self.width, self.num_attrs = float(width), int(num_attrs)
         self.frl_width, self.part_size, self.rule = float(frl_width), int(part_size), rule
+        self.fixed = bool(fixed)
         self.frl = FRLNet(frl_width, num_attrs).requires_grad_(False).eval()
         self.boxes = RegionBoxes(GROUPS, ATTRIBUTES, BOX_SIDE, rule=rule)
         self.parts = nn.ModuleDict({g: build_model("snet3", width=width, num_attrs=len(m))
@@ -77,7 +79,12 @@ class PartsNet(nn.Module):
                                               for g in self.boxes.groups]))
 
     def regions(self, x: torch.Tensor) -> torch.Tensor:
-        """The boxes ``[N, G, 3]`` (cx, cy, side; unit coordinates) the parts see."""
+        """The boxes ``[N, G, 3]`` (cx, cy, side; unit coordinates) the parts see: the FRL's
+        for each image, or with ``fixed`` its prior boxes for every image (the control that
+        asks whether localizing per image matters)."""
+        if self.fixed:
+            boxes = torch.cat([self.boxes.priors, self.boxes.sides[:, None]], dim=1)
+            return boxes.to(x.dtype).expand(x.shape[0], *boxes.shape)
         with torch.no_grad():
             loc, _, cams = self.frl.branches(x)
             return self.boxes(cams, loc)[0]
@@ -94,11 +101,12 @@ class PartsNet(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"arch": self.arch, "width": self.width, "num_attrs": self.num_attrs,
-                "frl_width": self.frl_width, "part_size": self.part_size, "rule": self.rule}
+                "frl_width": self.frl_width, "part_size": self.part_size, "rule": self.rule,
+                **({"fixed": True} if self.fixed else {})}
 
     def extra_repr(self) -> str:
         return (f"width={self.width:g}, frl_width={self.frl_width:g}, "
-                f"part_size={self.part_size}, rule={self.rule!r}")
+                f"part_size={self.part_size}, rule={self.rule!r}, fixed={self.fixed}")
 
 
 @register_model

@@ -354,7 +354,8 @@ def parts_model(cfg: Any, index: Any) -> Any:
                           f"see {said(want, cfg.variant)}: train both on the same input",
                           field="frl")
     model = build_model("parts", width=cfg.width, frl_width=ckpt["arch"]["width"],
-                        part_size=cfg.part_size, rule=cfg.box_rule)
+                        part_size=cfg.part_size, rule=cfg.box_rule,
+                        fixed=cfg.part_boxes == "fixed")
     train_out = frl_outputs(cfg.frl, str(index.root), "train", limit=1000)
     model.load_frl(ckpt["model"], cam_priors(train_out, rule=cfg.box_rule))
     return model

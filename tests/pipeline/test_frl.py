@@ -365,6 +365,12 @@ def test_parts_train_on_frl_boxes_and_export_as_one_graph(wild: Path, tmp_path: 
     got = Predictor(onnx, threads=1).predict_batch(
         [np.full((40, 40, 3), 128, np.uint8), np.zeros((32, 48, 3), np.uint8)])
     np.testing.assert_allclose(np.stack([p.probabilities for p in got]), want, atol=1e-4)
+    # the control: every image gets the FRL's mean box per region, the same graph otherwise
+    fixed = build_model(**{**ckpt["arch"], "fixed": True})
+    fixed.load_state_dict(model.state_dict())
+    boxes = fixed.eval().regions(x)
+    assert fixed.config()["fixed"] is True and (boxes == boxes[:1]).all()
+    torch.testing.assert_close(boxes[0, :, :2], model.boxes.priors)
     # an FRL run that saw other inputs is refused in one line, nothing written
     bad = subprocess.run([*cmd[:-3], "--size", "48", "--out", str(tmp_path / "p2")],
                          capture_output=True, text=True, timeout=300)
