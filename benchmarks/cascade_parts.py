@@ -10,6 +10,7 @@ For every seed, on the wild variant of the synthetic dataset (face-box crops, no
   ``benchmarks/frl_table1.py``'s joint runs; the heat-map rule it chose on val);
 * ``fixed``  - the control: the same part subnets on the FRL's mean box per region, the same
   for every image (``--part-boxes fixed``);
+* ``fixed_switch``, ``fixed_relations`` - the switch and relations on the control's parts;
 * ``switch`` - per attribute the part subnet's score where it beats the whole's on val, else
   the whole's (thresholds searched on val for the switched scores);
 * ``relations`` - the switched scores through the attribute relation layer (40 x 40, from
@@ -79,12 +80,27 @@ def with_fixed(args: argparse.Namespace, cell: dict[str, Any], seed: int) -> dic
     from facedistill import metrics
 
     frl = str(args.frl_runs / f"seed{seed}")
+    names = list(ATTRIBUTES)
     run, secs = fit(args, "fixed", seed, arch="parts", width=args.parts_width, frl=frl,
                     box_rule=cell["rule"], part_boxes="fixed")
     s = checkpoint_scores(run, args.data, "test")
-    cell["mean_balanced"]["fixed"] = metrics.evaluate(*s, list(ATTRIBUTES))["mean_balanced"]
+    cell["mean_balanced"]["fixed"] = metrics.evaluate(*s, names)["mean_balanced"]
     cell["params"]["fixed"] = cell["params"]["parts"]
     cell["seconds"]["fixed"] = secs
+    # the same switch and relation layer on the fixed-box parts
+    whole_run = str(args.out / "whole" / f"seed{seed}")
+    whole = checkpoint_scores(whole_run, args.data, "test")
+    switched = region_switch(s, whole, names)
+    f_train, w_train = (checkpoint_scores(r, args.data, "train")[2:] for r in (run, whole_run))
+    use = switched.use_part
+    related = relation_layer((np.where(use, f_train[0], w_train[0]), f_train[1]),
+                             (np.where(use, s[0], whole[0]), s[1],
+                              np.where(use, s[2], whole[2]), s[3]), names)
+    cell["mean_balanced"]["fixed_switch"] = switched.report["mean_balanced"]
+    cell["mean_balanced"]["fixed_relations"] = related["mean_balanced"]
+    cell["params"]["fixed_switch"] = cell["params"]["switch"]
+    cell["params"]["fixed_relations"] = cell["params"]["relations"]
+    cell["fixed_parts_chosen"] = int(use.sum())
     return cell
 
 
@@ -92,7 +108,7 @@ def run_seed(args: argparse.Namespace, seed: int, rule: str) -> dict[str, Any]:
     cell = args.out / f"seed{seed}.json"
     if cell.exists():
         done = json.loads(cell.read_text())
-        if "fixed" not in done["mean_balanced"]:  # a cell from before the control
+        if "fixed_relations" not in done["mean_balanced"]:  # a cell from before the control
             atomic_write_json(cell, with_fixed(args, done, seed))
         return json.loads(cell.read_text())
     frl = str(args.frl_runs / f"seed{seed}")
@@ -141,6 +157,8 @@ MODELS = {"whole": "whole-image model", "parts": "part subnets (FRL boxes)",
           "fixed": "part subnets (the FRL's mean boxes, the same for every image)",
           "switch": "parts + whole, region switch",
           "relations": "parts + whole, switch + attribute relations",
+          "fixed_switch": "fixed-box parts + whole, region switch",
+          "fixed_relations": "fixed-box parts + whole, switch + attribute relations",
           "budget": "whole-image model, switch's params"}
 
 
