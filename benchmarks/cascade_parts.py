@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from facedistill import metrics
 from facedistill.attributes import ATTRIBUTES
 from facedistill.bench.stats import over_seeds
 from facedistill.config import TrainConfig
@@ -74,10 +75,23 @@ def fit(args: argparse.Namespace, name: str, seed: int, **fields: Any) -> tuple[
     return str(out), seconds
 
 
+def combine(args: argparse.Namespace, part_run: str, parts: Any, whole_run: str, whole: Any,
+            names: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The region switch of ``parts`` against ``whole`` (val/test scores of the two runs) and
+    the relation layer over the switched scores, fitted on their training-split scores."""
+    switched = region_switch(parts, whole, names)
+    p_train, w_train = (checkpoint_scores(r, args.data, "train")[2:] for r in (part_run,
+                                                                              whole_run))
+    use = switched.use_part
+    related = relation_layer((np.where(use, p_train[0], w_train[0]), p_train[1]),
+                             (np.where(use, parts[0], whole[0]), parts[1],
+                              np.where(use, parts[2], whole[2]), parts[3]), names)
+    return switched, related
+
+
 def with_fixed(args: argparse.Namespace, cell: dict[str, Any], seed: int) -> dict[str, Any]:
     """``cell`` with the control: the part subnets on the FRL's mean box per region for every
     image (``--part-boxes fixed``), so that what the per-image boxes add can be read off."""
-    from facedistill import metrics
 
     frl = str(args.frl_runs / f"seed{seed}")
     names = list(ATTRIBUTES)
@@ -89,18 +103,13 @@ def with_fixed(args: argparse.Namespace, cell: dict[str, Any], seed: int) -> dic
     cell["seconds"]["fixed"] = secs
     # the same switch and relation layer on the fixed-box parts
     whole_run = str(args.out / "whole" / f"seed{seed}")
-    whole = checkpoint_scores(whole_run, args.data, "test")
-    switched = region_switch(s, whole, names)
-    f_train, w_train = (checkpoint_scores(r, args.data, "train")[2:] for r in (run, whole_run))
-    use = switched.use_part
-    related = relation_layer((np.where(use, f_train[0], w_train[0]), f_train[1]),
-                             (np.where(use, s[0], whole[0]), s[1],
-                              np.where(use, s[2], whole[2]), s[3]), names)
+    switched, related = combine(args, run, s, whole_run,
+                                checkpoint_scores(whole_run, args.data, "test"), names)
     cell["mean_balanced"]["fixed_switch"] = switched.report["mean_balanced"]
     cell["mean_balanced"]["fixed_relations"] = related["mean_balanced"]
     cell["params"]["fixed_switch"] = cell["params"]["switch"]
     cell["params"]["fixed_relations"] = cell["params"]["relations"]
-    cell["fixed_parts_chosen"] = int(use.sum())
+    cell["fixed_parts_chosen"] = int(switched.use_part.sum())
     return cell
 
 
@@ -126,20 +135,10 @@ def run_seed(args: argparse.Namespace, seed: int, rule: str) -> dict[str, Any]:
     whole = checkpoint_scores(whole_run, args.data, "test")
     parts = checkpoint_scores(parts_run, args.data, "test")
     budget = checkpoint_scores(budget_run, args.data, "test")
-    switched = region_switch(parts, whole, names)
-    # the relation layer learns on the training split's switched scores
-    p_train, w_train = (checkpoint_scores(r, args.data, "train")[2:] for r in (parts_run,
-                                                                              whole_run))
-    use = switched.use_part
-    train_scores = (np.where(use, p_train[0], w_train[0]), p_train[1])
-    switched_scores = (np.where(use, parts[0], whole[0]), parts[1],
-                       np.where(use, parts[2], whole[2]), parts[3])
-    related = relation_layer(train_scores, switched_scores, names)
+    switched, related = combine(args, parts_run, parts, whole_run, whole, names)
     params["relations"] = params["switch"] + len(names) * (len(names) + 1)
-    from facedistill import metrics
-
     def score(s: Any) -> float:
-        return metrics.evaluate(s[0], s[1], s[2], s[3], names)["mean_balanced"]
+        return metrics.evaluate(*s, names)["mean_balanced"]
 
     result = {"seed": seed, "rule": rule, "budget_width": width, "params": params,
               "seconds": {"whole": whole_s, "parts": parts_s, "budget": budget_s},

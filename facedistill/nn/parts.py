@@ -18,7 +18,7 @@ from torch import nn
 from facedistill.attributes import ATTRIBUTES
 from facedistill.errors import UserError
 from facedistill.nn.models import DEFAULT_NUM_ATTRS, FRLNet, build_model, register_model
-from facedistill.nn.regions import BOX_SIDE, GROUPS, MAP_RULES, RegionBoxes, crop_regions
+from facedistill.nn.regions import BOX_SIDE, GROUPS, RegionBoxes, crop_regions
 
 #: side of the square crop each part subnet sees, pixels
 PART_SIZE = 32
@@ -43,9 +43,6 @@ class PartsNet(nn.Module):
         if num_attrs != len(ATTRIBUTES):
             raise UserError(f"the part subnets cover CelebA's {len(ATTRIBUTES)} attributes, "
                             f"not {num_attrs}", field="num_attrs")
-        if rule not in MAP_RULES:
-            raise UserError(f"must be one of {', '.join(MAP_RULES)}, not {rule!r}",
-                            field="rule")
         if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size < 8:
             raise UserError(f"part_size must be an integer >= 8, not {part_size!r}",
                             field="part_size")
