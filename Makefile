@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 # The CPU wheel of torch that lies on these machines; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 DEMO_CONFIG ?= configs/demo.toml
+WILD_CONFIG ?= configs/wild.toml
 # The exact versions `make test` and `make demo` install (pip constraints); `make lock` refreshes.
 LOCK   := requirements/lock.txt
 LOCK_VENV ?= /tmp/facedistill-lock-venv
 
-.PHONY: install demo test test-fast lint lock clean
+.PHONY: install demo wild test test-fast lint lock clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ install: $(STAMP)
 # The main job: data -> teacher -> selection -> students -> export -> bench -> report, resumable.
 demo: $(STAMP)
 	$(BIN)/facedistill --config $(DEMO_CONFIG) pipeline
+
+# The cascade for unaligned faces on synthetic wild photos (configs/wild.toml), resumable.
+wild: $(STAMP)
+	$(BIN)/facedistill --config $(WILD_CONFIG) pipeline
 
 # ruff, then the layer map of pyproject's [tool.importlinter] (CONTRIBUTING.md)
 lint: $(STAMP)

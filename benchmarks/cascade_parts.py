@@ -41,10 +41,11 @@ import numpy as np
 from facedistill import metrics
 from facedistill.attributes import ATTRIBUTES
 from facedistill.bench.stats import over_seeds
-from facedistill.config import TrainConfig
+from facedistill.config import DistillConfig, TrainConfig
 from facedistill.io import atomic_path, atomic_write_json, command_line, write_results
 from facedistill.nn.models import build_model, count_params
-from facedistill.pipeline.cascade import region_switch, relation_layer
+from facedistill.pipeline.cascade import assemble, region_switch, relation_layer
+from facedistill.pipeline.compress import compress
 from facedistill.pipeline.evaluate import checkpoint_scores
 from facedistill.pipeline.frl import GROUPS, group_of
 from facedistill.pipeline.train import train
@@ -99,7 +100,6 @@ def with_fixed(args: argparse.Namespace, cell: dict[str, Any], seed: int) -> dic
                     box_rule=cell["rule"], part_boxes="fixed")
     s = checkpoint_scores(run, args.data, "test")
     cell["mean_balanced"]["fixed"] = metrics.evaluate(*s, names)["mean_balanced"]
-    cell["params"]["fixed"] = cell["params"]["parts"]
     cell["seconds"]["fixed"] = secs
     # the same switch and relation layer on the fixed-box parts
     whole_run = str(args.out / "whole" / f"seed{seed}")
@@ -107,9 +107,73 @@ def with_fixed(args: argparse.Namespace, cell: dict[str, Any], seed: int) -> dic
                                 checkpoint_scores(whole_run, args.data, "test"), names)
     cell["mean_balanced"]["fixed_switch"] = switched.report["mean_balanced"]
     cell["mean_balanced"]["fixed_relations"] = related["mean_balanced"]
-    cell["params"]["fixed_switch"] = cell["params"]["switch"]
-    cell["params"]["fixed_relations"] = cell["params"]["relations"]
     cell["fixed_parts_chosen"] = int(switched.use_part.sum())
+    return fixed_params(args, cell)
+
+
+def fixed_params(args: argparse.Namespace, cell: dict[str, Any]) -> dict[str, Any]:
+    """The fixed-box models' params: the part subnets without the FRL, which only gave them
+    their boxes (it does not ship with them)."""
+    fixed = count_params(build_model("parts", width=args.parts_width, fixed=True))
+    cell["params"]["fixed"] = fixed
+    cell["params"]["fixed_switch"] = cell["params"]["whole"] + fixed
+    cell["params"]["fixed_relations"] = cell["params"]["fixed_switch"] + len(ATTRIBUTES) * (
+        len(ATTRIBUTES) + 1)
+    return cell
+
+
+def distil(args: argparse.Namespace, name: str, seed: int, teacher: str, method: str,
+           **fields: Any) -> str:
+    """Distil (or reuse) one student of ``teacher`` by ``method`` (``labels``: the same
+    student from the labels alone, the twin that shows what the teacher adds)."""
+    out = args.out / name / f"seed{seed}"
+    done = out / "done.json"
+    if done.exists():
+        return str(out)
+    cfg = TrainConfig(size=args.size, variant="wild", epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=seed,
+                      **fields)
+    t0 = time.perf_counter()
+    compress(cfg, [teacher], args.data, out, DistillConfig(method=method, k=args.k, split="val"),
+             resume=(out / "last.pt").exists())
+    atomic_write_json(done, {"seconds": time.perf_counter() - t0})
+    return str(out)
+
+
+def with_compressed(args: argparse.Namespace, cell: dict[str, Any], seed: int
+                    ) -> dict[str, Any]:
+    """``cell`` with the compressed cascade (the Table 3 analogue on unaligned faces): the
+    whole-image subnet distilled into SNet3 (``--small-whole-arch``), the fixed-box part
+    subnets into parts at ``--small-parts-width``, both by ``--method`` from the seed's
+    uncompressed ones, put together by :func:`assemble` (switch + relations); beside it
+    the same cascade trained from the labels alone, the whole-image SNet3 alone, and a
+    whole-image model at the compressed cascade's parameter budget."""
+    frl = str(args.frl_runs / f"seed{seed}")
+    names = list(ATTRIBUTES)
+    whole_t = str(args.out / "whole" / f"seed{seed}")
+    parts_t = str(args.out / "fixed" / f"seed{seed}")
+    parts = {"arch": "parts", "width": args.small_parts_width, "frl": frl,
+             "box_rule": cell["rule"], "part_boxes": "fixed"}
+    whole = {"arch": args.small_whole_arch, "width": 1.0}
+    scores = {}
+    for method, tag in ((args.method, "distilled"), ("labels", "labels")):
+        w = distil(args, f"small_whole_{tag}", seed, whole_t, method, **whole)
+        p = distil(args, f"small_parts_{tag}", seed, parts_t, method, **parts)
+        rec = assemble(w, p, args.out / f"small_cascade_{tag}" / f"seed{seed}", data=args.data)
+        scores[f"small_{tag}"] = rec["mean_balanced"]["cascade"]
+        scores[f"small_whole_{tag}"] = rec["mean_balanced"]["whole"]
+        scores[f"small_parts_{tag}"] = rec["mean_balanced"]["parts"]
+        cell["params"].update({f"small_{tag}": rec["params"]["cascade"],
+                               f"small_whole_{tag}": rec["params"]["whole"],
+                               f"small_parts_{tag}": rec["params"]["parts"]})
+    width = budget_width(args.small_whole_arch, cell["params"]["small_distilled"])
+    budget_run, _ = fit(args, "small_budget", seed, arch=args.small_whole_arch, width=width)
+    scores["small_budget"] = metrics.evaluate(*checkpoint_scores(budget_run, args.data, "test"),
+                                              names)["mean_balanced"]
+    cell["params"]["small_budget"] = count_params(build_model(args.small_whole_arch,
+                                                              width=width))
+    cell["small_budget_width"] = width
+    cell["mean_balanced"].update(scores)
     return cell
 
 
@@ -119,6 +183,9 @@ def run_seed(args: argparse.Namespace, seed: int, rule: str) -> dict[str, Any]:
         done = json.loads(cell.read_text())
         if "fixed_relations" not in done["mean_balanced"]:  # a cell from before the control
             atomic_write_json(cell, with_fixed(args, done, seed))
+            done = json.loads(cell.read_text())
+        if "small_distilled" not in done["mean_balanced"]:  # ... or before the compression
+            atomic_write_json(cell, with_compressed(args, fixed_params(args, done), seed))
         return json.loads(cell.read_text())
     frl = str(args.frl_runs / f"seed{seed}")
     names = list(ATTRIBUTES)
@@ -148,7 +215,7 @@ def run_seed(args: argparse.Namespace, seed: int, rule: str) -> dict[str, Any]:
                                 "budget": score(budget)},
               "relation_decay": related["decay"], "relation_val": related["val_by_decay"],
               "switch": switched.to_record(names)}
-    atomic_write_json(cell, with_fixed(args, result, seed))
+    atomic_write_json(cell, with_compressed(args, with_fixed(args, result, seed), seed))
     return json.loads(cell.read_text())
 
 
@@ -158,7 +225,14 @@ MODELS = {"whole": "whole-image model", "parts": "part subnets (FRL boxes)",
           "relations": "parts + whole, switch + attribute relations",
           "fixed_switch": "fixed-box parts + whole, region switch",
           "fixed_relations": "fixed-box parts + whole, switch + attribute relations",
-          "budget": "whole-image model, switch's params"}
+          "budget": "whole-image model, switch's params",
+          "small_whole_distilled": "compressed: whole-image SNet3, distilled",
+          "small_parts_distilled": "compressed: fixed-box parts, distilled",
+          "small_distilled": "compressed cascade (distilled subnets, switch + relations)",
+          "small_whole_labels": "compressed: whole-image SNet3, labels only",
+          "small_parts_labels": "compressed: fixed-box parts, labels only",
+          "small_labels": "compressed cascade, labels only",
+          "small_budget": "whole-image model, compressed cascade's params"}
 
 
 def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,7 +256,8 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace, cells: list[dict
              f"boxes of the FRL runs in {args.frl_runs} (rule {cells[0]['rule']}), whole "
              f"{args.whole_arch} x{args.whole_width:g}, budget {args.whole_arch} "
              f"x{cells[0]['budget_width']:g}); mean balanced accuracy on test (%), thresholds "
-             "from val; mean +- std over seeds. The parts' params include the frozen FRL's.",
+             "from val; mean +- std over seeds. The FRL-box parts' params include the frozen "
+             "FRL's; the fixed-box ones have no FRL (it only gave them their boxes).",
              "", "| model | mean balanced accuracy | params |", "|---|---:|---:|"]
     for m, what in MODELS.items():
         s = summary[m]["mean_balanced"]
@@ -241,6 +316,12 @@ def main() -> None:
     ap.add_argument("--whole-arch", default="tnet")
     ap.add_argument("--whole-width", type=float, default=0.25)
     ap.add_argument("--parts-width", type=float, default=0.5)
+    ap.add_argument("--small-whole-arch", default="snet3",
+                    help="the compressed cascade's whole-image subnet")
+    ap.add_argument("--small-parts-width", type=float, default=0.25,
+                    help="the compressed cascade's part subnets' width")
+    ap.add_argument("--method", default="selected", help="how the subnets are distilled")
+    ap.add_argument("--k", type=int, default=512, help="selected neurons (method selected)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", type=Path, default=Path("runs/cascade"))
     ap.add_argument("--json-out", type=Path)

@@ -42,8 +42,8 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
 
 # -- the verbs: one module each (facedistill/commands/<verb>.py) ----------------------------
 
-_VERBS = ("data", "models", "train", "eval", "select", "compress", "export", "bench",
-          "predict", "pipeline")
+_VERBS = ("data", "models", "train", "eval", "select", "compress", "cascade", "export",
+          "bench", "predict", "pipeline")
 
 
 def _add_verbs() -> None:

@@ -30,6 +30,19 @@ def tiny_teacher(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+@pytest.fixture(scope="session")
+def wild(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 synthetic wild photos at 32 px (face boxes, landmarks), made once per session;
+    tests only read it."""
+    from facedistill.config import SynthConfig
+    from facedistill.data.synth import generate
+
+    out = tmp_path_factory.mktemp("data") / "wild"
+    generate(out, SynthConfig(n=240, size=32, seed=5, wild=True, images_per_identity=8),
+             workers=1)
+    return out
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
     """``tmpfs(size)``: a real tmpfs of ``size`` (e.g. ``"2m"``) mounted under tmp_path (needs

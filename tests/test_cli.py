@@ -119,8 +119,10 @@ def test_models_lists_exact_counts() -> None:
     assert {k: v["params"] for k, v in rows.items()} == {
         "tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320,
         "frl": 14_441_008,  # the localization net: TNet's trunk, two branches
-        "parts": 2_817_696}  # 7 SNet3-shaped part subnets + the frozen FRL (width 0.25)
+        "parts": 2_817_696,  # 7 SNet3-shaped part subnets + the frozen FRL (width 0.25)
+        "cascade": 315_320 + 1_899_800 + 40 * 41}  # SNet3 + fixed-box parts + relations
     assert rows["snet3"]["params_no_head"] == 264_080
+    assert rows["frl"]["params_no_head"] == 13_713_376  # TNet's trunk: both branch FCs out
     table = run("models", "--size", "32")
     assert table.returncode == 0 and "13,764,616" in table.stdout and "0.27M" in table.stdout
     assert_one_line_error(run("models", "--width", "0"), "field 'width'")
@@ -258,7 +260,7 @@ def test_toml_keys_are_the_option_names_for_every_command(tmp_path: Path) -> Non
     from facedistill.errors import ConfigError
 
     commands = _leaves(cli)
-    assert len(commands) == 11
+    assert len(commands) == 12
     for dotted, command in commands.items():
         expected = set()
         for p in command.params:
@@ -388,7 +390,8 @@ def test_the_config_archs_are_the_registrys() -> None:
     from facedistill.config.train import TRAIN_ARCHS
     from facedistill.nn.models import list_models
 
-    assert sorted(TRAIN_ARCHS) == list_models() and ARCHS[0] == "tnet"
+    # the cascade is put together from trained runs (facedistill cascade), not trained
+    assert sorted([*TRAIN_ARCHS, "cascade"]) == list_models() and ARCHS[0] == "tnet"
     # FRL localizes and the part subnets need one: neither is a classification teacher/student
     assert set(ARCHS) == set(TRAIN_ARCHS) - {"frl", "parts"}
 

@@ -47,6 +47,17 @@ class PipelineOptions:
                                      "[default: none].")
     bench_precisions: tuple[str, ...] = opt(("fp32", "int8"), "ONNX precisions the bench stage "
                                                               "times.")
+    cascade: bool = opt(False, "Also build the cascade for unaligned faces (needs [train] "
+                               "variant wild): an FRL net for the region boxes, fixed-box part "
+                               "subnets, the teacher as the whole-image subnet, switch and "
+                               "relations; and its compressed twin (cascade-small).")
+    frl_width: float = opt(0.25, "cascade: width of the FRL net whose mean boxes place the "
+                                 "regions.")
+    parts_width: float = opt(0.5, "cascade: width of the part subnets.")
+    small_parts_width: float = opt(0.25, "cascade-small: width of the part subnets distilled "
+                                         "from the cascade's.")
+    cascade_whole: str = opt("snet3", "cascade-small: the student that is its whole-image "
+                                      "subnet (one of the students).")
 
     def __post_init__(self) -> None:
         students = str_list(self.students)
@@ -71,6 +82,14 @@ class PipelineOptions:
             raise ConfigError(f"{len(widths)} teacher widths but teachers = {count}; give one "
                               "width per teacher (or leave teachers out)",
                               field="teacher_widths")
+        for name in ("frl_width", "parts_width", "small_parts_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"must be a positive number, not {value!r}", field=name)
+        if self.cascade and self.cascade_whole not in students:
+            raise ConfigError(f"the compressed cascade's whole-image subnet must be one of the "
+                              f"students ({', '.join(students)}), not {self.cascade_whole!r}",
+                              field="cascade_whole")
         precisions = str_list(self.bench_precisions)
         for name, value in (("students", students), ("twins", twins),
                             ("teacher_widths", widths), ("bench_precisions", precisions)):

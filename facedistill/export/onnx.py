@@ -310,7 +310,8 @@ def export_onnx(
     meta = build_metadata(
         version=__version__, arch=ckpt["arch"], preprocess=ckpt["preprocess"],
         attributes=list(ckpt["attributes"]), logit_thresholds=list(ckpt["thresholds"]),
-        precision="fp32", source_sha256=sha256_file(ckpt_path), val_balanced=val_balanced)
+        precision="fp32", source_sha256=sha256_file(ckpt_path), val_balanced=val_balanced,
+        regions=getattr(net, "fixed_regions", lambda: None)())
     seconds["load"] = time.perf_counter() - t0
 
     class WithProbabilities(torch.nn.Module):

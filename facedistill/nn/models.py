@@ -542,11 +542,13 @@ class FRLNet(CascadeNet):
 
 
 def count_params(model: nn.Module, include_head: bool = True) -> int:
-    """Number of parameters; ``include_head=False`` leaves out ``model.head`` (the FC layer)."""
+    """Number of parameters; ``include_head=False`` leaves out the FC layers that score the
+    attributes: every submodule named ``head`` or ``cls_head`` (a composite model's subnets'
+    heads too, and FRL's classification branch head)."""
     skip: set[int] = set()
-    head = getattr(model, "head", None)
-    if not include_head and isinstance(head, nn.Module):
-        skip = {id(p) for p in head.parameters()}
+    if not include_head:
+        skip = {id(p) for name, m in model.named_modules()
+                if name.rsplit(".", 1)[-1] in ("head", "cls_head") for p in m.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 

@@ -38,6 +38,19 @@ def _teacher_record(ckpt: dict[str, Any], sha256: str) -> dict[str, Any]:
             "size": _input_size(ckpt)}
 
 
+#: the nets a student can learn from: the classifiers, and part subnets (for part students on
+#: the same regions: the compressed cascade)
+TEACHERS = (*ARCHS, "parts")
+
+
+def _feature_dim(cfg: TrainConfig) -> int:
+    """The width of the features a student of ``cfg`` gives the objective."""
+    from facedistill.nn.models import build_model
+
+    options = {"fixed": True} if cfg.arch == "parts" else {}  # no FRL needed to know it
+    return int(build_model(cfg.arch, width=cfg.width, **options).feature_dim)
+
+
 def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequence[str]
                   ) -> list[dict[str, Any]]:
     """Teacher checkpoints, each checked to predict ``attributes`` in the same order."""
@@ -47,10 +60,10 @@ def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequen
         raise UserError("give at least one --teacher")
     ckpts = [load_checkpoint(t) for t in teachers]
     for ckpt in ckpts:
-        if ckpt["arch"]["arch"] not in ARCHS:
+        if ckpt["arch"]["arch"] not in TEACHERS:
             raise UserError(f"a {ckpt['arch']['arch']} net does not teach (it localizes, or "
-                            f"rides on a localizer): distil from a classification teacher "
-                            f"({', '.join(ARCHS)})",
+                            f"is several nets): distil from a classification teacher "
+                            f"({', '.join(TEACHERS)})",
                             path=ckpt["path"])
         if list(ckpt["attributes"]) != list(attributes):
             theirs = list(ckpt["attributes"])
@@ -222,7 +235,7 @@ def compress(
                                 temperature=distill.temperature, pos_weight=pos_weight,
                                 teacher_sizes=sizes, two_stage=distill.two_stage,
                                 weights=distill.weights,
-                                teacher_keys=shas)
+                                teacher_keys=shas, student_dim=_feature_dim(cfg))
     if unlabeled is not None and not any(objective.weights.get(t, 0) > 0
                                          for t in ("soft", "hint", "selected")):
         raise UserError("--unlabeled needs a teacher term to learn from the unlabeled images; "

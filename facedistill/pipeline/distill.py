@@ -477,11 +477,13 @@ def build_objective(
     two_stage: int = 0,
     weights: Mapping[str, float] | None = None,
     teacher_keys: Sequence[str] | None = None,
+    student_dim: int = 1280,
 ) -> DistillObjective:
     """The objective of a compress ``method`` (a key of :data:`METHODS`).
 
     ``weights`` overrides the method's default weights term by term (e.g. ``{"hint": 0.5}``
-    keeps ``labels`` at 1; ``{"labels": 0}`` drops it).
+    keeps ``labels`` at 1; ``{"labels": 0}`` drops it). ``student_dim``: the width of the
+    student's features (1280 for the SNets; 1280 per region for part subnets).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}",
@@ -495,5 +497,5 @@ def build_objective(
     return DistillObjective(teachers, weights=merged, temperature=temperature,
                             selected=selected, pos_weight=pos_weight,
                             teacher_sizes=teacher_sizes, two_stage=two_stage,
-                            teacher_keys=teacher_keys)
+                            teacher_keys=teacher_keys, student_dim=student_dim)
 

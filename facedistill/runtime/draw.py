@@ -15,6 +15,9 @@ from facedistill.runtime.results import FacePrediction, Prediction
 BOX_COLOR = (0, 230, 118)
 TEXT_COLOR = (255, 255, 255)
 LABEL_BACKGROUND = (0, 0, 0)
+#: the colours of a cascade's face regions, in the model's group order (cycled)
+REGION_COLORS = ((255, 179, 0), (41, 182, 246), (236, 64, 122), (171, 71, 188),
+                 (255, 238, 88), (121, 134, 203), (77, 182, 172))
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -46,6 +49,16 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str],
     draw.multiline_text(xy, text, fill=TEXT_COLOR, font=font, spacing=2)
 
 
+def _regions(draw: ImageDraw.ImageDraw, prediction: Prediction, scale: int,
+             font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
+    """A cascade's face regions: a thin coloured box per group with its name at the top-left."""
+    for i, (name, (x, y, w, h)) in enumerate((prediction.regions or {}).items()):
+        color = REGION_COLORS[i % len(REGION_COLORS)]
+        x, y, w, h = (v * scale for v in (x, y, w, h))
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=color, width=max(1, scale // 2))
+        draw.text((x + 2, y + 1), name, fill=color, font=font)
+
+
 #: images with a shorter side under this are enlarged (nearest neighbour, by a whole factor)
 #: before drawing, so that labels stay legible and a crop's face is not hidden under its text
 MIN_DRAW_SIDE = 256
@@ -55,16 +68,19 @@ def annotate(image: Image.Image, result: Prediction | Sequence[FacePrediction],
              top: int = 3, all: bool = False) -> Image.Image:
     """A copy of ``image`` (RGB) with each face's box and its ``top`` positive attributes
     (reliable ones; unreliable too with ``all``), or, for a whole-image :class:`Prediction`,
-    its attributes in the top-left corner. A small image (a face crop) is first enlarged by a
-    whole factor to at least :data:`MIN_DRAW_SIDE` pixels, and a whole-image prediction's
-    label then goes on a panel below it, not over the face."""
+    its attributes in the top-left corner. A cascade's predictions also show the face regions
+    its part subnets looked at (a coloured, named box each). A small image (a face crop) is
+    first enlarged by a whole factor to at least :data:`MIN_DRAW_SIDE` pixels, and a
+    whole-image prediction's label then goes on a panel below it, not over the face."""
     out = image.convert("RGB")  # a copy even when already RGB
     scale = -(-MIN_DRAW_SIDE // max(1, min(out.size))) if min(out.size) < MIN_DRAW_SIDE else 1
     if scale > 1:
         out = out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
     font_size = max(10, min(out.size) // 32)
     font = _font(font_size)
+    small = _font(max(8, font_size * 3 // 4))
     if isinstance(result, Prediction):
+        _regions(ImageDraw.Draw(out), result, scale, small)
         lines = label_lines(result, top, all)
         if scale > 1:  # a panel below the enlarged crop
             probe = ImageDraw.Draw(out).multiline_textbbox((0, 0), "\n".join(lines), font=font,
@@ -78,6 +94,8 @@ def annotate(image: Image.Image, result: Prediction | Sequence[FacePrediction],
         return out
     draw = ImageDraw.Draw(out)
     line = max(2, min(out.size) // 200)
+    for face in result:
+        _regions(draw, face.prediction, scale, small)
     for face in result:
         x, y, w, h = (v * scale for v in face.box)
         draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BOX_COLOR, width=line)

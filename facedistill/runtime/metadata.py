@@ -22,6 +22,9 @@ key                      value
                          validation split at its threshold (a fraction; null where undefined),
                          from the checkpoint; the runtime flags attributes under a reliability
                          floor with it. Absent in files exported before it was recorded
+``regions``              (optional) JSON ``{group: [cx, cy, side]}``: the face regions a
+                         cascade's part subnets see, the same for every input (unit
+                         coordinates of the input: centre and side); absent for other models
 ``precision``            ``fp32`` | ``fp16`` | ``int8``
 ``source_sha256``        sha256 of the checkpoint the model was exported from
 ``input_name``           name of the input tensor (``input``), NCHW float32, dynamic ``batch``
@@ -84,10 +87,11 @@ def build_metadata(
     source_sha256: str,
     accuracy: Mapping[str, Any] | None = None,
     val_balanced: Sequence[float | None] | None = None,
+    regions: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, str]:
     """The string map stored in an exported model (see the module docstring).
     ``val_balanced``: per attribute, the validation balanced accuracy (None where undefined);
-    None leaves the key out."""
+    ``regions``: a cascade's fixed part boxes; None leaves either key out."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not one of {PRECISIONS}")
     if len(attributes) != len(logit_thresholds):
@@ -96,6 +100,10 @@ def build_metadata(
         problem = _check_balanced(list(val_balanced), len(attributes))
         if problem:
             raise ValueError(f"val_balanced: {problem}")
+    if regions is not None:
+        problem = _check_regions(regions)
+        if problem:
+            raise ValueError(f"regions: {problem}")
     record = Preprocess.from_record(dict(preprocess)).to_record()
     meta = {
         FORMAT_KEY: FORMAT,
@@ -118,7 +126,21 @@ def build_metadata(
         meta["accuracy"] = json.dumps(dict(accuracy))
     if val_balanced is not None:
         meta["val_balanced"] = json.dumps([None if v is None else float(v) for v in val_balanced])
+    if regions is not None:
+        meta["regions"] = json.dumps({g: [float(v) for v in b] for g, b in regions.items()})
     return meta
+
+
+def _check_regions(regions: Any) -> str | None:
+    """Why ``regions`` is not ``{group: [cx, cy, side]}`` in unit coordinates, or None."""
+    if not isinstance(regions, Mapping) or not regions:
+        return "expected a map of region name to [cx, cy, side]"
+    for name, box in regions.items():
+        if (not isinstance(box, list | tuple) or len(box) != 3
+                or any(isinstance(v, bool) or not isinstance(v, int | float)
+                       or not math.isfinite(v) for v in box) or not 0 < box[2] <= 1):
+            return f"{name}: expected [cx, cy, side] with 0 < side <= 1, found {box!r}"
+    return None
 
 
 def _check_balanced(values: Any, n: int) -> str | None:
@@ -154,6 +176,9 @@ class ModelInfo:
     #: per attribute, the validation balanced accuracy (None where undefined); None for a file
     #: exported without it
     val_balanced: tuple[float | None, ...] | None = None
+    #: a cascade's fixed part boxes, ``{group: (cx, cy, side)}`` in unit coordinates of the
+    #: input; None for other models
+    regions: dict[str, tuple[float, float, float]] | None = None
     raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -224,6 +249,12 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
         if problem:
             raise MetadataError(problem, path=source, field="val_balanced")
         val_balanced = tuple(None if v is None else float(v) for v in val_balanced)
+    regions = load("regions")
+    if regions is not None:
+        problem = _check_regions(regions)
+        if problem:
+            raise MetadataError(problem, path=source, field="regions")
+        regions = {str(g): tuple(float(v) for v in b) for g, b in regions.items()}
     arch = load("arch")
     if not isinstance(arch, dict) or "arch" not in arch:
         raise MetadataError("expected {\"arch\", \"width\", \"num_attrs\"}", path=source,
@@ -244,5 +275,6 @@ def parse_metadata(meta: Mapping[str, str], source: str | None = None) -> ModelI
         int8_weight_bits=bits,
         int8_gate=load("int8_gate"),
         val_balanced=val_balanced,
+        regions=regions,
         raw=dict(meta),
     )

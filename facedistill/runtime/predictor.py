@@ -279,16 +279,39 @@ class Predictor:
                         for i, src in enumerate(raw)]
             start += len(raw)
 
-    def _predictions(self, probs: np.ndarray, sources: Sequence[str | None]) -> list[Prediction]:
-        return [Prediction(self.attributes, probs[i], self.thresholds, src, self.reliable)
+    def _predictions(self, probs: np.ndarray, sources: Sequence[str | None],
+                     rects: Sequence[tuple[int, int, int, int]] | None = None
+                     ) -> list[Prediction]:
+        """One Prediction per row; ``rects``: the pixels each input was cut from
+        (:meth:`Preprocess.input_rect`), where a cascade's regions are placed."""
+        return [Prediction(self.attributes, probs[i], self.thresholds, src, self.reliable,
+                           self._regions(rects[i]) if rects is not None else None)
                 for i, src in enumerate(sources)]
+
+    def _regions(self, rect: tuple[int, int, int, int]
+                 ) -> dict[str, tuple[int, int, int, int]] | None:
+        """The model's fixed part boxes (unit coordinates of its input) in image pixels."""
+        boxes = self.info.regions
+        if boxes is None:
+            return None
+        left, top, width, height = rect
+        return {g: (round(left + (cx - s / 2) * width), round(top + (cy - s / 2) * height),
+                    round(s * width), round(s * height)) for g, (cx, cy, s) in boxes.items()}
+
+    def _rect(self, decoded: Decoded, box: Sequence[float] | None = None,
+              pre: Preprocess | None = None) -> tuple[int, int, int, int]:
+        height, width = (decoded.shape[:2] if isinstance(decoded, np.ndarray)
+                         else (decoded.height, decoded.width))
+        return (pre or self.preprocess).input_rect(width, height, box)
 
     def predict(self, image: ImageInput, channels: str = "RGB") -> Prediction:
         """The attributes of one whole image (an aligned face crop, as the model was trained
         on): a path, bytes, a PIL image or a uint8 array (see :mod:`facedistill.runtime.images`)
         whose channel order ``channels`` gives: ``"RGB"`` (default) or ``"BGR"`` (OpenCV)."""
-        rgb = self._resized(decode(image, channels=channels))
-        return self._predictions(self._probabilities([rgb]), [_source(image)])[0]
+        decoded = decode(image, channels=channels)
+        rgb = self._resized(decoded)
+        return self._predictions(self._probabilities([rgb]), [_source(image)],
+                                 [self._rect(decoded)])[0]
 
     def predict_batch(self, images: Iterable[ImageInput], batch_size: int | None = None,
                       channels: str = "RGB") -> list[Prediction]:
@@ -302,7 +325,8 @@ class Predictor:
         results: list[Prediction] = []
         for raw, decoded in self._chunks(images, size, channels):
             probs = self._probabilities([self._resized(img) for img in decoded])
-            results.extend(self._predictions(probs, [_source(src) for src in raw]))
+            results.extend(self._predictions(probs, [_source(src) for src in raw],
+                                             [self._rect(img) for img in decoded]))
         return results
 
     # -- faces ------------------------------------------------------------------------------
@@ -345,7 +369,8 @@ class Predictor:
         for start in range(0, len(boxes), self.batch_size):
             part = boxes[start:start + self.batch_size]
             probs = self._probabilities([self._resized(pil, box, pre) for box in part])
-            preds = self._predictions(probs, [source] * len(part))
+            preds = self._predictions(probs, [source] * len(part),
+                                      [self._rect(rgb, box, pre) for box in part])
             faces.extend(FacePrediction(box, pred) for box, pred in zip(part, preds, strict=True))
         return faces
 

@@ -39,6 +39,13 @@ def crop_with_margin(
     """Crop ``box`` = (x, y, width, height) enlarged by ``margin`` (a fraction of the box size
     on every side). With ``square`` the crop is the smallest square around the enlarged box,
     centred on it. Regions outside the image are filled with black."""
+    left, top, w, h = crop_rect(box, margin, square)
+    return img.crop((left, top, left + w, top + h))
+
+
+def crop_rect(box: Sequence[float], margin: float, square: bool = True
+              ) -> tuple[int, int, int, int]:
+    """The pixels :func:`crop_with_margin` cuts for ``box``: ``(left, top, width, height)``."""
     x, y, w, h = (float(v) for v in box)
     if w <= 0 or h <= 0:
         raise ValueError(f"box has non-positive size: {tuple(box)}")
@@ -47,7 +54,7 @@ def crop_with_margin(
     if square:
         w = h = max(w, h)
     left, top = round(cx - w / 2.0), round(cy - h / 2.0)
-    return img.crop((left, top, left + round(w), top + round(h)))
+    return left, top, round(w), round(h)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -143,6 +150,16 @@ class Preprocess:
         if img.size != (width, height):
             img = img.resize((width, height), _INTERPOLATIONS[self.interpolation])
         return img
+
+    def input_rect(self, width: int, height: int, box: Sequence[float] | None = None
+                   ) -> tuple[int, int, int, int]:
+        """Which pixels of a ``width`` x ``height`` image :meth:`resize` turns into the model's
+        input, ``(left, top, width, height)`` (it may reach past the image: black padding)."""
+        if self.frame == "photo":
+            return crop_rect((0, 0, width, height), 0.0)
+        if box is not None:
+            return crop_rect(box, self.margin)
+        return 0, 0, width, height
 
     def normalize(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 (or [N]xHxWx3) to float32 normalised, channels first."""

@@ -29,7 +29,9 @@ class Prediction:
     ``probabilities`` float32 [A], ``thresholds`` float64 [A] (on the probability) and
     ``reliable`` bool [A] follow ``attributes``' order; ``reliable`` None means every attribute
     is taken as reliable (a model that carries no validation accuracy). ``source`` is the
-    image's path when it was given as one, else None.
+    image's path when it was given as one, else None. ``regions``: for a cascade, the face
+    regions its part subnets looked at, ``{group: (x, y, width, height)}`` in the pixels of the
+    image given (the photo, for a detected face); None for other models.
     """
 
     attributes: tuple[str, ...]
@@ -37,6 +39,7 @@ class Prediction:
     thresholds: np.ndarray
     source: str | None = None
     reliable: np.ndarray | None = None
+    regions: dict[str, tuple[int, int, int, int]] | None = None
 
     @property
     def positive(self) -> np.ndarray:
@@ -97,12 +100,13 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """``{"source", "attributes": {name: {"probability", "positive", "threshold",
         "margin", "reliable"}}}``: probability, threshold and margin on the probability;
-        ``positive`` is the threshold's decision, ``reliable`` whether to trust it."""
+        ``positive`` is the threshold's decision, ``reliable`` whether to trust it; a
+        cascade's also ``"regions": {group: [x, y, width, height]}``."""
         probs = self.probabilities.tolist()
         thresholds = self.thresholds.tolist()
         margins = self.margins.tolist()
         reliable = self.reliability.tolist()
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "attributes": {
                 name: {"probability": p, "positive": p >= t, "threshold": t, "margin": m,
@@ -111,6 +115,9 @@ class Prediction:
                                             reliable, strict=True)
             },
         }
+        if self.regions is not None:
+            out["regions"] = {g: list(b) for g, b in self.regions.items()}
+        return out
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={p:.2f}" for n, p in self.positives(top=5))
@@ -129,5 +136,7 @@ class FacePrediction:
     prediction: Prediction
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"box": [x, y, w, h], "attributes": {...}}`` (as :meth:`Prediction.to_dict`)."""
-        return {"box": list(self.box), "attributes": self.prediction.to_dict()["attributes"]}
+        """``{"box": [x, y, w, h], "attributes": {...}}`` (as :meth:`Prediction.to_dict`, with
+        its ``regions`` when a cascade predicted)."""
+        inner = self.prediction.to_dict()
+        return {"box": list(self.box), **{k: v for k, v in inner.items() if k != "source"}}

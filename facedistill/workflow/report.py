@@ -75,8 +75,7 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
     batches = _batches(bench)
     rows = []
     for model in pipeline.models:
-        stage = model if model.startswith("teacher") else f"student:{model}"
-        src = upstream[stage]
+        src = upstream[pipeline.source_stage(model)]
         ckpt = load_checkpoint(src["checkpoint"])
         net = build_model(**ckpt["arch"])
         size = int(ckpt["preprocess"]["size"][0])
@@ -200,6 +199,20 @@ def ensemble_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]],
     return rows
 
 
+def cascade_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """Per cascade (``name``): its subnets' test scores (``whole``, ``parts``), the switched
+    (``switch``) and the final ones (``cascade``), from its cascade.json."""
+    rows = []
+    for name in pipeline.cascades:
+        rec = _read_json(upstream[pipeline.source_stage(name)].get("record"))
+        if rec:
+            rows.append({"name": name, **rec["mean_balanced"], "params": rec["params"],
+                         "parts_chosen": rec["parts_chosen"],
+                         "attributes": len(rec["use_part"])})
+    return rows
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
@@ -313,6 +326,16 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
            for b in batches),
          f"{100 * e['best_teacher']['delta']:+.2f} at {e['best_teacher']['compression']:.1f}x"]
         for e in ensembles]
+    cascades = cascade_rows(pipeline, upstream)
+    cascade_table = [["cascade", "whole-image subnet", "part subnets", "switch",
+                      "switch + relations", "parts chosen"]] + [
+        [c["name"], f"{_pct(c['whole'])} ({c['params']['whole']:,})",
+         f"{_pct(c['parts'])} ({c['params']['parts']:,})", _pct(c["switch"]),
+         f"{_pct(c['cascade'])} ({c['params']['cascade']:,})",
+         f"{c['parts_chosen']} / {c['attributes']}"] for c in cascades]
+    cascade_note = ("Test mean balanced accuracy (params) of each cascade's pieces: the region "
+                    "switch takes, per attribute, the subnet that is better on val; the "
+                    "relation layer is fitted on the training split's switched scores.")
     ens_note = ("The ensemble runs every member in turn: its latency is the sum of the members' "
                 "fp32 median latencies in the bench below; speed-up = that over the student's "
                 "fp32 latency at the same batch size; compression = summed parameters over the "
@@ -337,6 +360,9 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     if ensembles:
         md += ["## Students against the teachers' ensemble", "", ens_note, "",
                _md_table(ens_table), ""]
+    if cascades:
+        md += ["## The cascade for unaligned faces", "", cascade_note, "",
+               _md_table(cascade_table), ""]
     fastest = _fastest_lines(rows, batches)
     if fastest:
         md += ["## Fastest exported variant on this machine", "",
@@ -357,6 +383,9 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     if ensembles:
         body += ["<h2>Students against the teachers' ensemble</h2>",
                  f"<p>{html.escape(ens_note)}</p>", _html_table(ens_table)]
+    if cascades:
+        body += ["<h2>The cascade for unaligned faces</h2>",
+                 f"<p>{html.escape(cascade_note)}</p>", _html_table(cascade_table)]
     if fastest:
         items = "".join(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in fastest)
         body += ["<h2>Fastest exported variant on this machine</h2>", f"<ul>{items}</ul>"]
@@ -374,7 +403,7 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     atomic_write_text(paths["markdown"], "\n".join(md))
     atomic_write_text(paths["html"], page)
     atomic_write_json(paths["json"], {"models": rows, "twins": twins, "ensembles": ensembles,
-                                      "per_attribute": per_attr,
+                                      "cascades": cascades, "per_attribute": per_attr,
                                       "student": student, "environment": env,
                                       "figures": [p for _, p in figures]})
     return paths

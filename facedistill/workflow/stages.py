@@ -47,7 +47,7 @@ from facedistill.io import atomic_write_json, sha256_file
 
 STATE_FILE = "pipeline.json"
 STATE_FORMAT = "facedistill.pipeline/v1"
-GROUPS = ("data", "teacher", "select", "students", "export", "bench", "report")
+GROUPS = ("data", "teacher", "select", "students", "cascade", "export", "bench", "report")
 
 # -- configuration ----------------------------------------------------------------------------
 
@@ -166,10 +166,40 @@ class Pipeline:
         return ["teacher", *(f"teacher:{i}" for i in range(1, count))]
 
     @property
+    def cascades(self) -> list[str]:
+        """With ``[pipeline] cascade``: ``cascade`` (the teacher as its whole-image subnet) and
+        ``cascade-small`` (a student and part subnets distilled from the cascade's)."""
+        return ["cascade", "cascade-small"] if self.cfg.pipeline.cascade else []
+
+    @property
     def models(self) -> list[str]:
-        """Every teacher, then the students: what export and bench cover (an ensemble's
-        latency is that of running all its members)."""
-        return [*self.teachers, *self.students]
+        """Every teacher, then the students, then the cascades: what export and bench cover
+        (an ensemble's latency is that of running all its members)."""
+        return [*self.teachers, *self.students, *self.cascades]
+
+    @staticmethod
+    def source_stage(model: str) -> str:
+        """The stage whose checkpoint ``model`` (a name of :attr:`models`) is."""
+        if model.startswith("teacher"):
+            return model
+        if model in ("cascade", "cascade-small"):
+            return model.replace("-", ":")
+        return f"student:{model}"
+
+    def frl_config(self) -> TrainConfig:
+        """The FRL net whose mean boxes place the cascade's regions: the teacher's training
+        at ``[pipeline] frl_width``."""
+        return replace(self.cfg.teacher_config(), arch="frl",
+                       width=self.cfg.pipeline.frl_width)
+
+    def parts_config(self, small: bool = False) -> TrainConfig:
+        """The cascade's fixed-box part subnets (the teacher's training), or with ``small``
+        those of cascade-small (the students' training, distilled from the former)."""
+        base = (self.cfg.student_config(self.cfg.pipeline.cascade_whole) if small
+                else self.cfg.teacher_config())
+        width = self.cfg.pipeline.small_parts_width if small else self.cfg.pipeline.parts_width
+        return replace(base, arch="parts", width=width, frl=str(self.out / "frl"),
+                       part_boxes="fixed")
 
     def _plan(self) -> list[Stage]:
         cfg = self.cfg
@@ -198,18 +228,43 @@ class Pipeline:
                 twin = {**params, **key_record(self.twin_config())}
                 stages.append(Stage(f"twin:{student}", "students", ("data", *teachers), twin,
                                     _run_student))
+        if cfg.pipeline.cascade:
+            stages += self._cascade_stages()
         export = key_record(cfg.export)
         for model in self.models:
-            src = model if model.startswith("teacher") else f"student:{model}"
+            src = self.source_stage(model)
             stages.append(Stage(f"export:{model}", "export", ("data", src), export, _run_export))
         bench = key_record(cfg.bench) | {"precisions": list(cfg.pipeline.bench_precisions)}
         stages.append(Stage("bench", "bench", ("data", *(f"export:{m}" for m in self.models)),
                             bench, _run_bench))
         report_deps = (*teachers, *(f"student:{m}" for m in self.students),
+                       *(self.source_stage(m) for m in self.cascades),
                        *(f"twin:{m}" for m in self.twins),
                        *(("select",) if selected else ()), "bench")
         stages.append(Stage("report", "report", report_deps, {"version": 1}, _run_report))
         return stages
+
+    def _cascade_stages(self) -> list[Stage]:
+        """frl -> parts -> cascade (with the teacher), parts:small (distilled from parts) ->
+        cascade:small (with the student ``cascade_whole``)."""
+        cfg = self.cfg
+        if cfg.teacher.variant != "wild":
+            raise UserError("the cascade is for unaligned faces: it needs [train] variant = "
+                            "\"wild\" (face-box crops)", field="pipeline.cascade")
+        whole = f"student:{cfg.pipeline.cascade_whole}"
+        head = {"switch": "hard", "relations": True}
+        return [
+            Stage("frl", "cascade", ("data",), {"train": self.frl_config().to_record()},
+                  _run_train),
+            Stage("parts", "cascade", ("data", "frl"),
+                  {"train": self.parts_config().to_record()}, _run_train),
+            Stage("cascade", "cascade", ("data", "teacher", "parts"), head, _run_cascade),
+            Stage("parts:small", "cascade", ("data", "frl", "parts"),
+                  {"train": self.parts_config(small=True).to_record(),
+                   **key_record(cfg.distill)}, _run_small_parts),
+            Stage("cascade:small", "cascade", ("data", whole, "parts:small"), head,
+                  _run_cascade),
+        ]
 
     def selection_config(self) -> SelectConfig:
         """``[select]`` with ``[compress] k``: the students' K."""
@@ -421,7 +476,7 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
     from facedistill.export.api import GateError
 
     model = ctx.stage.name.split(":", 1)[1]
-    src = ctx.upstream[model if model.startswith("teacher") else f"student:{model}"]
+    src = ctx.upstream[ctx.pipeline.source_stage(model)]
     out = ctx.out / "export" / model.replace(":", "-")
     data = ctx.pipeline.cfg.data
     try:
@@ -436,6 +491,46 @@ def _run_export(ctx: StageContext) -> dict[str, Any]:
     return {"dir": str(out), "report": str(out / "export_report.json"), "onnx": files,
             "variants": report.ok_onnx(), "gate": report.gate.to_json(),
             "files": _files(*files)}
+
+
+def _run_train(ctx: StageContext) -> dict[str, Any]:
+    """A model the cascade is made of, trained from the labels (frl, parts)."""
+    from facedistill.pipeline.train import train
+
+    cfg = TrainConfig.from_record(ctx.stage.params["train"])
+    out = ctx.out / ctx.stage.name
+    train(cfg, ctx.pipeline.cfg.data, out, resume=ctx.resume, force=ctx.force,
+          reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
+    return {"run": str(out), "checkpoint": str(out / "best.pt"), "files": _files(out / "best.pt")}
+
+
+def _run_small_parts(ctx: StageContext) -> dict[str, Any]:
+    """cascade-small's part subnets, distilled from the cascade's by ``[compress] method``."""
+    from facedistill.pipeline.compress import compress
+
+    out = ctx.out / "students" / "parts-small"
+    result = compress(TrainConfig.from_record(ctx.stage.params["train"]),
+                      [ctx.upstream["parts"]["run"]], ctx.pipeline.cfg.data, out,
+                      ctx.pipeline.cfg.distill, resume=ctx.resume, force=ctx.force,
+                      reporter=ctx.pipeline.reporter_factory(ctx.stage.name))
+    return {"run": str(out), "checkpoint": str(out / "best.pt"),
+            "mean_balanced": result["rows"][0]["mean_balanced"],
+            "files": _files(out / "best.pt")}
+
+
+def _run_cascade(ctx: StageContext) -> dict[str, Any]:
+    """Whole-image subnet + part subnets -> the cascade (switch and relations on val)."""
+    from facedistill.pipeline.cascade import assemble
+
+    small = ctx.stage.name == "cascade:small"
+    cfg = ctx.pipeline.cfg
+    whole = ctx.upstream[f"student:{cfg.pipeline.cascade_whole}" if small else "teacher"]
+    parts = ctx.upstream["parts:small" if small else "parts"]
+    out = ctx.out / ctx.stage.name.replace(":", "-")
+    rec = assemble(whole["run"], parts["run"], out, data=cfg.data, **ctx.stage.params)
+    return {"run": str(out), "checkpoint": str(out / "best.pt"),
+            "mean_balanced": rec["mean_balanced"]["cascade"], "record": str(out / "cascade.json"),
+            "files": _files(out / "best.pt")}
 
 
 def _run_bench(ctx: StageContext) -> dict[str, Any]:

@@ -44,9 +44,9 @@ POOLED_BLOCKS = {"tnet": 5, "snet1": 5, "snet2": 5, "snet3": 4}
 EXACT_PARAMS = {"tnet": 13_764_616, "snet1": 7_521_608, "snet2": 2_278_728, "snet3": 315_320}
 
 
-def test_registry_lists_the_four_models_frl_and_parts() -> None:
+def test_registry_lists_the_four_models_frl_parts_and_the_cascade() -> None:
     assert ALL == ["snet1", "snet2", "snet3", "tnet"]
-    assert list_models() == sorted([*ALL, "frl", "parts"])
+    assert list_models() == sorted([*ALL, "frl", "parts", "cascade"])
     assert set(PAPER) == set(ALL)
 
 
@@ -396,3 +396,18 @@ def test_a_whole_training_step_is_the_same_on_every_path() -> None:
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads, strict=True):  # float32 sums in another order: equal to ~1e-6 of the gradient
         assert (a - b).norm() <= 1e-4 * b.norm() + 1e-12
+
+
+def test_params_without_heads_leave_out_every_subnets_fc() -> None:
+    """``include_head=False`` drops the attribute FCs of composite models too: FRL's two
+    branch heads, each part subnet's, the cascade's subnets' (the relation layer stays)."""
+    frl = build_model("frl", width=0.25)
+    heads = sum(p.numel() for m in (frl.head, frl.cls_head) for p in m.parameters())
+    assert count_params(frl, include_head=False) == count_params(frl) - heads
+    cascade = build_model("cascade", width=0.25)
+    fcs = [cascade.whole.head, *(net.head for net in cascade.parts.parts.values())]
+    dropped = sum(p.numel() for m in fcs for p in m.parameters())
+    assert count_params(cascade, include_head=False) == count_params(cascade) - dropped
+    from facedistill.nn.regions import GROUPS
+
+    assert dropped == 1280 * 40 + 40 + sum(1281 * len(m) for m in GROUPS.values())

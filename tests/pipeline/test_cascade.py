@@ -53,3 +53,14 @@ def test_relations_learn_a_planted_relation_and_decay_holds_identity() -> None:
     a7 = report["attributes"][7]
     assert a7["balanced"] > 0.9 and report["decay"] in (1e-3, 1e-2, 1e-1)
     assert set(report["val_by_decay"]) == {"0.001", "0.01", "0.1"}
+
+
+def test_the_soft_switch_leans_to_the_informed_subnet() -> None:
+    from facedistill.pipeline.cascade import fit_soft_switch
+
+    rng = np.random.default_rng(2)
+    y, good, noise = _split(rng, 800)
+    left = np.arange(8) < 4
+    m = fit_soft_switch((np.where(left, good, noise), y), np.where(left, noise, good))
+    assert (m[left] > 0.8).all() and (m[~left] < 0.2).all()
+    assert ((m > 0) & (m < 1)).all()  # a weight, never a hard 0/1

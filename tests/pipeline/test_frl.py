@@ -168,17 +168,6 @@ def test_crop_coordinates_match_the_preprocessings_crop() -> None:
     assert abs(got[0] * side - xs[0]) <= 1 and abs(got[1] * side - ys[0]) <= 1
 
 
-@pytest.fixture(scope="module")
-def wild(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from facedistill.config import SynthConfig
-    from facedistill.data.synth import generate
-
-    out = tmp_path_factory.mktemp("data") / "wild"
-    generate(out, SynthConfig(n=240, size=32, seed=5, wild=True, images_per_identity=8),
-             workers=1)
-    return out
-
-
 def test_train_frl_with_mnl_end_to_end(wild: Path, tmp_path: Path) -> None:
     """The real CLI trains FRL with MNL on wild crops; eval scores its localization branch;
     the outputs give boxes that sit inside the crop and are compared with a fixed box."""

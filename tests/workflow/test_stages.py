@@ -355,3 +355,62 @@ def test_the_pipeline_refuses_a_localization_teacher(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(path)
     assert err.value.field == "train.arch" and "train --arch frl" in err.value.message
+
+
+def test_the_shipped_wild_config_plans_the_cascade() -> None:
+    path = Path(__file__).parents[2] / "configs" / "wild.toml"
+    cfg = load(path)
+    assert cfg.pipeline.cascade and cfg.teacher_config().variant == "wild"
+    pipe = Pipeline(cfg, Path("/nonexistent/run"))
+    names = [s.name for s in pipe.stages]
+    assert names.index("cascade") < names.index("export:cascade")
+    assert names[names.index("frl"):names.index("cascade:small") + 1] == [
+        "frl", "parts", "cascade", "parts:small", "cascade:small"]
+    assert pipe.models[-2:] == ["cascade", "cascade-small"]
+    parts = pipe.parts_config(small=True)
+    assert parts.arch == "parts" and parts.part_boxes == "fixed" and parts.width == 0.25
+    assert parts.frl == "/nonexistent/run/frl"
+
+
+def test_the_cascade_needs_wild_crops(tiny_synth: Path, tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, tiny_synth)
+    path.write_text(path.read_text().replace('twins = ["snet3"]', "cascade = true"))
+    with pytest.raises(UserError, match='variant = "wild"'):
+        Pipeline(load(path), tmp_path / "run")
+    path.write_text(path.read_text().replace("cascade = true",
+                                             'cascade = true\ncascade_whole = "snet1"'))
+    with pytest.raises(ConfigError, match="must be one of the students"):
+        load(path)
+
+
+@pytest.mark.slow
+def test_the_cascade_runs_through_the_pipeline(wild: Path, tmp_path: Path) -> None:
+    """frl -> parts -> cascade and parts:small -> cascade:small, each exported and benched
+    and in the report; a re-run skips everything."""
+    path = tiny_config(tmp_path, wild, teacher_epochs=1)
+    text = path.read_text().replace("[compress]", '[compress]\nvariant = "wild"')
+    text = text.replace("seed = 1", 'seed = 1\nvariant = "wild"')
+    text = text.replace('twins = ["snet3"]', "cascade = true\nfrl_width = 0.125\n"
+                        "parts_width = 0.25\nsmall_parts_width = 0.125")
+    path.write_text(text)
+    out = tmp_path / "run"
+    result = Pipeline(load(path), out).run()
+    for stage in ("frl", "parts", "cascade", "parts:small", "cascade:small",
+                  "export:cascade", "export:cascade-small"):
+        assert stage in result["ran"]
+    small = load_checkpoint(out / "cascade-small")
+    assert small["arch"]["whole"]["arch"] == "snet3"
+    assert small["arch"]["parts"]["width"] == 0.125 and small["arch"]["parts"]["fixed"]
+    assert load_checkpoint(out / "students" / "parts-small")["extra"]["distill"]["method"] \
+        == "selected"
+    report = json.loads((out / "report.json").read_text())
+    models = {m["model"]: m for m in report["models"]}
+    assert models["cascade"]["params"] > models["cascade-small"]["params"]
+    assert models["cascade-small"]["fp32_ms_b4"] is not None  # benched
+    rows = {c["name"]: c for c in report["cascades"]}
+    record = json.loads((out / "cascade" / "cascade.json").read_text())
+    assert rows["cascade"]["cascade"] == record["mean_balanced"]["cascade"] \
+        == models["cascade"]["mean_balanced"]
+    assert "## The cascade for unaligned faces" in (out / "report.md").read_text()
+    again = Pipeline(load(path), out).run()
+    assert again["ran"] == []
