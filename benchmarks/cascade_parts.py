@@ -16,7 +16,13 @@ For every seed, on the wild variant of the synthetic dataset (face-box crops, no
 * ``relations`` - the switched scores through the attribute relation layer (40 x 40, from
   identity, fitted on the training split's switched scores, its decay chosen on val);
 * ``budget`` - the whole-image model widened to the parameters of the switched cascade (FRL +
-  parts + whole), so the cascade is compared at an equal parameter budget.
+  parts + whole), so the cascade is compared at an equal parameter budget;
+* ``small_*`` - the compressed cascade (the Table 3 analogue on unaligned faces): SNet3 as the
+  whole-image subnet and the fixed-box parts at ``--small-parts-width``, each distilled from
+  the seed's uncompressed subnet by ``--method`` (``small_distilled``) or trained on the
+  labels alone (``small_labels``), put together by ``facedistill cascade``'s
+  :func:`~facedistill.pipeline.cascade.assemble`; ``small_budget``: a whole-image SNet3 widened
+  to the compressed cascade's parameters.
 
 Scores: mean balanced accuracy on the wild test split, thresholds from val; params. Each run
 lands in ``--out/<model>/seed<S>`` and is reused when done. Prints a JSON line per seed, then

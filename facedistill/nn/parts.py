@@ -1,11 +1,16 @@
-"""The cascade's part subnets (cascade paper, "Parts and Whole"): one small net per face region,
-on the region the face-region localization (FRL) net finds.
+"""The cascade's models (cascade paper, "Parts and Whole"; our reconstruction,
+``docs/cascade.md``).
 
-:class:`PartsNet` holds a frozen :class:`~facedistill.nn.models.FRLNet`, the box extractor of
-:mod:`facedistill.nn.regions` (with the groups' prior boxes as buffers) and one SNet3-shaped
-subnet per attribute group. Its forward is one graph - FRL -> CAMs -> boxes -> crops -> subnets
--> the 40 logits in attribute order - so it trains through the one Trainer, checkpoints,
-exports and runs like any registered model. Our reconstruction: ``docs/cascade.md``.
+* :class:`PartsNet` (``parts``): one SNet3-shaped subnet per face region, on the region the
+  face-region localization (FRL) net finds - or, with ``fixed``, on the FRL's mean box per
+  region, the same for every image (then no FRL is kept). It holds the box extractor of
+  :mod:`facedistill.nn.regions` (the groups' prior boxes as buffers) and, for per-image boxes,
+  the frozen :class:`~facedistill.nn.models.FRLNet`. Its forward is one graph - (FRL -> CAMs ->)
+  boxes -> crops -> subnets -> the 40 logits in attribute order - so it trains through the one
+  Trainer, checkpoints, exports and runs like any registered model.
+* :class:`AttributeCascade` (``cascade``): part subnets and a whole-image subnet on the same
+  face crop, the region switch and the attribute relation layer, as one model
+  (``facedistill cascade`` builds it from two trained runs).
 """
 
 from __future__ import annotations
