@@ -1,9 +1,13 @@
 """The pipeline's one report: ``report.md``, a self-contained ``report.html`` and ``report.json``.
 
-Contents: the models table (params, MACs, compression, mean balanced accuracy, fp32/int8
-latency and file size), the per-attribute accuracy of the teacher beside the smallest student,
-the selection plot, the bench plots and the environment record. Built only from what the
-stages wrote (checkpoints' arch records, eval/compare JSON, export reports, bench JSON).
+Contents, top first: the verdict (the file to ship on the benchmarked machine, by a rule the
+page states), the run (date, version, config, stage wall times), the accuracy-vs-latency and
+accuracy-vs-params plot with the verdict marked, the models table (params, MACs, compression,
+mean balanced accuracy on test, latency and file size per precision, why a variant is missing),
+a legend of its units and terms, the distillation, ensemble and cascade tables, what to ship
+per model, the per-attribute accuracy (folded), the selection and bench plots and the
+environment as a table. Built only from what the stages wrote (checkpoints' arch records,
+eval/compare JSON, export reports, bench JSON, the pipeline state).
 """
 
 from __future__ import annotations
@@ -44,14 +48,20 @@ def _bench_rows(bench: BenchResult | None) -> tuple[BenchRow, ...]:
     return bench.rows if bench else ()
 
 
-def _latency(rows: Sequence[BenchRow], path: str, batch: int) -> float | None:
-    """Median latency (ms) of one artifact at one batch size in the bench rows."""
+def _timing(rows: Sequence[BenchRow], path: str, batch: int) -> tuple[float, float] | None:
+    """(median, p90) latency in ms of one artifact at one batch size in the bench rows."""
     target = Path(path).resolve()
     for r in rows:
         if Path(r.artifact).resolve() == target and r.batch == batch:
-            value = r.latency_ms.median
-            return float(value) if math.isfinite(value) else None
+            median, p90 = float(r.latency_ms.median), float(r.latency_ms.p90)
+            return (median, p90) if math.isfinite(median) and math.isfinite(p90) else None
     return None
+
+
+def _latency(rows: Sequence[BenchRow], path: str, batch: int) -> float | None:
+    """Median latency (ms) of one artifact at one batch size in the bench rows."""
+    timing = _timing(rows, path, batch)
+    return None if timing is None else timing[0]
 
 
 def _batches(bench: BenchResult | None) -> list[int]:
@@ -87,14 +97,19 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
             "macs": count_macs(net, size), "input_size": size,
             "mean_balanced": src["mean_balanced"], "checkpoint": src["checkpoint"],
         }
+        gate = export.get("gate") or {}
         for prec in EXPORT_PRECISIONS:
             path = variants.get(prec)
             row[f"{prec}_onnx"] = path
             row[f"{prec}_bytes"] = Path(path).stat().st_size if path and Path(path).exists() \
                 else None
+            row[f"{prec}_missing"] = None if path else _why_missing(prec, export, gate)
             for batch in batches:
-                row[f"{prec}_ms_b{batch}"] = _latency(rows_b, path, batch) if path else None
+                timing = _timing(rows_b, path, batch) if path else None
+                row[f"{prec}_ms_b{batch}"] = None if timing is None else timing[0]
+                row[f"{prec}_p90_b{batch}"] = None if timing is None else timing[1]
         row["fastest"] = fastest_variants(row, batches)
+        row["ship"] = ship_variants(row, batches)
         rows.append(row)
     teacher = rows[0]
     for r in rows:
@@ -102,6 +117,79 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
         r["live_compression"] = teacher["live_params"] / r["live_params"]
         r["delta"] = r["mean_balanced"] - teacher["mean_balanced"]
     return rows
+
+
+def _why_missing(precision: str, export: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
+    """Why a model has no ``precision`` file: the accuracy gate's verdict, or not exported."""
+    result = (gate.get("results") or {}).get(precision) or {}
+    if result and not result.get("passed", True):
+        return (f"rejected: -{result['drop_points']:.2f} pt on val, more than the gate's "
+                f"{gate.get('max_drop_points', 1.0):g}")
+    return "not exported (export precision)" if export else "not exported"
+
+
+#: the rule that picks a model's file to ship, as the report states it
+SHIP_RULE = ("Among a model's exported files (INT8 only where it passed the accuracy gate), the "
+             "lowest median latency wins; files whose medians are within the measured noise of "
+             "it (the larger of the two files' p90 - median spreads) tie, and the smallest file "
+             "among the tied wins.")
+#: and the rule that picks one file among the models
+VERDICT_RULE = ("The verdict is the fastest shipped file at the smallest batch size among the "
+                "models whose test accuracy is within the export gate's max_drop of the most "
+                "accurate model's (ties by noise broken by size, as above).")
+
+
+def _pick(options: Sequence[tuple[str, float, float, int | None]]
+          ) -> tuple[str, list[str]] | None:
+    """``options`` = (name, median ms, p90 ms, bytes): the winner by :data:`SHIP_RULE` and
+    the names tied with the fastest (winner included, when there is a tie)."""
+    if not options:
+        return None
+    best = min(options, key=lambda o: o[1])
+    tied = [o for o in options
+            if o[1] - best[1] <= max(o[2] - o[1], best[2] - best[1], 0.0)]
+    winner = min(tied, key=lambda o: (o[3] if o[3] is not None else math.inf, o[1]))
+    return winner[0], [o[0] for o in tied] if len(tied) > 1 else []
+
+
+def ship_variants(row: Mapping[str, Any], batches: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Per batch size (as a string key): ``{"precision", "tied"}`` by :data:`SHIP_RULE`."""
+    out = {}
+    for b in batches:
+        options = [(p, row[f"{p}_ms_b{b}"], row[f"{p}_p90_b{b}"], row.get(f"{p}_bytes"))
+                   for p in EXPORT_PRECISIONS if row.get(f"{p}_ms_b{b}") is not None]
+        picked = _pick(options)
+        if picked:
+            out[str(b)] = {"precision": picked[0], "tied": picked[1]}
+    return out
+
+
+def verdict(rows: Sequence[Mapping[str, Any]], batches: Sequence[int], max_drop: float
+            ) -> dict[str, Any] | None:
+    """The one file to ship (:data:`VERDICT_RULE`): ``{"model", "precision", "path", "bytes",
+    "mean_balanced", "delta", "ms": {batch: ms}, "tied": [...]}``, or None without a bench."""
+    if not batches or not rows:
+        return None
+    b = str(batches[0])
+    best = max(r["mean_balanced"] for r in rows)
+    options = []
+    for r in rows:
+        choice = r["ship"].get(b)
+        if choice is None or r["mean_balanced"] < best - max_drop / 100:
+            continue
+        p = choice["precision"]
+        options.append((f"{r['model']}:{p}", r[f"{p}_ms_b{b}"], r[f"{p}_p90_b{b}"],
+                        r[f"{p}_bytes"]))
+    picked = _pick(options)
+    if picked is None:
+        return None
+    model, precision = picked[0].rsplit(":", 1)
+    row = next(r for r in rows if r["model"] == model)
+    return {"model": model, "arch": row["arch"], "precision": precision,
+            "path": row[f"{precision}_onnx"], "bytes": row[f"{precision}_bytes"],
+            "mean_balanced": row["mean_balanced"], "delta": row["delta"],
+            "ms": {str(x): row[f"{precision}_ms_b{x}"] for x in batches},
+            "tied": picked[1], "max_drop": max_drop}
 
 
 def fastest_variants(row: Mapping[str, Any], batches: Sequence[int]) -> dict[str, str]:
@@ -117,22 +205,47 @@ def fastest_variants(row: Mapping[str, Any], batches: Sequence[int]) -> dict[str
     return out
 
 
-def _fastest_lines(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> list[str]:
-    """One Markdown bullet per model: the fastest precision per batch size, with the others."""
+def _ship_lines(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> list[str]:
+    """One Markdown bullet per model: the file to ship per batch size (:data:`SHIP_RULE`),
+    the others' latency, ties, and why a precision is missing."""
     lines = []
     for r in rows:
         parts = []
         for b in batches:
-            best = r["fastest"].get(str(b))
-            if best is None:
+            choice = r["ship"].get(str(b))
+            if choice is None:
                 continue
+            best = choice["precision"]
             others = [f"{p} {_ms(r[f'{p}_ms_b{b}'])}" for p in EXPORT_PRECISIONS
                       if p != best and r.get(f"{p}_ms_b{b}") is not None]
+            tie = f", a tie with {' and '.join(t for t in choice['tied'] if t != best)} " \
+                  "within noise, the smaller file" if choice["tied"] else ""
             parts.append(f"**{best}** at batch {b} ({_ms(r[f'{best}_ms_b{b}'])} ms"
-                         + (f"; {', '.join(others)}" if others else "") + ")")
+                         + (f"; {', '.join(others)}" if others else "") + tie + ")")
+        missing = [f"{p} {r[f'{p}_missing']}" for p in EXPORT_PRECISIONS
+                   if r.get(f"{p}_missing") and r[f"{p}_missing"].startswith("rejected")]
         if parts:
-            lines.append(f"- {r['model']}: " + ", ".join(parts))
+            lines.append(f"- {r['model']}: " + ", ".join(parts)
+                         + (f"; {'; '.join(missing)}" if missing else ""))
     return lines
+
+
+def _verdict_lines(v: Mapping[str, Any] | None, env: Mapping[str, Any], backend: str
+                   ) -> list[str]:
+    if v is None:
+        return ["No verdict: the bench stage measured no exported file."]
+    ms = ", ".join(f"{_ms(t)} ms at batch {b}" for b, t in v["ms"].items())
+    me = f"{v['model']}:{v['precision']}"
+    others = ", ".join(t for t in v["tied"] if t != me)
+    tie = (f" It ties within the measured noise with {others}; the smaller file wins."
+           if v["tied"] else "")
+    target = f"{env.get('cpu_model') or 'this CPU'} ({env.get('cpu_int8_class') or '?'}), " \
+             f"{backend}"
+    what = v["model"] if v["model"] == v["arch"] else f"{v['model']}, {v['arch']}"
+    return [f"**Ship `{v['path']}`** ({what}, {v['precision']}) on "
+            f"{target}: {_mb(v['bytes'])} MB, {ms}, {_pct(v['mean_balanced'])} mean balanced "
+            f"accuracy on test ({100 * v['delta']:+.2f} points against the teacher).{tie}",
+            "", f"Rule: {VERDICT_RULE} (max_drop = {v['max_drop']:g} here.) {SHIP_RULE}"]
 
 
 def _per_attribute(upstream: Mapping[str, Mapping[str, Any]], students: Sequence[str]
@@ -225,17 +338,42 @@ def _mb(v: int | None) -> str:
     return "n/a" if v is None else f"{v / 1e6:.2f}"
 
 
+def _missing(r: Mapping[str, Any], precision: str, value: str) -> str:
+    """A cell of a variant: its value, or why the variant is missing (short)."""
+    why = r.get(f"{precision}_missing")
+    if why and why.startswith("rejected"):
+        return "rejected (" + why.split(" on val")[0].removeprefix("rejected: ") + ")"
+    return value if not why else "not exported"
+
+
 def main_table(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> list[list[str]]:
     lat = [(p, b) for b in batches for p in ("fp32", "int8")]
-    head = ["model", "params", "live params", "MACs", "compression", "live compression",
-            "mean bal. acc (test)", "delta",
-            *(f"{p} ms (b{b})" for p, b in lat), "fp32 MB", "int8 MB"]
+    head = ["model", "params", "live params", f"MACs ({rows[0]['input_size']} px)" if rows
+            else "MACs", "compression", "live compression", "mean bal. acc (test)",
+            "delta (test)", *(f"{p} ms (b{b})" for p, b in lat), "fp32 MB", "int8 MB"]
     body = [[f"{r['model']} ({r['arch']} x{r['width']:g})", f"{r['params']:,}",
              f"{r['live_params']:,}", f"{r['macs'] / 1e6:.1f}M", f"{r['compression']:.1f}x",
              f"{r['live_compression']:.1f}x", _pct(r["mean_balanced"]),
-             f"{100 * r['delta']:+.2f}", *(_ms(r.get(f"{p}_ms_b{b}")) for p, b in lat),
-             _mb(r["fp32_bytes"]), _mb(r["int8_bytes"])] for r in rows]
+             f"{100 * r['delta']:+.2f}",
+             *(_missing(r, p, _ms(r.get(f"{p}_ms_b{b}"))) for p, b in lat),
+             _mb(r["fp32_bytes"]), _missing(r, "int8", _mb(r["int8_bytes"]))] for r in rows]
     return [head, *body]
+
+
+#: the report's units and terms, as its legend prints them
+LEGEND = (
+    ("params", "parameters of the deployed model (live params: those that can get a gradient "
+               "at its input size; a 3x3 kernel on a 1x1 map keeps its centre tap alone)"),
+    ("MACs", "multiply-accumulates of one image at the model's input size"),
+    ("compression", "the teacher's params over the model's"),
+    ("mean bal. acc", "mean over the 40 attributes of (TPR + TNR) / 2 on the test split, each "
+                      "attribute at its threshold searched on val"),
+    ("delta", "the model's mean balanced accuracy minus the teacher's, in points, test split"),
+    ("ms (bN)", "median wall time of one call at batch size N (ONNX Runtime, this machine)"),
+    ("MB", "file size in 10^6 bytes"),
+    ("rejected", "INT8 lost more than the export gate allows on the val split (the drop in "
+                 "points)"),
+)
 
 
 def _md_table(table: Sequence[Sequence[str]]) -> str:
@@ -292,6 +430,156 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
         "img{max-width:100%;margin:.5em 0}pre{background:#f6f6f6;padding:1em;overflow:auto}")
 
 
+def _plot_pareto(rows: Sequence[Mapping[str, Any]], batch: int,
+                 chosen: Mapping[str, Any] | None, path: Path) -> bool:
+    """Accuracy against latency (each model's shipped file at ``batch``) and against params,
+    the verdict's point starred. False when matplotlib is missing or nothing was timed."""
+    points = []
+    for r in rows:
+        choice = r["ship"].get(str(batch))
+        if choice is not None:
+            p = choice["precision"]
+            points.append((r["model"], p, r[f"{p}_ms_b{batch}"], r["params"],
+                           100 * r["mean_balanced"]))
+    if not points:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, x, label, log in ((axes[0], 2, f"median latency at batch {batch} (ms)", False),
+                              (axes[1], 3, "parameters", True)):
+        for k, pt in enumerate(points):
+            star = chosen is not None and (pt[0], pt[1]) == (chosen["model"],
+                                                               chosen["precision"])
+            ax.scatter(pt[x], pt[4], s=180 if star else 40, marker="*" if star else "o",
+                       color="#d62728" if star else "#1f77b4", zorder=3)
+            ax.annotate(f"{pt[0]} ({pt[1]})", (pt[x], pt[4]), fontsize=8,
+                        xytext=(6, 6 if k % 2 == 0 else -12), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean balanced accuracy, test (%)")
+        ax.margins(x=0.25, y=0.15)  # room for the labels
+        if log:
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
+            ax.set_xscale("log")
+            ax.set_xticks(sorted({pt[3] for pt in points}))  # a tick at each model's size
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:.2g}M"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+    fig.suptitle("Accuracy against cost (star: the verdict; up and left is better)",
+                 fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _env_table(env: Mapping[str, Any]) -> list[list[str]]:
+    """The environment record as rows (nested values compact JSON, unknowns with why)."""
+    reasons = env.get("reasons") or {}
+    rows = [["key", "value"]]
+    for key, value in env.items():
+        if key == "reasons":
+            continue
+        if value is None:
+            text = f"unknown: {reasons.get(key, 'not recorded')}"
+        elif isinstance(value, dict | list):
+            text = json.dumps(value, separators=(", ", ": "))
+        else:
+            text = str(value)
+        rows.append([key, text])
+    return rows
+
+
+def _inline_html(text: str) -> str:
+    """Escape ``text`` and render its Markdown ``**bold**`` and ```code``` spans."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+#: a report section: (title, kind, content); kind is text (lines), table, folded (a table
+#: shown on demand), bullets or image (a png path)
+Section = tuple[str, str, Any]
+
+
+def _markdown(sections: Sequence[Section], out: Path) -> str:
+    md = ["# facedistill pipeline report", ""]
+    for title, kind, content in sections:
+        md += [f"## {title}", ""]
+        if kind == "text":
+            md += [*content, ""]
+        elif kind == "bullets":
+            md += [f"- {line}" for line in content] + [""]
+        elif kind == "table":
+            md += [_md_table(content), ""]
+        elif kind == "folded":
+            md += ["<details><summary>show the table</summary>", "", _md_table(content), "",
+                   "</details>", ""]
+        elif kind == "image":
+            md += [f"![{title}]({os.path.relpath(content, out)})", ""]
+    return "\n".join(md)
+
+
+def _html(sections: Sequence[Section]) -> str:
+    body = ["<h1>facedistill pipeline report</h1>"]
+    for title, kind, content in sections:
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        if kind == "text":
+            body += [f"<p>{_inline_html(line)}</p>" for line in content if line]
+        elif kind == "bullets":
+            items = "".join(f"<li>{_inline_html(line)}</li>" for line in content)
+            body.append(f"<ul>{items}</ul>")
+        elif kind == "table":
+            body.append(_html_table(content))
+        elif kind == "folded":
+            body.append(f"<details><summary>show the table</summary>{_html_table(content)}"
+                        "</details>")
+        elif kind == "image":
+            body.append(_img_tag(content, title))
+    box = ".verdict{border:2px solid #2e7d32;background:#f1f8e9;padding:.2em 1em}"
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>facedistill report</title>"
+            f"<style>{_CSS}{box}</style></head><body>{''.join(body)}</body></html>\n"
+            ).replace("<h2>Verdict</h2><p>", "<h2>Verdict</h2><p class='verdict'>", 1)
+
+
+def _run_lines(pipeline: Any) -> tuple[list[str], list[list[str]]]:
+    """When, with what and how long: the run's lines and its stage wall-time table."""
+    from datetime import datetime, timezone
+
+    from facedistill import __version__
+
+    cfg = pipeline.cfg
+    lines = [f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by facedistill "
+             f"{__version__}; config `{cfg.source}`; run folder `{pipeline.out}`; data "
+             f"`{cfg.data}`."]
+    stages = [["stage", "wall time (s)", "status"]]
+    total = 0.0
+    for st in pipeline.stages:
+        rec = pipeline.state["stages"].get(st.name) or {}
+        seconds = rec.get("seconds")
+        if st.name == "report" or seconds is None:
+            continue
+        total += float(seconds)
+        stages.append([st.name, f"{float(seconds):.1f}", "done"])
+    stages.append(["total (without this report)", f"{total:.1f}", ""])
+    return lines, stages
+
+
+def _explained(title: str, note: str, table_title: str, table: list[list[str]]
+               ) -> list[Section]:
+    """A section that says what its table shows, then the table."""
+    return [(title, "text", [note]), (table_title, "table", table)]
+
+
 def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: Path
                  ) -> dict[str, Path]:
     """Write report.md, report.html (images inlined) and report.json into ``out``."""
@@ -299,111 +587,97 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     student, per_attr = _per_attribute(upstream, pipeline.students)
     bench = _read_bench(upstream.get("bench", {}).get("json"))
     env = dict(bench.environment) if bench else {}
-    figures: list[tuple[str, str]] = []  # (title, png path)
+    batches = _batches(bench)
+    backend = ", ".join(sorted({r.backend for r in _bench_rows(bench)})) or "no bench"
+    chosen = verdict(rows, batches, float(pipeline.cfg.export.max_drop))
+    split = pipeline.cfg.bench.split
+
+    run_lines, stage_table = _run_lines(pipeline)
+    sections: list[Section] = [("Verdict", "text", _verdict_lines(chosen, env, backend)),
+                               ("Run", "text", run_lines)]
+    pareto = out / "report_pareto.png"
+    if batches and _plot_pareto(rows, batches[0], chosen, pareto):
+        sections.append(("Accuracy against latency and size", "image", str(pareto)))
+    sections += [("Models", "table", main_table(rows, batches)),
+                 ("Units and terms", "bullets", [f"**{t}**: {m}" for t, m in LEGEND])]
+
+    twins = twin_rows(pipeline, upstream)
+    if twins:
+        sections += _explained(
+            "Distillation against a label-only twin",
+            "The same student, budget and seed trained on the labels alone: what "
+            "distillation from the teacher adds on this run (one seed; "
+            "benchmarks/distill_gain.py measures it over seeds). Test split.",
+            "Distilled and label-only students", [["student", "distilled (method)", "label-only twin", "gain (points)"]] + [
+                 [t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
+                  f"{100 * t['gain']:+.2f}"] for t in twins])
+    ensembles = ensemble_rows(pipeline, upstream, rows, batches)
+    if ensembles:
+        sections += _explained(
+            "Students against the teachers' ensemble",
+            "The ensemble runs every member in turn: its latency is the sum of the members' "
+            "fp32 median latencies in the bench below; speed-up = that over the student's "
+            "fp32 latency at the same batch size; compression = summed parameters over the "
+            "student's. Test split.",
+            "Ensemble table", [["student", "accuracy", "ensemble (mean logits)", "delta", "compression",
+               *(f"ensemble fp32 ms (b{b})" for b in batches),
+               *(f"speed-up (b{b})" for b in batches), "vs best single teacher"]] + [
+                [e["student"], _pct(e["accuracy"]),
+                 f"{_pct(e['ensemble'])} ({e['members']} teachers, "
+                 f"{e['ensemble_params']:,} params)", f"{100 * e['delta']:+.2f}",
+                 f"{e['compression']:.1f}x",
+                 *(_ms(e[f"ensemble_fp32_ms_b{b}"]) for b in batches),
+                 *("n/a" if e[f"speedup_b{b}"] is None else f"{e[f'speedup_b{b}']:.1f}x"
+                   for b in batches),
+                 f"{100 * e['best_teacher']['delta']:+.2f} at "
+                 f"{e['best_teacher']['compression']:.1f}x"] for e in ensembles])
+    cascades = cascade_rows(pipeline, upstream)
+    if cascades:
+        sections += _explained(
+            "The cascade for unaligned faces",
+            "Test mean balanced accuracy (params) of each cascade's pieces: the region switch "
+            "takes, per attribute, the subnet that is better on val; the relation layer is "
+            "fitted on the training split's switched scores.",
+            "Cascade pieces", [["cascade", "whole-image subnet", "part subnets", "switch",
+               "switch + relations", "parts chosen"]] + [
+                [c["name"], f"{_pct(c['whole'])} ({c['params']['whole']:,})",
+                 f"{_pct(c['parts'])} ({c['params']['parts']:,})", _pct(c["switch"]),
+                 f"{_pct(c['cascade'])} ({c['params']['cascade']:,})",
+                 f"{c['parts_chosen']} / {c['attributes']}"] for c in cascades])
+    ship = _ship_lines(rows, batches)
+    if ship:
+        sections += [("What to ship per model on this machine", "text", [SHIP_RULE]),
+                     ("Per model", "bullets", [ln[2:] for ln in ship])]
+    files = [f"{r['model']} {p}: `{r[f'{p}_onnx']}`" for r in rows for p in EXPORT_PRECISIONS
+             if r.get(f"{p}_onnx")]
+    if files:
+        sections.append(("Artifacts", "bullets", files))
+    if per_attr:
+        sections.append((f"Per-attribute balanced accuracy on test: teacher vs {student}",
+                         "folded", [["attribute", "teacher", student or "student", "delta"]] + [
+                             [a["attribute"], _pct(a["teacher"]), _pct(a["student"]),
+                              "n/a" if a["delta"] is None else f"{100 * a['delta']:+.2f}"]
+                             for a in per_attr]))
     sel_plot = upstream.get("select", {}).get("plot")
     if sel_plot and Path(sel_plot).exists():
-        figures.append(("Neuron selection", sel_plot))
+        sections.append(("Neuron selection", "image", sel_plot))
     attr_png = out / "report_attributes.png"
     if per_attr and _plot_attributes(per_attr, student or "student", attr_png):
-        figures.append((f"Teacher vs {student}, per attribute", str(attr_png)))
+        sections.append((f"Teacher vs {student}, per attribute (test)", "image",
+                         str(attr_png)))
     for plot in upstream.get("bench", {}).get("plots", []):
-        figures.append((f"Bench: {Path(plot).stem}", plot))
-
-    batches = _batches(bench)
-    table = main_table(rows, batches)
-    twins = twin_rows(pipeline, upstream)
-    twin_table = [["student", "distilled (method)", "label-only twin", "gain"]] + [
-        [t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
-         f"{100 * t['gain']:+.2f}"] for t in twins]
-    ensembles = ensemble_rows(pipeline, upstream, rows, batches)
-    ens_table = [["student", "accuracy", "ensemble (mean logits)", "delta", "compression",
-                  *(f"ensemble fp32 ms (b{b})" for b in batches),
-                  *(f"speed-up (b{b})" for b in batches), "vs best single teacher"]] + [
-        [e["student"], _pct(e["accuracy"]), f"{_pct(e['ensemble'])} ({e['members']} teachers, "
-         f"{e['ensemble_params']:,} params)", f"{100 * e['delta']:+.2f}",
-         f"{e['compression']:.1f}x", *(_ms(e[f"ensemble_fp32_ms_b{b}"]) for b in batches),
-         *("n/a" if e[f"speedup_b{b}"] is None else f"{e[f'speedup_b{b}']:.1f}x"
-           for b in batches),
-         f"{100 * e['best_teacher']['delta']:+.2f} at {e['best_teacher']['compression']:.1f}x"]
-        for e in ensembles]
-    cascades = cascade_rows(pipeline, upstream)
-    cascade_table = [["cascade", "whole-image subnet", "part subnets", "switch",
-                      "switch + relations", "parts chosen"]] + [
-        [c["name"], f"{_pct(c['whole'])} ({c['params']['whole']:,})",
-         f"{_pct(c['parts'])} ({c['params']['parts']:,})", _pct(c["switch"]),
-         f"{_pct(c['cascade'])} ({c['params']['cascade']:,})",
-         f"{c['parts_chosen']} / {c['attributes']}"] for c in cascades]
-    cascade_note = ("Test mean balanced accuracy (params) of each cascade's pieces: the region "
-                    "switch takes, per attribute, the subnet that is better on val; the "
-                    "relation layer is fitted on the training split's switched scores.")
-    ens_note = ("The ensemble runs every member in turn: its latency is the sum of the members' "
-                "fp32 median latencies in the bench below; speed-up = that over the student's "
-                "fp32 latency at the same batch size; compression = summed parameters over the "
-                "student's.")
-    twin_note = ("The same student, budget and seed trained on the labels alone: what "
-                 "distillation from the teacher adds on this run (one seed; "
-                 "benchmarks/distill_gain.py measures it over seeds).")
-    attr_table = [["attribute", "teacher", student or "student", "delta"]] + [
-        [a["attribute"], _pct(a["teacher"]), _pct(a["student"]),
-         "n/a" if a["delta"] is None else f"{100 * a['delta']:+.2f}"] for a in per_attr]
-    data = pipeline.cfg.data
-    intro = (f"Data: `{data}`; teacher and students evaluated on the test split with per-"
-             "attribute thresholds searched on val; latency = median ms per batch with ONNX "
-             "Runtime on the machine below; 'n/a' = not measured (e.g. INT8 rejected by the "
-             "accuracy gate, see the export report).")
-    env_text = json.dumps(env, indent=2)
-
-    md = ["# facedistill pipeline report", "", intro, "", "## Models", "", _md_table(table), ""]
-    if twins:
-        md += ["## Distillation against a label-only twin", "", twin_note, "",
-               _md_table(twin_table), ""]
-    if ensembles:
-        md += ["## Students against the teachers' ensemble", "", ens_note, "",
-               _md_table(ens_table), ""]
-    if cascades:
-        md += ["## The cascade for unaligned faces", "", cascade_note, "",
-               _md_table(cascade_table), ""]
-    fastest = _fastest_lines(rows, batches)
-    if fastest:
-        md += ["## Fastest exported variant on this machine", "",
-               "Lowest median latency among the benchmarked ONNX variants that passed the "
-               "export gate (ms per batch):", "", *fastest, ""]
-    if per_attr:
-        md += [f"## Per-attribute balanced accuracy: teacher vs {student}", "",
-               _md_table(attr_table), ""]
-    for title, path in figures:
-        md += [f"## {title}", "", f"![{title}]({os.path.relpath(path, out)})", ""]
-    md += ["## Environment", "", "```json", env_text, "```", ""]
-
-    body = [f"<h1>facedistill pipeline report</h1><p>{html.escape(intro)}</p>",
-            "<h2>Models</h2>", _html_table(table)]
-    if twins:
-        body += ["<h2>Distillation against a label-only twin</h2>",
-                 f"<p>{html.escape(twin_note)}</p>", _html_table(twin_table)]
-    if ensembles:
-        body += ["<h2>Students against the teachers' ensemble</h2>",
-                 f"<p>{html.escape(ens_note)}</p>", _html_table(ens_table)]
-    if cascades:
-        body += ["<h2>The cascade for unaligned faces</h2>",
-                 f"<p>{html.escape(cascade_note)}</p>", _html_table(cascade_table)]
-    if fastest:
-        items = "".join(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>" for ln in fastest)
-        body += ["<h2>Fastest exported variant on this machine</h2>", f"<ul>{items}</ul>"]
-    if per_attr:
-        body += [f"<h2>Per-attribute balanced accuracy: teacher vs {html.escape(student or '')}"
-                 "</h2>", _html_table(attr_table)]
-    for title, path in figures:
-        body += [f"<h2>{html.escape(title)}</h2>", _img_tag(path, title)]
-    body += ["<h2>Environment</h2>", f"<pre>{html.escape(env_text)}</pre>"]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>facedistill report</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+        sections.append((f"Latency, throughput and accuracy by batch size (bench; accuracy on "
+                         f"the {split} split)", "image", plot))
+    sections += [("Stage wall times", "folded", stage_table),
+                 ("Environment", "table", _env_table(env))]
 
     paths = {"markdown": out / "report.md", "html": out / "report.html",
              "json": out / "report.json"}
-    atomic_write_text(paths["markdown"], "\n".join(md))
-    atomic_write_text(paths["html"], page)
-    atomic_write_json(paths["json"], {"models": rows, "twins": twins, "ensembles": ensembles,
-                                      "cascades": cascades, "per_attribute": per_attr,
-                                      "student": student, "environment": env,
-                                      "figures": [p for _, p in figures]})
+    atomic_write_text(paths["markdown"], _markdown(sections, out))
+    atomic_write_text(paths["html"], _html(sections))
+    atomic_write_json(paths["json"], {"verdict": chosen, "models": rows, "twins": twins,
+                                      "ensembles": ensembles, "cascades": cascades,
+                                      "per_attribute": per_attr, "student": student,
+                                      "environment": env,
+                                      "figures": [c for _, k, c in sections if k == "image"]})
     return paths

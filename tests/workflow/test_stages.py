@@ -96,11 +96,21 @@ def test_full_run_then_skip_then_invalidate_downstream(tiny_synth: Path, tmp_pat
         for b in (1, 4):
             ms = {p: m[f"{p}_ms_b{b}"] for p in ("fp32", "int8")}
             assert m["fastest"][str(b)] == min(ms, key=ms.__getitem__)
-    assert "## Fastest exported variant on this machine" in report.read_text()
-    assert "- snet3: **" in report.read_text()
+    md = report.read_text()
+    assert "## What to ship per model on this machine" in md and "- snet3: **" in md
     assert data["models"][1]["compression"] > 1
+    # the verdict leads: one of the exported files, by the rule the page states
+    assert md.index("## Verdict") < md.index("## Models")
+    chosen = data["verdict"]
+    shipped = {m[f"{p}_onnx"] for m in data["models"] for p in ("fp32", "int8")}
+    assert chosen["path"] in shipped and f"**Ship `{chosen['path']}`**" in md
+    assert "Rule: The verdict is" in md and "## Units and terms" in md
+    assert "| teacher | " in md and "| total (without this report) |" in md  # stage times
+    assert "- **compression**: the teacher's params over the model's" in md
+    assert (out / "report_pareto.png").exists()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
+    assert "class='verdict'" in html and "<details>" in html and "<code>" in html
 
     # unchanged: everything is skipped
     second = Pipeline(load(cfg_path), out).run()
