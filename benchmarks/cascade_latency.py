@@ -37,39 +37,20 @@ from facedistill.bench.environment import environment
 from facedistill.io import command_line, write_results
 from facedistill.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from facedistill.nn.models import count_macs, count_params
-from facedistill.nn.regions import crop_regions
 
 STAGES = ("whole", "crops", "parts", "head", "cascade")
 
 
-class Crops(nn.Module):
-    def __init__(self, cascade: nn.Module) -> None:
+class Stage(nn.Module):
+    """One method of the cascade (``crops``, ``score_crops``, ``combine``) as a module."""
+
+    def __init__(self, owner: nn.Module, method: str) -> None:
         super().__init__()
-        self.parts = cascade.parts
+        self.owner, self.method = owner, method
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return crop_regions(x, self.parts.regions(x), self.parts.part_size)
-
-
-class Parts(nn.Module):
-    def __init__(self, cascade: nn.Module) -> None:
-        super().__init__()
-        self.parts = cascade.parts
-
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        nets = self.parts.parts.values()
-        outs = [net(crops[:, g].contiguous()) for g, net in enumerate(nets)]
-        return torch.cat(outs, dim=1)[:, self.parts.order]
-
-
-class Head(nn.Module):
-    def __init__(self, cascade: nn.Module) -> None:
-        super().__init__()
-        self.cascade = cascade
-
-    def forward(self, zp: torch.Tensor, zw: torch.Tensor) -> torch.Tensor:
-        m = self.cascade.use_part
-        return self.cascade.relation(m * zp + (1 - m) * zw)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        out = getattr(self.owner, self.method)(*((x,) if y is None else (x, y)))
+        return out[0] if isinstance(out, tuple) else out
 
 
 def stage_graphs(model: nn.Module, size: int, tmp: Path) -> dict[str, tuple[Path, list]]:
@@ -77,9 +58,9 @@ def stage_graphs(model: nn.Module, size: int, tmp: Path) -> dict[str, tuple[Path
     g, side = len(model.parts.boxes.groups), model.parts.part_size
     modules: dict[str, tuple[nn.Module, list[tuple[int, ...]]]] = {
         "whole": (model.whole, [(3, size, size)]),
-        "crops": (Crops(model), [(3, size, size)]),
-        "parts": (Parts(model), [(g, 3, side, side)]),
-        "head": (Head(model), [(model.num_attrs,), (model.num_attrs,)]),
+        "crops": (Stage(model.parts, "crops"), [(3, size, size)]),
+        "parts": (Stage(model.parts, "score_crops"), [(g, 3, side, side)]),
+        "head": (Stage(model, "combine"), [(model.num_attrs,), (model.num_attrs,)]),
         "cascade": (model, [(3, size, size)]),
     }
     out = {}
@@ -89,7 +70,8 @@ def stage_graphs(model: nn.Module, size: int, tmp: Path) -> dict[str, tuple[Path
         batch = torch.export.Dim("batch")
         torch.onnx.export(module.eval(), example, str(path), dynamo=True, external_data=False,
                           opset_version=18,
-                          dynamic_shapes=tuple({0: batch} for _ in shapes), verbose=False)
+                          dynamic_shapes={"xy"[i]: {0: batch} for i in range(len(shapes))},
+                          verbose=False)
         out[name] = (path, shapes)
     return out
 

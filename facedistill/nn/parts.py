@@ -108,12 +108,19 @@ class PartsNet(nn.Module):
         return {g: [float(self.boxes.priors[i, 0]), float(self.boxes.priors[i, 1]),
                     float(self.boxes.sides[i])] for i, g in enumerate(self.boxes.groups)}
 
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        crops = crop_regions(x, self.regions(x), self.part_size)
+    def crops(self, x: torch.Tensor) -> torch.Tensor:
+        """The regions cut from ``x``: ``[N, G, 3, part_size, part_size]``."""
+        return crop_regions(x, self.regions(x), self.part_size)
+
+    def score_crops(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits [N, 40] in attribute order, features)`` of the subnets on ``crops``."""
         outs = [net.forward_with_features(crops[:, g].contiguous())
                 for g, net in enumerate(self.parts.values())]
         logits = torch.cat([o[0] for o in outs], dim=1)[:, self.order]
         return logits, torch.cat([o[1] for o in outs], dim=1)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score_crops(self.crops(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[0]
@@ -209,10 +216,14 @@ class AttributeCascade(nn.Module):
         zw, fw = self.whole.forward_with_features(x)
         return zp, zw, torch.cat([fw, fp], dim=1)
 
+    def combine(self, zp: torch.Tensor, zw: torch.Tensor) -> torch.Tensor:
+        """The switch and the relation layer over part and whole logits."""
+        m = self.use_part
+        return self.relation(m * zp + (1 - m) * zw)
+
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zp, zw, features = self.scores(x)
-        m = self.use_part
-        return self.relation(m * zp + (1 - m) * zw), features
+        return self.combine(zp, zw), features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[0]

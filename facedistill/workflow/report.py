@@ -58,12 +58,6 @@ def _timing(rows: Sequence[BenchRow], path: str, batch: int) -> tuple[float, flo
     return None
 
 
-def _latency(rows: Sequence[BenchRow], path: str, batch: int) -> float | None:
-    """Median latency (ms) of one artifact at one batch size in the bench rows."""
-    timing = _timing(rows, path, batch)
-    return None if timing is None else timing[0]
-
-
 def _batches(bench: BenchResult | None) -> list[int]:
     """The smallest and largest batch size the bench ran (what the main table shows)."""
     sizes = sorted({r.batch for r in _bench_rows(bench)})
