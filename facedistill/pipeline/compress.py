@@ -44,11 +44,16 @@ TEACHERS = (*ARCHS, "parts")
 
 
 def _feature_dim(cfg: TrainConfig) -> int:
-    """The width of the features a student of ``cfg`` gives the objective."""
+    """The width of the features a student of ``cfg`` gives the objective. The model is
+    built on the meta device with the random state set aside: no weights are allocated and
+    the seeded draws that follow (the objective's regressor) are those they were without it."""
+    import torch
+
     from facedistill.nn.models import build_model
 
     options = {"fixed": True} if cfg.arch == "parts" else {}  # no FRL needed to know it
-    return int(build_model(cfg.arch, width=cfg.width, **options).feature_dim)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return int(build_model(cfg.arch, width=cfg.width, **options).feature_dim)
 
 
 def load_teachers(teachers: Sequence[str | os.PathLike[str]], attributes: Sequence[str]
