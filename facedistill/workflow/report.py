@@ -501,44 +501,53 @@ def _inline_html(text: str) -> str:
 
 
 #: a report section: (title, kind, content); kind is text (lines), table, folded (a table
-#: shown on demand), bullets or image (a png path)
+#: shown on demand), bullets, image (a png path) or explained: a (note, kind, content) triple,
+#: the note saying what the content below it shows
 Section = tuple[str, str, Any]
+
+
+def _md_body(kind: str, content: Any, title: str, out: Path) -> list[str]:
+    if kind == "text":
+        return [*content, ""]
+    if kind == "bullets":
+        return [f"- {line}" for line in content] + [""]
+    if kind == "table":
+        return [_md_table(content), ""]
+    if kind == "folded":
+        return ["<details><summary>show the table</summary>", "", _md_table(content), "",
+                "</details>", ""]
+    if kind == "image":
+        return [f"![{title}]({os.path.relpath(content, out)})", ""]
+    note, inner, body = content
+    return [note, "", *_md_body(inner, body, title, out)]
 
 
 def _markdown(sections: Sequence[Section], out: Path) -> str:
     md = ["# facedistill pipeline report", ""]
     for title, kind, content in sections:
-        md += [f"## {title}", ""]
-        if kind == "text":
-            md += [*content, ""]
-        elif kind == "bullets":
-            md += [f"- {line}" for line in content] + [""]
-        elif kind == "table":
-            md += [_md_table(content), ""]
-        elif kind == "folded":
-            md += ["<details><summary>show the table</summary>", "", _md_table(content), "",
-                   "</details>", ""]
-        elif kind == "image":
-            md += [f"![{title}]({os.path.relpath(content, out)})", ""]
+        md += [f"## {title}", "", *_md_body(kind, content, title, out)]
     return "\n".join(md)
+
+
+def _html_body(kind: str, content: Any, title: str) -> list[str]:
+    if kind == "text":
+        return [f"<p>{_inline_html(line)}</p>" for line in content if line]
+    if kind == "bullets":
+        return ["<ul>" + "".join(f"<li>{_inline_html(line)}</li>" for line in content) + "</ul>"]
+    if kind == "table":
+        return [_html_table(content)]
+    if kind == "folded":
+        return [f"<details><summary>show the table</summary>{_html_table(content)}</details>"]
+    if kind == "image":
+        return [_img_tag(content, title)]
+    note, inner, body = content
+    return [f"<p>{_inline_html(note)}</p>", *_html_body(inner, body, title)]
 
 
 def _html(sections: Sequence[Section]) -> str:
     body = ["<h1>facedistill pipeline report</h1>"]
     for title, kind, content in sections:
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        if kind == "text":
-            body += [f"<p>{_inline_html(line)}</p>" for line in content if line]
-        elif kind == "bullets":
-            items = "".join(f"<li>{_inline_html(line)}</li>" for line in content)
-            body.append(f"<ul>{items}</ul>")
-        elif kind == "table":
-            body.append(_html_table(content))
-        elif kind == "folded":
-            body.append(f"<details><summary>show the table</summary>{_html_table(content)}"
-                        "</details>")
-        elif kind == "image":
-            body.append(_img_tag(content, title))
+        body += [f"<h2>{html.escape(title)}</h2>", *_html_body(kind, content, title)]
     box = ".verdict{border:2px solid #2e7d32;background:#f1f8e9;padding:.2em 1em}"
     return ("<!doctype html><html><head><meta charset='utf-8'><title>facedistill report</title>"
             f"<style>{_CSS}{box}</style></head><body>{''.join(body)}</body></html>\n"
@@ -568,12 +577,6 @@ def _run_lines(pipeline: Any) -> tuple[list[str], list[list[str]]]:
     return lines, stages
 
 
-def _explained(title: str, note: str, table_title: str, table: list[list[str]]
-               ) -> list[Section]:
-    """A section that says what its table shows, then the table."""
-    return [(title, "text", [note]), (table_title, "table", table)]
-
-
 def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: Path
                  ) -> dict[str, Path]:
     """Write report.md, report.html (images inlined) and report.json into ``out``."""
@@ -597,51 +600,51 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
 
     twins = twin_rows(pipeline, upstream)
     if twins:
-        sections += _explained(
-            "Distillation against a label-only twin",
-            "The same student, budget and seed trained on the labels alone: what "
-            "distillation from the teacher adds on this run (one seed; "
-            "benchmarks/distill_gain.py measures it over seeds). Test split.",
-            "Distilled and label-only students", [["student", "distilled (method)", "label-only twin", "gain (points)"]] + [
-                 [t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
-                  f"{100 * t['gain']:+.2f}"] for t in twins])
+        table = [["student", "distilled (method)", "label-only twin", "gain (points)"]]
+        table += [[t["student"], f"{_pct(t['distilled'])} ({t['method']})", _pct(t["labels"]),
+                   f"{100 * t['gain']:+.2f}"] for t in twins]
+        sections.append((
+            "Distillation against a label-only twin", "explained",
+            ("The same student, budget and seed trained on the labels alone: what distillation "
+             "from the teacher adds on this run (one seed; benchmarks/distill_gain.py measures "
+             "it over seeds). Test split.", "table", table)))
     ensembles = ensemble_rows(pipeline, upstream, rows, batches)
     if ensembles:
-        sections += _explained(
-            "Students against the teachers' ensemble",
-            "The ensemble runs every member in turn: its latency is the sum of the members' "
-            "fp32 median latencies in the bench below; speed-up = that over the student's "
-            "fp32 latency at the same batch size; compression = summed parameters over the "
-            "student's. Test split.",
-            "Ensemble table", [["student", "accuracy", "ensemble (mean logits)", "delta", "compression",
-               *(f"ensemble fp32 ms (b{b})" for b in batches),
-               *(f"speed-up (b{b})" for b in batches), "vs best single teacher"]] + [
-                [e["student"], _pct(e["accuracy"]),
-                 f"{_pct(e['ensemble'])} ({e['members']} teachers, "
-                 f"{e['ensemble_params']:,} params)", f"{100 * e['delta']:+.2f}",
-                 f"{e['compression']:.1f}x",
-                 *(_ms(e[f"ensemble_fp32_ms_b{b}"]) for b in batches),
-                 *("n/a" if e[f"speedup_b{b}"] is None else f"{e[f'speedup_b{b}']:.1f}x"
-                   for b in batches),
-                 f"{100 * e['best_teacher']['delta']:+.2f} at "
-                 f"{e['best_teacher']['compression']:.1f}x"] for e in ensembles])
+        table = [["student", "accuracy", "ensemble (mean logits)", "delta", "compression",
+                  *(f"ensemble fp32 ms (b{b})" for b in batches),
+                  *(f"speed-up (b{b})" for b in batches), "vs best single teacher"]]
+        table += [[e["student"], _pct(e["accuracy"]),
+                   f"{_pct(e['ensemble'])} ({e['members']} teachers, "
+                   f"{e['ensemble_params']:,} params)", f"{100 * e['delta']:+.2f}",
+                   f"{e['compression']:.1f}x",
+                   *(_ms(e[f"ensemble_fp32_ms_b{b}"]) for b in batches),
+                   *("n/a" if e[f"speedup_b{b}"] is None else f"{e[f'speedup_b{b}']:.1f}x"
+                     for b in batches),
+                   f"{100 * e['best_teacher']['delta']:+.2f} at "
+                   f"{e['best_teacher']['compression']:.1f}x"] for e in ensembles]
+        sections.append((
+            "Students against the teachers' ensemble", "explained",
+            ("The ensemble runs every member in turn: its latency is the sum of the members' "
+             "fp32 median latencies in the bench below; speed-up = that over the student's "
+             "fp32 latency at the same batch size; compression = summed parameters over the "
+             "student's. Test split.", "table", table)))
     cascades = cascade_rows(pipeline, upstream)
     if cascades:
-        sections += _explained(
-            "The cascade for unaligned faces",
-            "Test mean balanced accuracy (params) of each cascade's pieces: the region switch "
-            "takes, per attribute, the subnet that is better on val; the relation layer is "
-            "fitted on the training split's switched scores.",
-            "Cascade pieces", [["cascade", "whole-image subnet", "part subnets", "switch",
-               "switch + relations", "parts chosen"]] + [
-                [c["name"], f"{_pct(c['whole'])} ({c['params']['whole']:,})",
-                 f"{_pct(c['parts'])} ({c['params']['parts']:,})", _pct(c["switch"]),
-                 f"{_pct(c['cascade'])} ({c['params']['cascade']:,})",
-                 f"{c['parts_chosen']} / {c['attributes']}"] for c in cascades])
+        table = [["cascade", "whole-image subnet", "part subnets", "switch",
+                  "switch + relations", "parts chosen"]]
+        table += [[c["name"], f"{_pct(c['whole'])} ({c['params']['whole']:,})",
+                   f"{_pct(c['parts'])} ({c['params']['parts']:,})", _pct(c["switch"]),
+                   f"{_pct(c['cascade'])} ({c['params']['cascade']:,})",
+                   f"{c['parts_chosen']} / {c['attributes']}"] for c in cascades]
+        sections.append((
+            "The cascade for unaligned faces", "explained",
+            ("Test mean balanced accuracy (params) of each cascade's pieces: the region switch "
+             "takes, per attribute, the subnet that is better on val; the relation layer is "
+             "fitted on the training split's switched scores.", "table", table)))
     ship = _ship_lines(rows, batches)
     if ship:
-        sections += [("What to ship per model on this machine", "text", [SHIP_RULE]),
-                     ("Per model", "bullets", [ln[2:] for ln in ship])]
+        sections.append(("What to ship per model on this machine", "explained",
+                         (SHIP_RULE, "bullets", [ln[2:] for ln in ship])))
     files = [f"{r['model']} {p}: `{r[f'{p}_onnx']}`" for r in rows for p in EXPORT_PRECISIONS
              if r.get(f"{p}_onnx")]
     if files:
