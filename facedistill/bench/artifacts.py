@@ -30,6 +30,7 @@ from facedistill.runtime.backends import (
     session_summary,
 )
 from facedistill.runtime.engine import INSTALL_HINT as TRT_HINT
+from facedistill.runtime.openvino import have_openvino
 from facedistill.runtime.preprocess import Preprocess
 
 BACKENDS = ("auto", "ort", "trt", "torch")
@@ -162,9 +163,11 @@ class Variant:
     close: Callable[[], None] = lambda: None
 
 
-def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
+def onnx_variants(a: Artifact, threads: int | None, openvino: bool = False) -> list[Variant]:
     """An ONNX file in the runtime's own :class:`~facedistill.runtime.backends.OrtBackend`:
-    the session options, providers, metadata and graph checks ``predict`` ships with."""
+    the session options, providers, metadata and graph checks ``predict`` ships with; with
+    ``openvino`` (and OpenVINO installed, and ONNX Runtime on the CPU) also through OpenVINO
+    (:func:`openvino_variant`)."""
     backend = OrtBackend(a.path, threads=threads)
     session, info = backend.session, backend.info
     providers = session.get_providers()
@@ -186,13 +189,42 @@ def onnx_variants(a: Artifact, threads: int | None) -> list[Variant]:
     def predict(x: np.ndarray) -> np.ndarray:
         return session.run(wanted, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-    return [Variant(
+    variant = Variant(
         artifact=a, backend=ORT_BACKEND_NAMES.get(providers[0], "ort-cpu"), precision=info.precision,
         mode="default", layout="NCHW", arch=dict(info.arch), preprocess=info.preprocess,
         attributes=info.attributes, thresholds=info.thresholds,
         source_sha256=info.source_sha256, threads=threads, prepare=prepare, predict=predict,
         fixed_batch=backend.fixed_batch, details={**session_summary(session), **int8},
-    )]
+    )
+    if not openvino or variant.backend != "ort-cpu" or not have_openvino():
+        return [variant]
+    return [variant, openvino_variant(a, threads)]
+
+
+def openvino_variant(a: Artifact, threads: int | None) -> Variant:
+    """The same ONNX file through the runtime's
+    :class:`~facedistill.runtime.openvino.OvBackend` (OpenVINO's CPU plugin, its default
+    performance hint, f32 float precision), timed beside ONNX Runtime's row."""
+    from facedistill.runtime.openvino import OvBackend
+
+    backend = OvBackend(a.path, threads=threads)
+    info = backend.info
+
+    def prepare(x: np.ndarray) -> RunOnce:
+        request = backend.compiled.create_infer_request()
+        feed = {info.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+
+        def once() -> None:
+            request.infer(feed, share_inputs=True)
+
+        return once
+
+    details = {k: val for k, val in backend.describe().items() if k not in ("backend", "path")}
+    return Variant(
+        artifact=a, backend="ov-cpu", precision=info.precision, mode="default", layout="NCHW",
+        arch=dict(info.arch), preprocess=info.preprocess, attributes=info.attributes,
+        thresholds=info.thresholds, source_sha256=info.source_sha256, threads=threads,
+        prepare=prepare, predict=backend.run, fixed_batch=backend.fixed_batch, details=details)
 
 
 def engine_variants(a: Artifact) -> list[Variant]:
@@ -383,15 +415,17 @@ def checkpoint_variants(a: Artifact, threads: int | None, bf16: bool) -> list[Va
     return variants
 
 
-def load_variants(a: Artifact, backend: str, threads: int | None, bf16: bool) -> list[Variant]:
-    """The variants of one artifact; corrupt or unreadable files are one-line errors."""
+def load_variants(a: Artifact, backend: str, threads: int | None, bf16: bool,
+                  openvino: bool = False) -> list[Variant]:
+    """The variants of one artifact (an ONNX file also through OpenVINO with ``openvino``);
+    corrupt or unreadable files are one-line errors."""
     kind_backend = KIND_BACKEND[a.kind]
     if backend not in ("auto", kind_backend):  # check_backend refuses this earlier
         raise ArtifactError(f"--backend {backend} cannot run a {a.kind}", path=a.path)
     if a.kind == "checkpoint":
         return checkpoint_variants(a, threads, bf16)
     if a.kind == "onnx":
-        return onnx_variants(a, threads)
+        return onnx_variants(a, threads, openvino=openvino and backend == "auto")
     return engine_variants(a)
 
 

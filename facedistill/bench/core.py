@@ -22,6 +22,7 @@ import numpy as np
 
 from facedistill import __version__
 from facedistill.bench import cost as cost_mod
+from facedistill.bench import floor as floor_mod
 from facedistill.bench import jetson as jetson_mod
 from facedistill.bench.artifacts import (
     ArtifactError,
@@ -51,6 +52,9 @@ INPUT_SEED = 0
 ACCURACY_BATCH = 64
 POWER_SECONDS = 2.0
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
+#: the backends whose rows get floors, and the runtime the floors are measured through
+FLOOR_RUNTIMES = {"ort-cpu": "ort", "ov-cpu": "ov"}
+FLOOR_FIELDS = ("floor_ms", "x_floor", "bound_ms", "peak_pct")
 
 Progress = Callable[[int, int], None]
 
@@ -216,11 +220,23 @@ class _Bench:
         check_backend(found, cfg.backend)
         plan = _Plan(progress)
         bf16, _ = cpu_has_bf16(self.root)
+        tuning: list[dict[str, Any]] = []
+        if cfg.tune:  # before the models load: each tuning opens its own sessions
+            from facedistill.bench import tune as tune_mod
+
+            onnx = [a.path for a in found if a.kind == "onnx"]
+            if not onnx:
+                raise UserError("--tune tunes ONNX files: none among the artifacts")
+            tuning = tune_mod.summary_rows(tune_mod.tune_files(
+                onnx, batch_list, cfg.tune_seconds,
+                progress=lambda d, t: plan.set("tune", d, t)))
         variants: list[Variant] = []
         try:
             for a in found:
-                variants.extend(load_variants(a, cfg.backend, cfg.threads, bf16))
-            return self._measure(variants, found, cfg, batch_list, data, plan)
+                variants.extend(load_variants(a, cfg.backend, cfg.threads, bf16,
+                                              openvino=cfg.openvino))
+            result = self._measure(variants, found, cfg, batch_list, data, plan)
+            return replace(result, tuning=tuple(tuning))
         finally:
             for v in variants:
                 v.close()
@@ -262,9 +278,14 @@ class _Bench:
         mode_seconds = seconds if iters is None else None
         if iters is None and seconds is None:
             mode_seconds = DEFAULT_SECONDS
-        samples = interleave(
-            calls, warmup=warmup, iters=iters, seconds=mode_seconds, clock=self.clock,
+        probes, floor_why = _floor_probes(configs, cfg)
+        timed = interleave(
+            [*calls, *(p.call for p in probes)], warmup=warmup, iters=iters,
+            seconds=mode_seconds, clock=self.clock,
             progress=lambda d, t: plan.set("latency", d, t))
+        samples = timed[:len(calls)]
+        floors = floor_mod.summarize(probes, [LatencyStats.from_samples(s.host_ms).median
+                                              for s in timed[len(calls):]]) if probes else {}
 
         power: dict[int, tuple[Power | None, str | None]] = {}
         sampler, power_why = (None, "not a Jetson")
@@ -298,7 +319,8 @@ class _Bench:
             v.artifact.kind == "checkpoint" for v in variants) else None
         env = environment(threads=threads, torch_module=torch_mod, root=self.root,
                           query_tools=self.query_tools)
-        rows = self._rows(variants, configs, samples, power, accuracy, data, split, warmup)
+        rows = self._rows(variants, configs, samples, power, accuracy, data, split, warmup,
+                          floors, floor_why)
         config = {
             "artifacts": [str(a.path) for a in found],
             "backend": cfg.backend,
@@ -314,6 +336,8 @@ class _Bench:
             "split": split if data is not None else None,
             "limit": cfg.limit,
             "input_seed": INPUT_SEED,
+            "floors": cfg.floors,
+            "tune": cfg.tune,
         }
         return BenchResult(
             format=FORMAT,
@@ -323,6 +347,7 @@ class _Bench:
             environment=env,
             rows=tuple(rows),
             skipped=tuple(skipped),
+            floors=floors,
         )
 
     def _power(self, sampler: jetson_mod.PowerSampler, call: Callable[[], Any],
@@ -353,7 +378,8 @@ class _Bench:
 
     def _rows(self, variants: list[Variant], configs: list[tuple[Variant, int]],
               samples: list[Any], power: dict[int, Any], accuracy: dict[int, Any],
-              data: Any, split: str, warmup: int) -> list[BenchRow]:
+              data: Any, split: str, warmup: int, floors: dict[str, Any] | None = None,
+              floor_why: str | None = None) -> list[BenchRow]:
         labels = _labels(variants)
         costs: dict[int, tuple[dict[str, int | None], str | None]] = {}
         index = {id(v): i for i, v in enumerate(variants)}
@@ -363,7 +389,8 @@ class _Bench:
 
         # accuracy reference: the fp32 variant of the same model (ORT first, then torch, TRT)
         refs: dict[str, int] = {}
-        pref = {"ort-cpu": 0, "ort-cuda": 1, "ort-trt": 2, "torch-cpu": 3, "torch-cuda": 4, "trt": 5}
+        pref = {"ort-cpu": 0, "ort-cuda": 1, "ort-trt": 2, "ov-cpu": 3, "torch-cpu": 4,
+                "torch-cuda": 5, "trt": 6}
         for i, v in enumerate(variants):
             if v.precision != "fp32" or i not in accuracy or accuracy[i][0] is None:
                 continue
@@ -406,6 +433,18 @@ class _Bench:
             pw, pw_why = power.get(ci, (None, "not measured"))
             if pw is None:
                 reasons["power"] = pw_why or "unknown"
+            runtime = FLOOR_RUNTIMES.get(v.backend)
+            bounds: dict[str, float | None] = dict.fromkeys(FLOOR_FIELDS)
+            if runtime is None:
+                why = f"floors are measured for CPU runtimes only, not {v.backend}"
+            else:
+                why = floor_why
+                bounds = floor_mod.row_floor(floors or {}, runtime, v.preprocess.size, b,
+                                             v.precision, cst.get("macs"), lat.median)
+            for key in FLOOR_FIELDS:
+                if bounds[key] is None:
+                    reasons[key] = why or ("the model's MACs are unknown" if key in (
+                        "bound_ms", "peak_pct") else "no floor measured for this shape")
             rows.append(BenchRow(
                 model=labels[model_key(v)],
                 arch=v.arch,
@@ -432,8 +471,28 @@ class _Bench:
                 power=pw,
                 details={k: val for k, val in v.details.items() if k != "model"},
                 reasons=reasons,
+                **bounds,
             ))
         return rows
+
+
+def _floor_probes(configs: list[tuple[Variant, int]],
+                  cfg: BenchConfig) -> tuple[list[floor_mod.FloorProbe], str | None]:
+    """The floor probes for the CPU runtimes among ``configs`` (per runtime: one identity per
+    input shape timed, both GEMMs), or none and why."""
+    if not cfg.floors:
+        return [], "floors not asked for (--no-floors)"
+    shapes: dict[str, list[tuple[tuple[int, int], int]]] = {}
+    for v, b in configs:
+        runtime = FLOOR_RUNTIMES.get(v.backend)
+        if runtime is not None and (v.preprocess.size, b) not in shapes.setdefault(runtime, []):
+            shapes[runtime].append((v.preprocess.size, b))
+    if not shapes:
+        return [], None
+    if not floor_mod.have_onnx():
+        return [], floor_mod.INSTALL_ONNX
+    makers = {"ort": floor_mod.ort_probes, "ov": floor_mod.ov_probes}
+    return [p for runtime, todo in shapes.items() for p in makers[runtime](todo, cfg.threads)], None
 
 
 def check_artifacts(paths: Sequence[str | os.PathLike[str]], backend: str = "auto") -> None:

@@ -207,6 +207,8 @@ def environment(
         providers = list(sys.modules["onnxruntime"].get_available_providers())
     env["onnxruntime_providers"] = put("onnxruntime_providers", providers,
                                        "onnxruntime not used by this run")
+    env["openvino"] = put("openvino", dist_version("openvino"),
+                          "openvino not installed (the [openvino] extra)")
     env["tensorrt"] = put("tensorrt", *tensorrt_version())
     env["torch"] = put("torch", getattr(torch_module, "__version__", None),
                        "torch not used by this run (no checkpoint artifacts)")

@@ -31,6 +31,8 @@ from facedistill.records import (
 )
 
 FORMAT = "facedistill.bench/v1"
+LATER = {"since": "0.1.0+floors"}
+"""Metadata of fields added within v1 (left out of the JSON while empty)."""
 
 __all__ = ["FORMAT", "Accuracy", "BenchResult", "BenchRow", "LatencyStats", "Power", "Skipped",
            "read_bench"]
@@ -69,10 +71,14 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
 
 def _plain(obj: Any) -> dict[str, Any]:
     """A record's fields in declaration order, nested records and tuples as dicts and lists,
-    mappings copied (changing the JSON object leaves the frozen record as it was)."""
+    mappings copied (changing the JSON object leaves the frozen record as it was). Fields added
+    later (``metadata={"since": ...}``) are left out while they hold their empty default, so
+    a file written before them reads and writes back byte for byte."""
     out: dict[str, Any] = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
+        if f.metadata.get("since") and not value:
+            continue
         if hasattr(value, "to_json"):
             value = value.to_json()
         elif isinstance(value, tuple):
@@ -227,6 +233,12 @@ class BenchRow:
     power: Power | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     reasons: Mapping[str, str] = field(default_factory=dict)
+    #: the per-call floor at this input shape (ms), the median over it, floor + FLOPs at the
+    #: peak (ms) and the share of the precision's peak reached (%) (:mod:`.floor`)
+    floor_ms: float | None = field(default=None, metadata=LATER)
+    x_floor: float | None = field(default=None, metadata=LATER)
+    bound_ms: float | None = field(default=None, metadata=LATER)
+    peak_pct: float | None = field(default=None, metadata=LATER)
 
     def to_json(self) -> dict[str, Any]:
         """The row's JSON object (nested records as objects, ``None`` as ``null``)."""
@@ -280,6 +292,8 @@ class BenchRow:
             power=None if pw is None else Power.from_json(pw, at("power")),
             details=_dict(rec.get("details"), at("details")),
             reasons={str(k): str(v) for k, v in _dict(rec.get("reasons"), at("reasons")).items()},
+            **{k: _opt_num(rec.get(k), at(k)) for k in ("floor_ms", "x_floor", "bound_ms",
+                                                         "peak_pct")},
         )
 
 
@@ -298,6 +312,11 @@ class BenchResult:
     environment: Mapping[str, Any] = field(default_factory=dict)
     rows: tuple[BenchRow, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    #: the machine's floors measured in the same rounds (:func:`.floor.summarize`), or {}
+    floors: Mapping[str, Any] = field(default_factory=dict, metadata=LATER)
+    #: with ``--tune``: per ONNX file and batch size, the chosen settings and the baselines
+    #: (:func:`.tune.summary_rows`)
+    tuning: tuple[Mapping[str, Any], ...] = field(default=(), metadata=LATER)
 
     def to_json(self) -> dict[str, Any]:
         """The ``bench.json`` object (the writer makes non-finite numbers ``null``)."""
@@ -324,7 +343,10 @@ class BenchResult:
                 environment=_dict(rec.get("environment"), "environment"),
                 rows=tuple(BenchRow.from_json(r, f"rows[{i}]") for i, r in enumerate(rows)),
                 skipped=tuple(Skipped.from_json(s, f"skipped[{i}]")
-                              for i, s in enumerate(skipped)))
+                              for i, s in enumerate(skipped)),
+                floors=_dict(rec.get("floors"), "floors"),
+                tuning=tuple(_dict(t, f"tuning[{i}]")
+                             for i, t in enumerate(rec.get("tuning") or [])))
 
         return parsed(parse, "bench file", path)
 

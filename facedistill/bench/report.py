@@ -83,7 +83,7 @@ def _env_line(env: dict[str, Any], config: dict[str, Any]) -> str:
     if env.get("gpu_name"):
         parts.append(f"GPU {env['gpu_name']}")
     versions = [f"{name} {env[key]}" for key, name in (
-        ("onnxruntime", "ORT"), ("tensorrt", "TensorRT"), ("cuda", "CUDA"), ("torch", "torch"),
+        ("onnxruntime", "ORT"), ("openvino", "OpenVINO"), ("tensorrt", "TensorRT"), ("cuda", "CUDA"), ("torch", "torch"),
         ("python", "Python"), ("numpy", "numpy")) if env.get(key)]
     parts.append(", ".join(versions))
     parts.append(env.get("os") or "")
@@ -93,7 +93,33 @@ def _env_line(env: dict[str, Any], config: dict[str, Any]) -> str:
 #: a row's ``reasons`` key -> the table columns its "-" stands in (footnoted with the reason)
 _DASH_NOTES = {"params": ("params",), "macs": ("MACs",), "gpu_compute_ms": ("GPU ms",),
                "power": ("mJ/img",), "accuracy": ("bal. acc. %", "delta pts"),
-               "accuracy_delta": ("delta pts",)}
+               "accuracy_delta": ("delta pts",), "x_floor": ("x floor",),
+               "peak_pct": ("% peak",)}
+RUNTIME_NAMES = {"ort": "ONNX Runtime", "ov": "OpenVINO"}
+
+
+def floors_line(result: BenchResult) -> str | None:
+    """The floors measured in the run, in one sentence (None when none were)."""
+    parts = []
+    for runtime, rec in result.floors.items():
+        if not isinstance(rec, dict):
+            continue
+        ident = rec.get("identity_ms") or {}
+        calls = ", ".join(f"{fmt_ms(ms)} ms at {key.replace(':b', ' batch ')}"
+                          for key, ms in ident.items())
+        peak = []
+        if rec.get("fp32_gflops"):
+            peak.append(f"fp32 {rec['fp32_gflops']:.0f} GFLOP/s")
+        if rec.get("int8_gops"):
+            peak.append(f"int8 {rec['int8_gops']:.0f} GOP/s")
+        parts.append(f"{RUNTIME_NAMES.get(runtime, runtime)}: an empty graph costs {calls} per "
+                     f"call; peak ({result.floors.get('gemm_n', '?')}-side matrix product) "
+                     + ", ".join(peak))
+    if not parts:
+        return None
+    return ("Floors, timed in the same rounds: " + "; ".join(parts) + ". 'x floor' is the "
+            "median over the empty call of the same shape; '% peak' the share of the "
+            "precision's peak the model's FLOPs (2 per MAC) reach.")
 
 
 def markdown_table(result: BenchResult) -> str:
@@ -123,6 +149,11 @@ def markdown_table(result: BenchResult) -> str:
                      f"{jet.get('jetpack')}, power mode {mode.get('name') or mode.get('id')}, "
                      f"clocks locked: {jet.get('clocks_locked')}.")
     lines += [measured, ""]
+    floor_text = floors_line(result)
+    if floor_text:
+        lines += [floor_text, ""]
+    has_floor = any(r.x_floor is not None for r in rows)
+    has_peak = any(r.peak_pct is not None for r in rows)
 
     cols = ["model", "precision", "backend"]
     if has_mode:
@@ -132,6 +163,10 @@ def markdown_table(result: BenchResult) -> str:
         cols.append("GPU ms")
     if has_power:
         cols.append("mJ/img")
+    if has_floor:
+        cols.append("x floor")
+    if has_peak:
+        cols.append("% peak")
     cols += ["params", "MACs", "size"]
     if has_acc:
         cols += ["bal. acc. %", "delta pts"]
@@ -152,6 +187,8 @@ def markdown_table(result: BenchResult) -> str:
             "mJ/img": ("-" if not r.power else f"{r.power.energy_mj_per_image:.2f}"),
             "params": fmt_count(r.params), "MACs": fmt_count(r.macs),
             "size": fmt_bytes(r.file_bytes),
+            "x floor": "-" if r.x_floor is None else f"{r.x_floor:.1f}",
+            "% peak": "-" if r.peak_pct is None else f"{r.peak_pct:.0f}",
             "file": Path(r.artifact).name,
         }
         acc = r.accuracy
@@ -176,12 +213,32 @@ def markdown_table(result: BenchResult) -> str:
         lines.append("")
         lines += [f"[{n}] {col} '-': {reason}." for (col, reason), n in marks.items()]
     lines += speedup_table(result)
+    lines += tuning_table(result)
     if result.skipped:
         lines.append("")
         for s in result.skipped:
             lines.append(f"Skipped {Path(s.artifact).name} {s.precision} batch "
                          f"{s.batch}: {s.reason}.")
     return "\n".join(lines) + "\n"
+
+
+def tuning_table(result: BenchResult) -> list[str]:
+    """With ``--tune``: per file and batch size the settings chosen (shared machine: no
+    spinning; dedicated: fastest of all) against ONNX Runtime's and OpenVINO's defaults."""
+    if not result.tuning:
+        return []
+    lines = ["", "Tuned settings (written beside each file as <file>.tune.json; blocks of "
+             "back-to-back calls, medians; 'vs defaults' is the faster default over the "
+             "shared choice):", "",
+             "| file | batch | shared machine | ms | dedicated machine | ms | ORT defaults ms "
+             "| OpenVINO defaults ms | vs defaults |",
+             "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+    for t in result.tuning:
+        lines.append(
+            f"| {t['onnx']} | {t['batch']} | {t['shared']} | {fmt_ms(t['shared_ms'])} | "
+            f"{t['dedicated']} | {fmt_ms(t['dedicated_ms'])} | {fmt_ms(t['ort_defaults_ms'])} "
+            f"| {fmt_ms(t['ov_defaults_ms'])} | {t['shared_vs_best_default']:.2f}x |")
+    return lines
 
 
 def speedups(result: BenchResult) -> list[dict[str, Any]]:

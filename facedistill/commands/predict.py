@@ -74,11 +74,13 @@ class PredictConfig:
 
     images: tuple[Path, ...] = opt(argument=True)
     model: Path = opt(help="Exported model: .onnx (ONNX Runtime) or .engine (TensorRT).")
-    backend: Literal["auto", "ort", "trt"] = opt("auto", "auto: by the model file's suffix.")
+    backend: Literal["auto", "ort", "ov", "trt"] = opt(
+        "auto", "auto: by the model file's suffix (and the settings 'bench --tune' chose for it "
+                "on this machine); ov: OpenVINO on the CPU (the [openvino] extra).")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N (auto: a GPU when ONNX Runtime has "
                               "one).")
-    threads: int | None = opt(None, "ONNX Runtime intra-op threads [default: one per physical "
-                                    "core].", type=click.IntRange(min=0))
+    threads: int | None = opt(None, "Intra-op threads of ONNX Runtime or OpenVINO [default: one "
+                                    "per physical core].", type=click.IntRange(min=0))
     spin: bool = opt(False, "Let ONNX Runtime's threads spin between calls: lower latency for "
                             "one model called back to back, slower beside other work "
                             "(docs/runtime.md).")

@@ -160,6 +160,21 @@ class BenchConfig:
                                                         "--data).")
     limit: int | None = opt(None, "Score only the first N images of the split.",
                             type=click.IntRange(min=1))
+    floors: bool = opt(True, "Also time the machine's floors in the same rounds: an empty graph "
+                             "of each input shape (the per-call floor) and fp32/int8 matrix "
+                             "products (the arithmetic peak); rows get 'x floor' and '% peak'.",
+                       secondary="--no-floors")
+    openvino: bool = opt(True, "Also time each ONNX file through OpenVINO on the CPU (f32 float "
+                               "precision, its default hint), side by side with ONNX Runtime "
+                               "in the same rounds, when openvino is installed (the [openvino] "
+                               "extra) and --backend is auto; its rows say ov-cpu.",
+                         secondary="--no-openvino")
+    tune: bool = opt(False, "First tune each ONNX file's CPU settings by measurement at each "
+                            "--batch (threads, graph optimization, I/O binding, spinning, "
+                            "ONNX Runtime or OpenVINO) and write them beside it as "
+                            "<file>.tune.json, which predict and Predictor then use.")
+    tune_seconds: float = opt(0.5, "With --tune: measuring time per candidate setting and "
+                                   "batch size.", type=click.FloatRange(min=0, min_open=True))
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -167,4 +182,4 @@ class BenchConfig:
         if self.iters is not None and self.seconds is not None:
             raise ConfigError("give --iters or --seconds, not both", field="iters")
         check_ranges(self, at_least={"warmup": 0, "iters": 1, "threads": 1, "limit": 1},
-                     positive=("seconds",))
+                     positive=("seconds", "tune_seconds"))

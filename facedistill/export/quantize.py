@@ -7,7 +7,7 @@
   the ONNX carries the precision) and on ONNX Runtime (no speed-up on the CPU EP).
 * **INT8**: ONNX Runtime static quantization, QDQ format: ``quant_pre_process`` (shape
   inference + graph optimisation), then ``quantize_static`` with int8 activations and weights,
-  symmetric, per-channel weights, calibrated (min-max, entropy or percentile) on real training
+  symmetric per-channel weights, calibrated (min-max, entropy or percentile) on real training
   images preprocessed exactly like training's eval transform. The logits (the classifier's
   output) and the sigmoid are kept in float32: an int8 probability has only ~1/127
   resolution, too coarse for per-attribute thresholds.
@@ -15,8 +15,12 @@
   The recipe depends on the target (:data:`INT8_RECIPES`): ``cpu`` keeps the weights to 7 bits
   so that ONNX Runtime's integer kernels cannot saturate on x86 CPUs without VNNI
   (:mod:`facedistill.runtime.cpu`) and quantizes biases to int32 as ONNX Runtime fuses them;
-  ``cpu-vnni`` uses 8-bit weights for CPUs with VNNI/AMX or Arm dot-product; ``tensorrt`` uses
-  8-bit weights and float biases (TensorRT's ONNX parser rejects an INT32 ``DequantizeLinear``)
+  ``cpu-vnni`` uses 8-bit weights for CPUs with VNNI/AMX or Arm dot-product. Both give the
+  activations a zero point, which lets ONNX Runtime fold every ReLU into its conv (a symmetric
+  activation scale leaves DequantizeLinear -> ReLU -> QuantizeLinear in float between the
+  integer convs, which made INT8 slower than FP32 for the small nets:
+  ``benchmarks/int8_small.py``). ``tensorrt`` uses symmetric activations, 8-bit weights and
+  float biases (TensorRT's ONNX parser rejects an INT32 ``DequantizeLinear``)
   and must pass :func:`facedistill.export.qdq_check.check_tensorrt_qdq`.
 
 Both keep the FP32 file's metadata with ``precision`` changed; INT8 adds ``int8_recipe`` and
@@ -54,6 +58,7 @@ CALIB_BATCH = 32
 CALIB_CHUNK_IMAGES = 128  # images whose activations the calibrator holds at once
 DEFAULT_CALIB_N = 512
 DEFAULT_CALIB_SEED = 0
+QUANT_FORMATS = ("qdq", "qoperator")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class Int8Recipe:
     weight_bits: int  # 7: weights within +-64 (ONNX Runtime's reduce_range); 8: +-127
     quantize_bias: bool  # int32 bias initializers (ONNX Runtime fuses them; TensorRT refuses)
     summary: str
+    # activations with a zero point (ONNX Runtime then folds each ReLU into its conv) or
+    # symmetric (zero points 0: what TensorRT requires)
+    symmetric_activations: bool = False
 
     @property
     def reduce_range(self) -> bool:
@@ -80,7 +88,8 @@ INT8_RECIPES = {
                            "weights, which AVX2/AVX-512 CPUs without VNNI saturate"),
     "tensorrt": Int8Recipe("tensorrt", "tensorrt", 8, False,
                            "TensorRT explicit quantization: symmetric 8-bit, zero points 0, "
-                           "per-channel weights on axis 0, float biases"),
+                           "per-channel weights on axis 0, float biases",
+                           symmetric_activations=True),
 }
 DEFAULT_INT8_RECIPE = "cpu"
 
@@ -230,6 +239,10 @@ class CalibrationReader:
     def rewind(self) -> None:
         self.start, self.stop = 0, self.n_batches
 
+    def __iter__(self) -> Any:  # what qdq_loss_debug.collect_activations reads
+        while (item := self.get_next()) is not None:
+            yield item
+
     def stride(self) -> int:
         """Batches per collection: the largest divisor of the batch count that keeps about
         ``CALIB_CHUNK_IMAGES`` images (ORT requires the stride to divide the count)."""
@@ -257,10 +270,21 @@ def quantize_int8(
     method: str = "entropy",
     per_channel: bool = True,
     recipe: str = DEFAULT_INT8_RECIPE,
+    quant_format: str = "qdq",
+    keep_float: Sequence[str] = (),
+    symmetric_activations: bool | None = None,
 ) -> dict[str, Any]:
     """Write the INT8 Q/DQ variant of the FP32 export ``src`` to ``dst``, calibrated on
     ``images`` (float32 NCHW, already preprocessed like the model's eval transform), by the
     :data:`INT8_RECIPES` entry ``recipe``.
+
+    ``quant_format`` ``"qoperator"`` writes ONNX Runtime's fused integer operators
+    (``QLinearConv``, ...) instead of Q/DQ pairs (not for the ``tensorrt`` recipe, whose
+    explicit quantization reads Q/DQ only); ``keep_float`` names nodes of the pre-processed
+    graph (:func:`quantizable_nodes`) that stay in float32, e.g. a sensitive first conv;
+    ``symmetric_activations`` overrides the recipe's: with a zero point (the ``cpu`` recipes)
+    ONNX Runtime folds each ReLU into the conv before it; with a symmetric scale the ReLU
+    stays a float op between a DequantizeLinear and a QuantizeLinear (what TensorRT needs).
 
     Returns ``{"path", "size_bytes", "sha256", "precision", "checker", "calibration",
     "recipe", "seconds"}``; a ``tensorrt`` file that breaks TensorRT's Q/DQ rules is an
@@ -276,6 +300,12 @@ def quantize_int8(
 
     calibrate = _calibration_method(method)
     rec = int8_recipe(recipe)
+    fmt = _quant_format(quant_format, rec)
+    if symmetric_activations is None:
+        symmetric_activations = rec.symmetric_activations
+    if not symmetric_activations and rec.target == "tensorrt":
+        raise UserError("the tensorrt recipe needs symmetric activations (zero points 0)",
+                        field="symmetric_activations")
     t0 = time.perf_counter()
     model, meta = _source(src)
     reader = CalibrationReader(images)
@@ -287,9 +317,14 @@ def quantize_int8(
             quant_pre_process(model, str(pre))
         seconds["preprocess"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        sigmoids = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Sigmoid"]
+        nodes = onnx.load(str(pre)).graph.node
+        unknown = sorted(set(keep_float) - {n.name for n in nodes})
+        if unknown:
+            raise UserError(f"keep_float names no node of the graph: {', '.join(unknown)}",
+                            field="keep_float")
+        sigmoids = [n.name for n in nodes if n.op_type == "Sigmoid"]
         extra = {
-            "ActivationSymmetric": True,
+            "ActivationSymmetric": bool(symmetric_activations),
             "WeightSymmetric": True,
             "CalibStridedMinMax": reader.stride(),
             "OpTypesToExcludeOutputQuantization": ["Gemm"],
@@ -298,11 +333,12 @@ def quantize_int8(
         with quiet(("",)) as printed:
             try:
                 quantize_static(
-                    str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+                    str(pre), str(out), reader,
+                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     per_channel=per_channel, reduce_range=rec.reduce_range,
                     calibrate_method=calibrate,
-                    nodes_to_exclude=sigmoids, extra_options=extra)
+                    nodes_to_exclude=sigmoids + list(keep_float), extra_options=extra)
             except (ValueError, RuntimeError) as exc:
                 tail = " | ".join(printed.getvalue().strip().splitlines()[-2:])
                 raise ExportError(f"INT8 quantization failed: {exc}"
@@ -332,11 +368,44 @@ def quantize_int8(
         **file_record(dst), "precision": "int8", "checker": True,
         "calibration": {"method": method, "n_images": int(len(images)),
                         "repeated_to_fill_batches": reader.padded,
-                        "per_channel": per_channel, "symmetric": True, "format": "QDQ",
+                        "per_channel": per_channel,
+                        "symmetric": bool(symmetric_activations),
+                        "format": "QDQ" if fmt == "qdq" else "QOperator",
+                        "float_nodes": sorted(keep_float),
                         "activations": "int8", "weights": "int8"},
         "recipe": asdict(rec), "qdq_conformance": conformance,
         "seconds": seconds,
     }
+
+
+def _quant_format(name: str, rec: Int8Recipe) -> str:
+    if name not in QUANT_FORMATS:
+        raise UserError(f"INT8 format must be one of {', '.join(QUANT_FORMATS)}, got {name!r}",
+                        field="quant_format")
+    if name == "qoperator" and rec.target == "tensorrt":
+        raise UserError("the tensorrt recipe needs Q/DQ: TensorRT does not read QOperator "
+                        "nodes", field="quant_format")
+    return name
+
+
+def quantizable_nodes(src: str | os.PathLike[str], save_to: str | os.PathLike[str] | None = None
+                      ) -> list[tuple[str, str]]:
+    """``(name, op_type)`` of every node of the graph :func:`quantize_int8` quantizes (the
+    FP32 export after ``quant_pre_process``), in graph order: the names ``keep_float`` takes.
+    ``save_to`` also keeps that float graph (whose tensor names the INT8 file shares, for
+    ``onnxruntime.quantization.qdq_loss_debug``)."""
+    import onnx
+    from onnxruntime.quantization import quant_pre_process
+
+    model, _meta = _source(src)
+    with tempfile.TemporaryDirectory(prefix="facedistill-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        with quiet(("",)):
+            quant_pre_process(model, str(pre))
+        graph = onnx.load(str(pre))
+        if save_to is not None:
+            save_onnx(graph, save_to)
+        return [(n.name, n.op_type) for n in graph.graph.node]
 
 
 def preprocess_images(preprocess: Any, paths: Sequence[Path], progress: Any = None

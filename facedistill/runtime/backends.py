@@ -2,18 +2,21 @@
 
 * :class:`OrtBackend`: an ``.onnx`` file through ONNX Runtime (CPU, or CUDA / TensorRT
   execution providers when installed and the device asks for a GPU).
+* :class:`~facedistill.runtime.openvino.OvBackend`: an ``.onnx`` file through OpenVINO's CPU
+  plugin (imported only when asked for: ``backend="ov"`` or a tuned setting);
 * :class:`TrtBackend`: a TensorRT ``.engine`` through
   :class:`facedistill.runtime.engine.TrtRunner` (imported only when used); the engine's
   sidecar is checked against this machine's GPU and TensorRT first.
 
-Both read the model's metadata (:func:`facedistill.runtime.metadata.parse_metadata`) and
-expose it as ``info``; ``run(x)`` returns the probabilities ``[N, A]``. Neither imports torch.
+All read the model's metadata (:func:`facedistill.runtime.metadata.parse_metadata`) and
+expose it as ``info``; ``run(x)`` returns the probabilities ``[N, A]``. None imports torch.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,10 +26,11 @@ from facedistill.errors import ConfigError
 from facedistill.runtime.cpu import warn_int8
 from facedistill.runtime.errors import ModelError
 from facedistill.runtime.metadata import MetadataError, ModelInfo, parse_metadata
+from facedistill.runtime.tuning import Setting
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-BACKENDS = ("auto", "ort", "trt")
+BACKENDS = ("auto", "ort", "ov", "trt")
 PROBABILITIES = "probabilities"
 INSTALL_ORT = "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)"
 
@@ -79,7 +83,8 @@ def parse_device(device: Device) -> tuple[str, int]:
 
 
 def resolve_backend(path: Path, backend: str) -> str:
-    """Which backend runs ``path``: ``ort`` for ``.onnx``, ``trt`` for ``.engine``/``.plan``."""
+    """Which backend runs ``path``: ``ort`` for ``.onnx`` (or ``ov``, OpenVINO, when asked),
+    ``trt`` for ``.engine``/``.plan``."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}",
                           field="backend")
@@ -89,6 +94,8 @@ def resolve_backend(path: Path, backend: str) -> str:
         raise ModelError(
             f"unknown model file type {suffix or '(no suffix)'!r}: expected .onnx (ONNX Runtime) "
             "or .engine (TensorRT)", path=path)
+    if backend == "ov" and kind == "ort":
+        return "ov"
     if backend != "auto" and backend != kind:
         hint = ("build an engine with 'facedistill export --trt' and pass the .engine"
                 if backend == "trt" else "pass the .onnx file the engine was built from")
@@ -134,9 +141,14 @@ def ort_providers(ort: Any, device: Device) -> list[Any]:
     return [*chosen, "CPUExecutionProvider"]
 
 
+OPT_LEVELS = ("all", "extended", "basic", "disable")
+"""ONNX Runtime's graph optimization levels, most to least (``all`` is its default)."""
+
+
 def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "auto",
                  threads: int | None = None, providers: list[Any] | None = None,
-                 spin: bool = False, emulate_qdq: bool = False, quiet: bool = False) -> Any:
+                 spin: bool = False, emulate_qdq: bool = False, quiet: bool = False,
+                 opt_level: str = "all") -> Any:
     """The one way facedistill opens an ONNX Runtime session: what ``predict`` runs, what
     ``bench`` times and what ``export`` scores.
 
@@ -149,7 +161,9 @@ def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "au
     * ``emulate_qdq`` (export's INT8 gate): Q/DQ pairs are not fused into integer kernels
       (``session.disable_quant_qdq``), so each runs in float32, which is what a kernel with
       32-bit sums computes (TensorRT, VNNI) on any CPU class;
-    * ``quiet``: ONNX Runtime's own warnings off.
+    * ``quiet``: ONNX Runtime's own warnings off;
+    * ``opt_level``: one of :data:`OPT_LEVELS`; ``extended`` skips the layout rewrites
+      (NCHWc blocked convolutions and the reorders around them) that ``all`` adds.
 
     A model ONNX Runtime cannot load is a one-line :class:`ModelError`.
     """
@@ -160,7 +174,14 @@ def open_session(source: str | os.PathLike[str] | bytes, *, device: Device = "au
         raise ModelError(INSTALL_ORT, path=where) from None
     if threads is not None and threads < 0:
         raise ConfigError(f"threads must be >= 0, got {threads}", field="threads")
+    if opt_level not in OPT_LEVELS:
+        raise ConfigError(f"unknown graph optimization level {opt_level!r}: one of "
+                          f"{', '.join(OPT_LEVELS)}", field="opt_level")
     options = ort.SessionOptions()
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = {
+        "all": level.ORT_ENABLE_ALL, "extended": level.ORT_ENABLE_EXTENDED,
+        "basic": level.ORT_ENABLE_BASIC, "disable": level.ORT_DISABLE_ALL}[opt_level]
     if threads:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
@@ -189,11 +210,15 @@ def session_summary(session: Any) -> dict[str, Any]:
         except RuntimeError:  # ONNX Runtime raises for a key that was never set
             return None
 
+    level = str(opts.graph_optimization_level).rsplit(".", 1)[-1]
+    names = {"ORT_ENABLE_ALL": "all", "ORT_ENABLE_EXTENDED": "extended",
+             "ORT_ENABLE_BASIC": "basic", "ORT_DISABLE_ALL": "disable"}
     return {"providers": session.get_providers(),
             "intra_op_threads": opts.intra_op_num_threads,
             "inter_op_threads": opts.inter_op_num_threads,
             "spinning": entry("session.intra_op.allow_spinning") != "0",
-            "emulate_qdq": entry("session.disable_quant_qdq") == "1"}
+            "emulate_qdq": entry("session.disable_quant_qdq") == "1",
+            "opt_level": names.get(level, level)}
 
 
 class OrtBackend:
@@ -211,10 +236,15 @@ class OrtBackend:
 
     def __init__(self, path: str | os.PathLike[str], device: Device = "auto",
                  threads: int | None = None, providers: list[Any] | None = None,
-                 spin: bool = False) -> None:
+                 spin: bool = False, opt_level: str = "all", io_binding: bool = False) -> None:
         self.path = check_model_file(path)
         self.session = open_session(self.path, device=device, threads=threads,
-                                    providers=providers, spin=spin)
+                                    providers=providers, spin=spin, opt_level=opt_level)
+        #: run through an I/O binding with a pre-allocated output per (thread, batch size)
+        #: instead of ``session.run`` (CPU only: the output is a host buffer)
+        self.io_binding = bool(io_binding) and \
+            self.session.get_providers()[0] == "CPUExecutionProvider"
+        self._bound = threading.local()
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = parse_metadata(meta, source=os.fspath(self.path))
         self.fixed_batch = self._check_io()
@@ -230,11 +260,28 @@ class OrtBackend:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, A]`` for the preprocessed batch ``x`` (float32 NCHW)."""
-        return self.session.run(self._outputs, {self.info.input_name: x})[0]
+        if not self.io_binding:
+            return self.session.run(self._outputs, {self.info.input_name: x})[0]
+        binding, out = self._binding(x.shape[0])
+        binding.bind_cpu_input(self.info.input_name, np.ascontiguousarray(x, np.float32))
+        self.session.run_with_iobinding(binding)
+        return out.copy()  # the bound buffer is reused by the next call
+
+    def _binding(self, n: int) -> tuple[Any, np.ndarray]:
+        cache = getattr(self._bound, "by_batch", None)
+        if cache is None:
+            cache = self._bound.by_batch = {}
+        if n not in cache:
+            out = np.empty((n, self.info.num_attrs), dtype=np.float32)
+            binding = self.session.io_binding()
+            binding.bind_output(PROBABILITIES, "cpu", 0, np.float32, list(out.shape),
+                                out.ctypes.data)
+            cache[n] = (binding, out)
+        return cache[n]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, **session_summary(self.session),
-                "path": os.fspath(self.path)}
+                "io_binding": self.io_binding, "path": os.fspath(self.path)}
 
     def close(self) -> None:
         """Nothing to free explicitly (the session goes with the object)."""
@@ -285,23 +332,46 @@ class TrtBackend:
 
 
 def open_backend(path: str | os.PathLike[str], backend: str = "auto", device: Device = "auto",
-                 threads: int | None = None, spin: bool = False) -> OrtBackend | TrtBackend:
-    """The backend for ``path`` (see :func:`resolve_backend`); ``threads`` and ``spin`` are
-    ONNX Runtime's (:func:`open_session`)."""
+                 threads: int | None = None, spin: bool = False) -> Backend:
+    """The backend for ``path`` (see :func:`resolve_backend`); ``threads`` are intra-op threads
+    (ONNX Runtime's or OpenVINO's), ``spin`` ONNX Runtime's (:func:`open_session`)."""
     p = check_model_file(path)
     kind = resolve_backend(p, backend)
     if kind == "ort":
         return OrtBackend(p, device=device, threads=threads, spin=spin)
+    if kind == "ov":
+        if parse_device(device)[0] == "cuda":
+            raise ConfigError("the OpenVINO backend runs on the CPU here: use --device cpu, or "
+                              "--backend ort / trt for a GPU", field="device")
+        return open_setting(p, Setting(backend="ov", threads=threads))
     return TrtBackend(p, device=device)
 
 
+def open_setting(path: str | os.PathLike[str], setting: Setting,
+                 device: Device = "cpu") -> Backend:
+    """A CPU backend for an ONNX file as ``setting`` says (a tuned or a candidate setting):
+    ONNX Runtime, or OpenVINO (:mod:`facedistill.runtime.openvino`, imported only here)."""
+    if setting.backend == "ov":
+        from facedistill.runtime.openvino import OvBackend
+
+        return OvBackend(path, threads=setting.threads, hint=setting.hint)
+    return OrtBackend(path, device=device, threads=setting.threads, spin=setting.spin,
+                      opt_level=setting.opt_level, io_binding=setting.io_binding)
+
+
 def check_onnx_io(session: Any, info: ModelInfo, path: str | os.PathLike[str]) -> int | None:
-    """That an ONNX Runtime session's graph is the one its metadata describes: the named input
-    of shape ``[batch, 3, H, W]`` (H, W of the preprocessing), an output ``probabilities`` of
-    shape ``[batch, attributes]``. Returns the fixed batch size, or None when it is dynamic.
-    What predict loads and what bench times are checked alike."""
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name: o for o in session.get_outputs()}
+    """:func:`check_io` for an ONNX Runtime session."""
+    return check_io({i.name: i.shape for i in session.get_inputs()},
+                    {o.name: o.shape for o in session.get_outputs()}, info, path)
+
+
+def check_io(inputs: Mapping[str, Any], outputs: Mapping[str, Any], info: ModelInfo,
+             path: str | os.PathLike[str]) -> int | None:
+    """That a graph (``{name: shape}`` of its inputs and outputs, a dimension an int when
+    static) is the one its metadata describes: the named input of shape ``[batch, 3, H, W]``
+    (H, W of the preprocessing), an output ``probabilities`` of shape ``[batch, attributes]``.
+    Returns the fixed batch size, or None when it is dynamic. What predict loads and what bench
+    times are checked alike, whichever runtime opened the file."""
     where = os.fspath(path)
     if info.input_name not in inputs:
         raise MetadataError(f"the model has no input named {info.input_name!r} "
@@ -309,13 +379,13 @@ def check_onnx_io(session: Any, info: ModelInfo, path: str | os.PathLike[str]) -
     if PROBABILITIES not in outputs:
         raise MetadataError(f"the model has no output named {PROBABILITIES!r}", path=where,
                             field="output_names")
-    shape = inputs[info.input_name].shape
+    shape = inputs[info.input_name]
     height, width = info.preprocess.size
     if len(shape) != 4 or any(isinstance(d, int) and d != want
                               for d, want in zip(shape[1:], (3, height, width), strict=True)):
         raise MetadataError(f"input shape {shape} does not match the preprocessing's "
                             f"3x{height}x{width}", path=where, field="input_size")
-    out = outputs[PROBABILITIES].shape
+    out = outputs[PROBABILITIES]
     if out is not None and (len(out) != 2 or (isinstance(out[1], int)
                                               and out[1] != info.num_attrs)):
         raise MetadataError(f"output {PROBABILITIES!r} has shape {out}, expected [batch, "

@@ -40,7 +40,14 @@ import numpy as np
 from PIL import Image
 
 from facedistill.errors import ConfigError
-from facedistill.runtime.backends import Device, open_backend
+from facedistill.runtime.backends import (
+    Backend,
+    Device,
+    open_backend,
+    open_setting,
+    ort_providers,
+    parse_device,
+)
 from facedistill.runtime.detect import DetectorSpec, HaarDetector, check_boxes, make_detector
 from facedistill.runtime.errors import ModelError
 from facedistill.runtime.images import (
@@ -54,10 +61,30 @@ from facedistill.runtime.images import (
 from facedistill.runtime.metadata import ModelInfo
 from facedistill.runtime.preprocess import Preprocess
 from facedistill.runtime.results import FacePrediction, Prediction
+from facedistill.runtime.tuning import Setting, Tuning, read_tuning
 
 DEFAULT_BATCH = 32
 #: attributes whose validation balanced accuracy is under this are flagged unreliable
 DEFAULT_RELIABILITY_FLOOR = 0.60
+
+
+def _cpu_tuning(path: Path, device: Device) -> tuple[Tuning | None, str | None]:
+    """The tuning beside an ONNX file when the model runs on this CPU (not on a GPU)."""
+    if path.suffix.lower() != ".onnx":
+        return None, "tuned settings are for ONNX files on a CPU"
+    kind, _ = parse_device(device)
+    if kind == "cuda":
+        return None, "tuned settings are for the CPU, the device asks for a GPU"
+    if kind == "auto":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None, None  # open_backend says what to install
+        if ort_providers(ort, "auto") != ["CPUExecutionProvider"]:
+            return None, "tuned settings are for the CPU, and a GPU provider is installed"
+    if not path.is_file():
+        return None, None  # open_backend names the missing file
+    return read_tuning(path)
 
 
 def _source(src: object) -> str | None:
@@ -68,13 +95,21 @@ class Predictor:
     """An exported facedistill model, ready to predict face attributes.
 
     ``model_path``: an ``.onnx`` file (ONNX Runtime) or a TensorRT ``.engine`` (its sidecar is
-    checked against this GPU and TensorRT). ``backend``: ``auto`` (by suffix), ``ort`` or
-    ``trt``. ``device``: ``auto`` (a GPU when ONNX Runtime has a CUDA/TensorRT provider, else
-    the CPU), ``cpu``, ``cuda``, ``cuda:N`` or N. ``threads``: ONNX Runtime intra-op threads
-    (None: one per physical core); ``spin``: let them spin between calls (faster for one model
+    checked against this GPU and TensorRT). ``backend``: ``auto`` (by suffix, and the tuned
+    setting where there is one), ``ort``, ``ov`` (OpenVINO on the CPU, the ``[openvino]``
+    extra) or ``trt``. ``device``: ``auto`` (a GPU when ONNX Runtime has a CUDA/TensorRT provider, else
+    the CPU), ``cpu``, ``cuda``, ``cuda:N`` or N. ``threads``: intra-op threads of ONNX Runtime or
+    OpenVINO (None: the runtime's default, one per core); ``spin``: let them spin between calls (faster for one model
     called back to back, slower beside other models: :func:`~facedistill.runtime.backends.open_session`).
     ``batch_size``: the chunk :meth:`predict_batch` runs at once
     (capped by a TensorRT engine's profile; a static-batch ONNX uses its own).
+
+    ``tuned`` (default True): when ``facedistill bench --tune`` wrote ``<model>.onnx.tune.json``
+    on this machine for this file (:mod:`facedistill.runtime.tuning`) and neither ``backend``
+    nor ``threads`` is given, each call runs with the setting measured fastest at the nearest
+    tuned batch size (ONNX Runtime or OpenVINO; threads, I/O binding, ...): the non-spinning
+    choice, or with ``spin=True`` the fastest of all. :attr:`tuning` holds it,
+    :attr:`tuning_note` why none applies.
 
     ``reliability_floor`` (a fraction, default 0.60): an attribute whose balanced accuracy on
     the validation split (stored in the model at export, :attr:`val_balanced`) is under it is
@@ -98,13 +133,27 @@ class Predictor:
     def __init__(self, model_path: str | os.PathLike[str], backend: str = "auto",
                  device: Device = "auto", threads: int | None = None,
                  batch_size: int = DEFAULT_BATCH, spin: bool = False,
-                 reliability_floor: float = DEFAULT_RELIABILITY_FLOOR) -> None:
+                 reliability_floor: float = DEFAULT_RELIABILITY_FLOOR,
+                 tuned: bool = True) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         check_floor(reliability_floor)
         self.path = Path(model_path)
-        self._backend = open_backend(self.path, backend=backend, device=device, threads=threads,
-                                     spin=spin)
+        #: the tuned settings in use (``bench --tune``), or None; :attr:`tuning_note` says why
+        self.tuning: Tuning | None = None
+        self.tuning_note: str | None = None
+        self._policy = "dedicated" if spin else "shared"
+        self._by_setting: dict[Setting, Backend] = {}
+        self._setting_for: dict[int, Setting] = {}
+        self._open_lock = threading.Lock()
+        if tuned and backend == "auto" and threads is None:
+            self.tuning, self.tuning_note = _cpu_tuning(self.path, device)
+        if self.tuning is not None:
+            first = self.tuning.setting_for(1, self._policy)
+            self._backend = self._by_setting[first] = open_setting(self.path, first)
+        else:
+            self._backend = open_backend(self.path, backend=backend, device=device,
+                                         threads=threads, spin=spin)
         self.info: ModelInfo = self._backend.info
         self.attributes: tuple[str, ...] = self.info.attributes
         self.thresholds = np.asarray(self.info.thresholds, dtype=np.float64)
@@ -139,7 +188,7 @@ class Predictor:
     # -- description ------------------------------------------------------------------------
     @property
     def backend(self) -> str:
-        """``ort`` or ``trt``."""
+        """``ort``, ``ov`` or ``trt`` (of the setting tuned for batch 1 where tuned)."""
         return self._backend.name
 
     @property
@@ -159,7 +208,12 @@ class Predictor:
         val = None if self.val_balanced is None else {
             n: (None if np.isnan(v) else float(v))
             for n, v in zip(self.attributes, self.val_balanced.tolist(), strict=True)}
-        return {**self._backend.describe(), "arch": self.info.arch,
+        tuning: dict[str, Any] = {"file": None, "why_not": self.tuning_note}
+        if self.tuning is not None:
+            tuning = {"file": os.fspath(self.tuning.path), "policy": self._policy,
+                      "settings": {str(b): self.tuning.setting_for(b, self._policy).to_json()
+                                   for b in sorted(self.tuning.choices)}}
+        return {**self._backend.describe(), "tuning": tuning, "arch": self.info.arch,
                 "precision": self.info.precision, "input_size": list(self._hw),
                 "attributes": len(self.attributes), "version": self.info.version,
                 "thresholds_unit": "probability",
@@ -174,6 +228,9 @@ class Predictor:
         """Release the backend's resources now (a TensorRT engine's GPU memory); ONNX Runtime
         sessions are freed with the object anyway."""
         self._backend.close()
+        for b in self._by_setting.values():
+            if b is not self._backend:
+                b.close()
 
     def __enter__(self) -> Predictor:
         return self
@@ -247,10 +304,26 @@ class Predictor:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, A]`` for an already preprocessed float32 NCHW batch."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return self._backend.run(x)
+        return self._backend_for(x.shape[0]).run(x)
+
+    def _backend_for(self, n: int) -> Backend:
+        """The backend for a call of ``n`` images: the tuned setting of the nearest batch size
+        (opened on first use), else the one backend."""
+        if self.tuning is None:
+            return self._backend
+        setting = self._setting_for.get(n)
+        if setting is None:
+            setting = self._setting_for[n] = self.tuning.setting_for(n, self._policy)
+        backend = self._by_setting.get(setting)
+        if backend is None:
+            with self._open_lock:
+                backend = self._by_setting.get(setting)
+                if backend is None:
+                    backend = self._by_setting[setting] = open_setting(self.path, setting)
+        return backend
 
     def _probabilities(self, rgbs: list[np.ndarray]) -> np.ndarray:
-        probs = self._backend.run(self._fill(rgbs))
+        probs = self._backend_for(len(rgbs)).run(self._fill(rgbs))
         want = len(self.attributes)
         if not (isinstance(probs, np.ndarray) and probs.ndim == 2 and probs.shape[1] == want
                 and probs.shape[0] >= len(rgbs)):

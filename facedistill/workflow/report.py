@@ -48,14 +48,34 @@ def _bench_rows(bench: BenchResult | None) -> tuple[BenchRow, ...]:
     return bench.rows if bench else ()
 
 
-def _timing(rows: Sequence[BenchRow], path: str, batch: int) -> tuple[float, float] | None:
-    """(median, p90) latency in ms of one artifact at one batch size in the bench rows."""
+#: how the report names a CPU runtime of the bench
+RUNTIME_NAMES = {"ort-cpu": "ONNX Runtime", "ov-cpu": "OpenVINO"}
+
+
+def _timing(rows: Sequence[BenchRow], path: str, batch: int, max_drop: float = 1.0
+            ) -> tuple[float, float, str] | None:
+    """(median, p90, backend) of one artifact at one batch size in the bench rows: the fastest
+    of the runtimes that timed it. A runtime other than ONNX Runtime (which the export gate
+    scored) competes only when the bench scored its accuracy too, within ``max_drop`` points of
+    ONNX Runtime's on the same file."""
     target = Path(path).resolve()
-    for r in rows:
-        if Path(r.artifact).resolve() == target and r.batch == batch:
-            median, p90 = float(r.latency_ms.median), float(r.latency_ms.p90)
-            return (median, p90) if math.isfinite(median) and math.isfinite(p90) else None
-    return None
+    mine = [r for r in rows if Path(r.artifact).resolve() == target and r.batch == batch
+            and math.isfinite(float(r.latency_ms.median)) and math.isfinite(
+                float(r.latency_ms.p90))]
+    ort = next((r for r in mine if r.backend == "ort-cpu"), None)
+
+    def passes(r: BenchRow) -> bool:
+        if r.backend == "ort-cpu" or r.backend not in RUNTIME_NAMES:
+            return True
+        if ort is None or ort.accuracy is None or r.accuracy is None:
+            return ort is None and r.accuracy is not None  # the one runtime scored
+        return ort.accuracy.mean_balanced - r.accuracy.mean_balanced <= max_drop / 100
+
+    options = [r for r in mine if passes(r)]
+    if not options:
+        return None
+    best = min(options, key=lambda r: float(r.latency_ms.median))
+    return float(best.latency_ms.median), float(best.latency_ms.p90), best.backend
 
 
 def _batches(bench: BenchResult | None) -> list[int]:
@@ -77,6 +97,7 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
     bench = _read_bench(upstream.get("bench", {}).get("json"))
     rows_b = _bench_rows(bench)
     batches = _batches(bench)
+    max_drop = float(pipeline.cfg.export.max_drop)
     rows = []
     for model in pipeline.models:
         src = upstream[pipeline.source_stage(model)]
@@ -99,9 +120,10 @@ def model_rows(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]]) -> list
                 else None
             row[f"{prec}_missing"] = None if path else _why_missing(prec, export, gate)
             for batch in batches:
-                timing = _timing(rows_b, path, batch) if path else None
+                timing = _timing(rows_b, path, batch, max_drop) if path else None
                 row[f"{prec}_ms_b{batch}"] = None if timing is None else timing[0]
                 row[f"{prec}_p90_b{batch}"] = None if timing is None else timing[1]
+                row[f"{prec}_backend_b{batch}"] = None if timing is None else timing[2]
         row["fastest"] = fastest_variants(row, batches)
         row["ship"] = ship_variants(row, batches)
         rows.append(row)
@@ -123,7 +145,9 @@ def _why_missing(precision: str, export: Mapping[str, Any], gate: Mapping[str, A
 
 
 #: the rule that picks a model's file to ship, as the report states it
-SHIP_RULE = ("Among a model's exported files (INT8 only where it passed the accuracy gate), the "
+SHIP_RULE = ("A file's latency is that of the faster CPU runtime the bench timed it with "
+             "(ONNX Runtime, or OpenVINO where its accuracy on the same file is within max_drop). "
+             "Among a model's exported files (INT8 only where it passed the accuracy gate), the "
              "lowest median latency wins; files whose medians are within the measured noise of "
              "it (the larger of the two files' p90 - median spreads) tie, and the smallest file "
              "among the tied wins.")
@@ -183,6 +207,7 @@ def verdict(rows: Sequence[Mapping[str, Any]], batches: Sequence[int], max_drop:
             "path": row[f"{precision}_onnx"], "bytes": row[f"{precision}_bytes"],
             "mean_balanced": row["mean_balanced"], "delta": row["delta"],
             "ms": {str(x): row[f"{precision}_ms_b{x}"] for x in batches},
+            "runtime": {str(x): row.get(f"{precision}_backend_b{x}") for x in batches},
             "tied": picked[1], "max_drop": max_drop}
 
 
@@ -214,7 +239,10 @@ def _ship_lines(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> li
                       if p != best and r.get(f"{p}_ms_b{b}") is not None]
             tie = f", a tie with {' and '.join(t for t in choice['tied'] if t != best)} " \
                   "within noise, the smaller file" if choice["tied"] else ""
-            parts.append(f"**{best}** at batch {b} ({_ms(r[f'{best}_ms_b{b}'])} ms"
+            runtime = r.get(f"{best}_backend_b{b}")
+            via = f" through {RUNTIME_NAMES[runtime]}" if runtime in RUNTIME_NAMES and \
+                runtime != "ort-cpu" else ""
+            parts.append(f"**{best}**{via} at batch {b} ({_ms(r[f'{best}_ms_b{b}'])} ms"
                          + (f"; {', '.join(others)}" if others else "") + tie + ")")
         missing = [f"{p} {r[f'{p}_missing']}" for p in EXPORT_PRECISIONS
                    if r.get(f"{p}_missing") and r[f"{p}_missing"].startswith("rejected")]
@@ -228,18 +256,46 @@ def _verdict_lines(v: Mapping[str, Any] | None, env: Mapping[str, Any], backend:
                    ) -> list[str]:
     if v is None:
         return ["No verdict: the bench stage measured no exported file."]
-    ms = ", ".join(f"{_ms(t)} ms at batch {b}" for b, t in v["ms"].items())
+    runtimes = v.get("runtime") or {}
+    first = runtimes.get(next(iter(v["ms"]), ""), None)
+
+    def through(b: str) -> str:
+        r = runtimes.get(b)
+        return f" ({RUNTIME_NAMES.get(r, r)})" if r and r != first else ""
+
+    ms = ", ".join(f"{_ms(t)} ms at batch {b}{through(b)}" for b, t in v["ms"].items())
     me = f"{v['model']}:{v['precision']}"
     others = ", ".join(t for t in v["tied"] if t != me)
     tie = (f" It ties within the measured noise with {others}; the smaller file wins."
            if v["tied"] else "")
     target = f"{env.get('cpu_model') or 'this CPU'} ({env.get('cpu_int8_class') or '?'}), " \
-             f"{backend}"
+             f"{RUNTIME_NAMES.get(first, first) if first else backend}"
     what = v["model"] if v["model"] == v["arch"] else f"{v['model']}, {v['arch']}"
     return [f"**Ship `{v['path']}`** ({what}, {v['precision']}) on "
             f"{target}: {_mb(v['bytes'])} MB, {ms}, {_pct(v['mean_balanced'])} mean balanced "
             f"accuracy on test ({100 * v['delta']:+.2f} points against the teacher).{tie}",
             "", f"Rule: {VERDICT_RULE} (max_drop = {v['max_drop']:g} here.) {SHIP_RULE}"]
+
+
+def _tuned_lines(v: Mapping[str, Any] | None, bench: BenchResult | None) -> list[str]:
+    """How to run the verdict's file, when the bench tuned it (``[bench] tune = true``)."""
+    if v is None or bench is None or not bench.tuning:
+        return []
+    name = Path(str(v["path"])).name
+    hits = sorted((t for t in bench.tuning if t.get("onnx") == name), key=lambda t: t["batch"])
+    if not hits:
+        return []
+    parts = [f"at batch {t['batch']} {t['shared']} ({_ms(t['shared_ms'])} ms, "
+             f"{t['shared_vs_best_default']:.2f}x the faster of ONNX Runtime's and OpenVINO's "
+             "defaults)" for t in hits]
+    dedicated = [f"batch {t['batch']} {t['dedicated']} ({_ms(t['dedicated_ms'])} ms)"
+                 for t in hits if t["dedicated"] != t["shared"]]
+    text = ("Run it with the settings tuned here (`" + name + ".tune.json` beside it, which "
+            "`predict` and `Predictor` use): " + "; ".join(parts) + ".")
+    if dedicated:
+        text += (" On a machine that runs nothing else (`Predictor(..., spin=True)`): "
+                 + "; ".join(dedicated) + ".")
+    return ["", text]
 
 
 def _per_attribute(upstream: Mapping[str, Mapping[str, Any]], students: Sequence[str]
@@ -590,7 +646,8 @@ def build_report(pipeline: Any, upstream: Mapping[str, Mapping[str, Any]], out: 
     split = pipeline.cfg.bench.split
 
     run_lines, stage_table = _run_lines(pipeline)
-    sections: list[Section] = [("Verdict", "text", _verdict_lines(chosen, env, backend)),
+    sections: list[Section] = [("Verdict", "text", _verdict_lines(chosen, env, backend)
+                                + _tuned_lines(chosen, bench)),
                                ("Run", "text", run_lines)]
     pareto = out / "report_pareto.png"
     if batches and _plot_pareto(rows, batches[0], chosen, pareto):

@@ -24,6 +24,7 @@ from facedistill.bench.record import BenchResult, BenchRow, LatencyStats, read_b
 from facedistill.bench.report import to_json
 from facedistill.config import BenchConfig
 from facedistill.io import sha256_file
+from facedistill.runtime.openvino import have_openvino
 
 from .jetson_fixtures import make_jetson
 from .test_stats import FakeClock
@@ -66,6 +67,8 @@ def test_every_artifact_kind_runs_on_cpu(result: BenchResult, exported: dict[str
     torch_precisions = ["fp32", "bf16"] if cpu_has_bf16()[0] else ["fp32"]
     expected = {("ort-cpu", "fp32"), ("ort-cpu", "int8")} | {
         ("torch-cpu", p) for p in torch_precisions}
+    if have_openvino():  # each ONNX file also through OpenVINO, in the same rounds
+        expected |= {("ov-cpu", "fp32"), ("ov-cpu", "int8")}
     got = {(r.backend, r.precision) for r in result.rows}
     assert got == expected
     assert len(result.rows) == len(expected) * len(BATCHES)
@@ -192,7 +195,7 @@ def test_fake_clock_gives_exact_latencies_end_to_end(exported: dict[str, Path]) 
     stamps = [0.0, 0.002, 1.0, 1.008, 2.0, 2.004, 3.0, 3.006]
     res = _Bench(clock=FakeClock(stamps), query_tools=False).run(
         [exported["fp32"]],
-        BenchConfig(backend="ort", batch=(2,), warmup=1, iters=4, threads=1))
+        BenchConfig(backend="ort", batch=(2,), warmup=1, iters=4, threads=1, floors=False))
     (row,) = res.rows
     lat = row.latency_ms
     assert lat.median == pytest.approx(5.0, abs=1e-9)
@@ -216,7 +219,7 @@ def test_power_and_jetson_record_on_a_fixture_jetson(exported: dict[str, Path],
     root = make_jetson(tmp_path / "orin")
     res = _Bench(root=root, power_seconds=0.02).run(
         [exported["int8"]],
-        BenchConfig(backend="auto", batch=(2,), warmup=0, iters=2, threads=1))
+        BenchConfig(backend="auto", batch=(2,), warmup=0, iters=2, threads=1, openvino=False))
     (row,) = res.rows
     power = row.power
     assert power is not None and power.runs is not None
@@ -269,7 +272,7 @@ def test_bench_of_onnx_files_never_imports_torch(exported: dict[str, Path], tiny
     out = tmp_path / "r.json"
     args = ["bench", str(exported["fp32"]), str(exported["int8"]), "--iters", "2", "--warmup",
             "1", "--batch", "1,2", "--threads", "1", "--data", str(tiny_synth), "--limit", "16",
-            "--json-out", str(out), "--md", str(tmp_path / "r.md"), "--quiet"]
+            "--json-out", str(out), "--md", str(tmp_path / "r.md"), "--quiet", "--no-openvino"]
     proc = subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -285,7 +288,7 @@ def test_json_prints_to_stdout_like_every_verb(exported: dict[str, Path],
     from facedistill.cli import main
 
     main(["bench", str(exported["fp32"]), "--iters", "2", "--warmup", "0", "--batch", "1",
-          "--threads", "1", "--json"])
+          "--threads", "1", "--json", "--no-openvino"])
     data = BenchResult.from_json(json.loads(capsys.readouterr().out))
     assert [r.batch for r in data.rows] == [1] and data.rows[0].precision == "fp32"
     line = _cli_error(capsys, str(exported["fp32"]), "--json", "out.json")
@@ -381,11 +384,12 @@ def test_wrong_backend_and_bad_options(exported: dict[str, Path],
 
 def test_seconds_mode_and_progress(exported: dict[str, Path]) -> None:
     seen: list[tuple[int, int]] = []
-    res = run_bench([exported["int8"]], batch=(1,), warmup=2, seconds=0.05,
+    res = run_bench([exported["int8"]], batch=(1,), warmup=2, seconds=0.05, openvino=False,
                     progress=lambda d, t: seen.append((d, t)))
     (row,) = res.rows
     assert row.runs >= 3 and res.config["seconds"] == 0.05
-    assert seen and seen[-1][0] == seen[-1][1] == 2 + row.runs
+    # the floors (an empty graph at batch 1, fp32 and int8 products) run in the same rounds
+    assert seen and seen[-1][0] == seen[-1][1] == (1 + 3) * (2 + row.runs)
     assert all(d <= t for d, t in seen) and not math.isnan(row.latency_ms.median)
 
 

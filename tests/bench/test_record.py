@@ -33,7 +33,8 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 def small(exported: dict[str, Path], tiny_synth: Path) -> BenchResult:  # noqa: F811
     """A real run (what run_bench does, whatever its options look like)."""
     return _Bench().run([exported["fp32"], exported["int8"]],
-                        BenchConfig(batch=(1, 2), warmup=1, iters=2, threads=1, limit=16),
+                        BenchConfig(batch=(1, 2), warmup=1, iters=2, threads=1, limit=16,
+                                    openvino=False),
                         data=tiny_synth)
 
 
@@ -55,12 +56,13 @@ def test_a_real_run_round_trips(small: BenchResult, tmp_path: Path) -> None:
 def test_the_json_keeps_its_keys_and_order(small: BenchResult) -> None:
     data = json.loads(to_json(small))
     assert list(data) == ["format", "version", "created", "config", "environment", "rows",
-                          "skipped"]
+                          "skipped", "floors"]
     assert list(data["rows"][0]) == [
         "model", "arch", "source_sha256", "artifact", "kind", "backend", "precision", "mode",
         "layout", "batch", "input_shape", "threads", "warmup", "runs", "latency_ms",
         "per_image_ms", "throughput_ips", "gpu_compute_ms", "params", "macs", "file_bytes",
-        "accuracy", "power", "details", "reasons"]
+        "accuracy", "power", "details", "reasons", "floor_ms", "x_floor", "bound_ms",
+        "peak_pct"]
     assert list(data["rows"][0]["latency_ms"]) == ["median", "p90", "p99", "mean", "min",
                                                    "max", "std"]
     assert list(data["rows"][0]["accuracy"]) == ["split", "mean_balanced", "n_images",

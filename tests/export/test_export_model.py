@@ -406,6 +406,69 @@ def test_int8_calibration_on_a_count_that_is_no_multiple_of_the_batch(
     assert got.shape[0] == 4 and np.isfinite(got).all()
 
 
+def test_int8_options_keep_float_qoperator_and_activation_zero_points(
+        tiny_export: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    """What benchmarks/int8_small.py varies: a conv kept in float, QOperator nodes, symmetric
+    activations; and the combinations a target cannot read are refused by field."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from facedistill.errors import UserError
+    from facedistill.export.quantize import quantizable_nodes, quantize_int8
+
+    report, _ = tiny_export
+    src = str(report.variants["fp32"].path)
+    nodes = quantizable_nodes(src, save_to=tmp_path / "pre.onnx")
+    convs = [n for n, op in nodes if op == "Conv"]
+    assert convs and (tmp_path / "pre.onnx").is_file()
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape][1:]
+    images = np.random.default_rng(0).standard_normal((32, *shape)).astype(np.float32)
+    ref = sess.run(None, {"input": images[:8]})[0]
+
+    def ops(path: Path) -> list[str]:
+        return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+    rec = quantize_int8(src, tmp_path / "f.onnx", images, method="minmax",
+                        keep_float=[convs[0]])
+    assert rec["calibration"]["float_nodes"] == [convs[0]]
+    assert ops(tmp_path / "f.onnx").count("Conv") == len(convs)  # Q/DQ keeps Conv nodes
+    first = next(n for n in onnx.load(str(tmp_path / "f.onnx")).graph.node
+                 if n.op_type == "Conv")
+    inits = {t.name for t in onnx.load(str(tmp_path / "f.onnx")).graph.initializer}
+    assert first.input[1] in inits  # its weight is the float initializer, not a DQ output
+    q = quantize_int8(src, tmp_path / "op.onnx", images, method="minmax",
+                      quant_format="qoperator")
+    assert q["calibration"]["format"] == "QOperator"
+    assert "QLinearConv" in ops(tmp_path / "op.onnx") and "Conv" not in ops(tmp_path / "op.onnx")
+    sym = quantize_int8(src, tmp_path / "s.onnx", images, method="minmax",
+                        symmetric_activations=True)
+    assert sym["calibration"]["symmetric"] is True
+    model = onnx.load(str(tmp_path / "s.onnx"))
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert not any(values[n.input[2]].any() for n in model.graph.node
+                   if n.op_type == "QuantizeLinear")
+    for path in ("f.onnx", "op.onnx", "s.onnx"):
+        out = ort.InferenceSession(str(tmp_path / path), providers=["CPUExecutionProvider"])
+        got = out.run(None, {"input": images[:8]})[0]
+        assert np.abs(got - ref).max() < 0.1, path
+
+    with pytest.raises(UserError, match="no_such_node") as err:
+        quantize_int8(src, tmp_path / "x.onnx", images, keep_float=["no_such_node"])
+    assert err.value.field == "keep_float"
+    with pytest.raises(UserError, match="Q/DQ") as err:
+        quantize_int8(src, tmp_path / "x.onnx", images, recipe="tensorrt",
+                      quant_format="qoperator")
+    assert err.value.field == "quant_format"
+    with pytest.raises(UserError, match="symmetric") as err:
+        quantize_int8(src, tmp_path / "x.onnx", images, recipe="tensorrt",
+                      symmetric_activations=False)
+    assert err.value.field == "symmetric_activations"
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_an_onnx_source_failing_the_checker_never_replaces_the_good_fp32(
         tiny_export: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
     import onnx
