@@ -1,7 +1,7 @@
 """Does the selection remove redundancy? The response kernel on a trained teacher's responses.
 
-On the validation split (where the selection's defaults are chosen), for every ``(bits, lam)``
-of a grid and both solvers:
+On the validation split (where the selection's defaults are chosen), for every ``(bits,
+shared, lam)`` of a grid and both solvers:
 
 * mean ``|corr|`` of the selected neurons' responses, against a random set of the same size and
   the top-K by informativeness alone, and the mean informativeness ``u`` of each;
@@ -15,7 +15,7 @@ of a grid and both solvers:
 Prints one JSON line, then Markdown tables; ``--json-out`` / ``--md-out`` save them.
 
     python benchmarks/selection_redundancy.py [--teacher runs/demo/teacher] [--data data/synth]
-        [--k 512] [--bits 16,24,32] [--lams 32,64,128,256] [--tiles 10]
+        [--k 512] [--bits 24] [--shared 0,0.008,0.016,0.03] [--lams 32,64,128,256] [--tiles 10]
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--split", default="val")
     ap.add_argument("--k", type=int, default=512)
-    ap.add_argument("--bits", default="16,24,32")
+    ap.add_argument("--bits", default="24")
+    ap.add_argument("--shared", default="0,0.008,0.016,0.03")
     ap.add_argument("--lams", default="32,64,128,256")
     ap.add_argument("--dups", type=int, default=32)
     ap.add_argument("--tiles", type=int, default=10)
@@ -83,19 +84,19 @@ def main() -> None:
     rd, pairs = planted(r, S.informativeness(S.normalise(x)), args.dups, args.seed)
     xd, _ = S.attribute_accuracy(rd, y)
     rows = []
-    for bits in [int(b) for b in args.bits.split(",")]:
-        for lam in [0.0] + [float(v) for v in args.lams.split(",")]:
-            for solver in ("exact", "fast"):
-                sel = S.mean_field_select(x, args.k, solver=solver, responses=r, bits=bits,
-                                          lam=lam)
-                red = S.redundancy_summary(r, sel.indices, sel.u)
-                dup = S.mean_field_select(xd, args.k, solver=solver, responses=rd, bits=bits,
-                                          lam=lam)
-                share, kept = split_share(dup.indices, pairs)
-                rows.append({"bits": bits, "lam": lam, "solver": solver, **red,
-                             "dup_split": share, "dup_pairs_kept": kept,
-                             "seconds": sel.seconds})
-                print(json.dumps(rows[-1]), flush=True)
+    grid = [(bits, shared, lam) for bits in [int(b) for b in args.bits.split(",")]
+            for shared in [float(v) for v in args.shared.split(",")]
+            for lam in [float(v) for v in args.lams.split(",")]]
+    for bits, shared, lam in [(S.DEFAULT_BITS, 0.0, 0.0)] + grid:  # lam = 0: top-K by u
+        for solver in ("exact", "fast"):
+            kw = {"solver": solver, "bits": bits, "shared": shared, "lam": lam}
+            sel = S.mean_field_select(x, args.k, responses=r, **kw)
+            red = S.redundancy_summary(r, sel.indices, sel.u)
+            dup = S.mean_field_select(xd, args.k, responses=rd, **kw)
+            share, kept = split_share(dup.indices, pairs)
+            rows.append({"bits": bits, "shared": shared, "lam": lam, "solver": solver, **red,
+                         "dup_split": share, "dup_pairs_kept": kept, "seconds": sel.seconds})
+            print(json.dumps(rows[-1]), flush=True)
 
     rng = np.random.default_rng(args.seed)
     big = np.concatenate([r + 0.3 * r.std(0) * rng.standard_normal(r.shape).astype(np.float32)
@@ -128,25 +129,28 @@ def main() -> None:
                  "mean_u_exact": float(chosen["exact"].u[chosen["exact"].indices].mean()),
                  "overlap": overlap, "bits": S.DEFAULT_BITS, "tables": S.DEFAULT_TABLES}
 
-    default = next(row for row in rows if row["bits"] == S.DEFAULT_BITS
-                   and row["lam"] == S.DEFAULT_LAM["response"] and row["solver"] == "fast")
+    default = next((row for row in rows if row["bits"] == S.DEFAULT_BITS
+                    and row["shared"] == S.DEFAULT_SHARED
+                    and row["lam"] == S.DEFAULT_LAM["response"] and row["solver"] == "fast"),
+                   None)
     result = {"benchmark": "selection_redundancy", "teacher": str(args.teacher),
               "split": args.split, "images": int(r.shape[0]), "neurons": int(r.shape[1]),
               "k": args.k, "planted_pairs": len(pairs), "rows": rows, "speed": speed_rec,
-              "defaults": {"bits": S.DEFAULT_BITS, "lam": S.DEFAULT_LAM["response"],
-                           "tables": S.DEFAULT_TABLES},
+              "defaults": {"bits": S.DEFAULT_BITS, "shared": S.DEFAULT_SHARED,
+                           "lam": S.DEFAULT_LAM["response"], "tables": S.DEFAULT_TABLES},
               "default_row": default, "cpu": cpu_model()[0] or platform.machine(),
               "cpu_class": int8_class(),
               "command": command_line()}
     md = [f"Neuron selection on `{args.teacher}` ({args.split} split, {r.shape[0]} images): "
           f"K = {args.k} of {r.shape[1]}; {len(pairs)} planted near-copies of strong neurons. "
-          f"Defaults: bits = {S.DEFAULT_BITS}, lam = {S.DEFAULT_LAM['response']:g}, "
+          f"Defaults: bits = {S.DEFAULT_BITS}, shared = {S.DEFAULT_SHARED:g}, "
+          f"lam = {S.DEFAULT_LAM['response']:g}, "
           f"{S.DEFAULT_TABLES} hash tables. CPU: {result['cpu']} ({result['cpu_class']}).", "",
-          "| bits | lam | solver | mean abs corr: selected | random | top-K by u "
+          "| bits | shared | lam | solver | mean abs corr: selected | random | top-K by u "
           "| mean u: selected | random | top-K | duplicates split | s |",
-          "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        md.append(f"| {row['bits']} | {row['lam']:g} | {row['solver']} "
+        md.append(f"| {row['bits']} | {row['shared']:g} | {row['lam']:g} | {row['solver']} "
                   f"| {row['mean_abs_corr_selected']:.3f} | {row['mean_abs_corr_random']:.3f} "
                   f"| {row['mean_abs_corr_top_u']:.3f} | {row['mean_u_selected']:.4f} "
                   f"| {row['mean_u_random']:.4f} | {row['mean_u_top_u']:.4f} "

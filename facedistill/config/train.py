@@ -222,7 +222,10 @@ class SelectConfig:
                     "profile: Gaussian kernel on their attribute-accuracy rows (--sigma).")
     lam: float | None = opt(None, "Weight of redundancy against informativeness [default: 128 "
                                   "for response, 1 for profile].")
-    bits: int = opt(24, "Sharpness of the response kernel: (1-t)^bits + t^bits, t = angle / pi.")
+    bits: int = opt(24, "Sharpness of the response kernel's near-copy term: (1-t)^bits + "
+                        "t^bits, t = angle / pi.")
+    shared: float = opt(0.016, "Weight of the response kernel's shared-variance term, corr^2 "
+                               "(0: near-copies only).")
     tables: int = opt(32, "Hash tables the fast solver estimates response messages with.")
     sigma: float = opt(0.1, "Width of the profile kernel on normalised accuracies.")
     polarity: Literal["positive", "both"] = opt(
@@ -233,7 +236,8 @@ class SelectConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        check_ranges(self, at_least={"k": 1, "batch_size": 1, "tables": 1, "bits": 1})
+        check_ranges(self, at_least={"k": 1, "batch_size": 1, "tables": 1, "bits": 1,
+                                     "shared": 0})
 
 
 @dataclass(frozen=True)

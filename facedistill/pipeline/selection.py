@@ -165,7 +165,7 @@ def run_selection(
     times["accuracy"] = time.perf_counter() - t0
     sel = mean_field_select(x, k, solver=cfg.solver, lam=cfg.lam, sigma=cfg.sigma,
                             responses=resp.features, redundancy=redundancy, bits=cfg.bits,
-                            tables=cfg.tables)
+                            shared=cfg.shared, tables=cfg.tables)
     times["solve"] = sel.seconds
 
     selected = []

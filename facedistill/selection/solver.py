@@ -10,8 +10,9 @@ binary label ``y_i`` (1 = selected) and ``q_i = p(y_i = 1)`` under a fully facto
 * ``u_i``: informativeness, the (weighted) mean over attributes of the neuron's balanced
   accuracy as a one-threshold attribute classifier (Eq 7-9), rescaled so chance is 0, perfect 1;
 * ``Psi_ij = lam / K * k_ij``: redundancy, paid only when both are selected. The default
-  kernel (``redundancy="response"``, ours) is the sharpened correlation of the two neurons'
-  responses, :func:`response_kernel`; the spec's Gaussian kernel between accuracy profiles
+  kernel (``redundancy="response"``, ours) is on the correlation ``c_ij`` of the two neurons'
+  responses, :func:`response_kernel`: a sharp term for near-copies plus ``shared * c_ij^2``,
+  the share of variance the two have in common; the spec's Gaussian kernel between accuracy profiles
   (``"profile"``) is kept, but measured inert on trained teachers (docs/selection.md);
 * ``b``: the cost of selecting a neuron, set by bisection so that ``sum q = K``.
 
@@ -169,10 +170,11 @@ class _ExactMessages:
                    lambda idx: kernel_matrix(xh[idx], sigma), 1.0, max_bytes)
 
     @classmethod
-    def response(cls, z: np.ndarray, bits: int, max_bytes: int) -> _ExactMessages:
-        return cls(z.shape[1], lambda s: response_kernel(z, bits, s),
-                   lambda idx: response_kernel(z, bits, idx, idx),
-                   z.any(axis=0).astype(np.float64), max_bytes)
+    def response(cls, z: np.ndarray, bits: int, shared: float,
+                 max_bytes: int) -> _ExactMessages:
+        return cls(z.shape[1], lambda s: response_kernel(z, bits, s, shared=shared),
+                   lambda idx: response_kernel(z, bits, idx, idx, shared=shared),
+                   z.any(axis=0).astype(np.float64) * (1.0 + shared), max_bytes)
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         q32 = q.astype(np.float32)
@@ -251,7 +253,9 @@ class _GridMessages:
 Redundancy = Literal["response", "profile"]
 DEFAULT_BITS: int = SelectConfig.bits  # the one default: the select command's
 DEFAULT_TABLES: int = SelectConfig.tables
+DEFAULT_SHARED: float = SelectConfig.shared
 PLANES_PER_BIT = 8  # the fast solver's shared pool of hyperplanes: 8 x bits (192 at the defaults)
+SKETCH_MESSAGE_DIMS = 64  # projections the fast solver's shared-variance messages read
 
 
 def standardise(responses: ArrayLike) -> np.ndarray:
@@ -317,13 +321,19 @@ def _collision(c: np.ndarray, bits: int) -> np.ndarray:
 
 
 def response_kernel(z: np.ndarray, bits: int, rows: np.ndarray | slice | None = None,
-                    cols: np.ndarray | slice | None = None) -> np.ndarray:
+                    cols: np.ndarray | slice | None = None, *,
+                    shared: float = DEFAULT_SHARED) -> np.ndarray:
     """The response-correlation kernel between the columns ``rows`` and ``cols`` of a
-    :func:`standardise`-d ``Z``: float32 ``[n_rows, n_cols]``. A dead (zero) column is redundant
-    with nothing (0), itself included."""
+    :func:`standardise`-d ``Z``: float32 ``[n_rows, n_cols]``, ``_collision(c, bits) + shared *
+    c^2`` of their correlation ``c``. A dead (zero) column is redundant with nothing (0), itself
+    included."""
     a = z if rows is None else z[:, rows]
     c = z if cols is None else z[:, cols]
-    k = _collision(a.T @ c, bits)
+    corr = a.T @ c
+    square = corr * corr if shared else None
+    k = _collision(corr, bits)
+    if square is not None:
+        k += np.float32(shared) * square
     dead_a = ~a.any(axis=0)
     dead_c = ~c.any(axis=0)
     k[dead_a, :] = 0.0
@@ -345,10 +355,20 @@ class _HashMessages:
     buckets back: ``m_i = mean_t sum_{j in bucket_t(i), j != i} q_j``, an unbiased estimate of
     the exact message. The decode's pairwise kernel among its candidates is estimated from the
     same tables (:meth:`among`), so nothing after the projection passes over the images.
+
+    The shared-variance term ``shared * c^2`` is low rank. The projections of ``p`` Gaussian
+    planes (the pool's own, kept), scaled to unit length per neuron, ``s_i = H z_i / |H z_i|``,
+    keep correlations (Johnson-Lindenstrauss): ``s_i . s_j`` estimates ``c_ij``, and ``((s_i .
+    s_j)^2 - 1/p) * p / (p - 1)`` estimates ``c_ij^2`` - exact for copies, and without bias for
+    uncorrelated neurons, whose squared cosine in ``p`` random dimensions averages ``1/p``. Then
+    ``sum_j q_j c_ij^2`` is ``s_i^T (sum_j q_j s_j s_j^T) s_i``: one ``p x p`` matrix per
+    iteration, ``O(N p^2)``, from the first :data:`SKETCH_MESSAGE_DIMS` planes; the decode's
+    candidates use all ``p``. Unit length matters: a neuron whose projection came out long
+    would otherwise look correlated with everything.
     """
 
     def __init__(self, z: np.ndarray, bits: int, tables: int, seed: int = 0,
-                 planes: int | None = None) -> None:
+                 planes: int | None = None, shared: float = 0.0) -> None:
         planes = PLANES_PER_BIT * bits if planes is None else planes
         if tables < 1:
             raise UserError(f"tables must be at least 1, got {tables}")
@@ -366,15 +386,23 @@ class _HashMessages:
             packed = np.packbits(signs, axis=1, bitorder="little")
             return np.einsum("tbn,b->tn", packed.astype(np.int64), weights)
 
+        self.shared = float(shared)
+        self.sketch: np.ndarray | None = None
         if planes >= bits * tables:  # independent hyperplanes for every table
             chunk = max(1, _ROW_BLOCK_ELEMENTS // (bits * n))  # tables projected at a time
             for t0 in range(0, tables, chunk):
                 nt = min(chunk, tables - t0)
                 hyper = rng.standard_normal((nt * bits, z.shape[0]), dtype=np.float32)
-                codes[t0:t0 + nt] = pack((hyper @ z > 0).reshape(nt, bits, n))
+                proj = hyper @ z
+                if t0 == 0 and shared:
+                    self.sketch = proj[:PLANES_PER_BIT * bits].copy()
+                codes[t0:t0 + nt] = pack((proj > 0).reshape(nt, bits, n))
         else:  # a shared pool: each table reads ``bits`` distinct planes of it
             hyper = rng.standard_normal((planes, z.shape[0]), dtype=np.float32)
-            signs = hyper @ z > 0
+            proj = hyper @ z
+            if shared:
+                self.sketch = proj
+            signs = proj > 0
             for t in range(tables):
                 pick = rng.choice(planes, bits, replace=False)
                 codes[t] = pack(signs[pick][None])[0]
@@ -401,11 +429,29 @@ class _HashMessages:
         self.ids = ids.ravel()
         self.buckets = offset
         self.live = live.astype(np.float64)
+        if self.sketch is not None:
+            self.head = _unit_columns(self.sketch[:SKETCH_MESSAGE_DIMS])
+            self.sketch = np.ascontiguousarray(_unit_columns(self.sketch).T)  # [n, p]: rows
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         sums = np.bincount(self.ids, np.tile(q, self.tables), self.buckets)
         read = sums[self.ids].reshape(self.tables, -1).mean(axis=0)
-        return read - q  # each neuron is in its own bucket in every table
+        out = read - q  # each neuron is in its own bucket in every table
+        if self.sketch is not None:
+            out += self.shared * self._shared_messages(q)
+        return out
+
+    def _shared_messages(self, q: np.ndarray) -> np.ndarray:
+        """``sum_{j != i} q_j c_ij^2`` for every ``i``, unbiased, from the sketch's head."""
+        s = self.head
+        p = s.shape[0]
+        gram = (s * q.astype(np.float32)) @ s.T  # [p, p]: sum_j q_j s_j s_j^T
+        back = gram @ s
+        back *= s
+        quad = back.sum(axis=0, dtype=np.float64)  # includes j = i ...
+        quad -= q * self.live  # ... whose cosine is 1
+        others = float(q @ self.live) - q * self.live  # live j != i: each biased by 1 / p
+        return (quad - others / p) * (p / (p - 1.0)) * self.live
 
     def among(self, idx: np.ndarray) -> np.ndarray:
         """The kernel between the neurons ``idx``, estimated from the same tables: the share
@@ -431,8 +477,26 @@ class _HashMessages:
         hits[np.diag_indices(p)] = 0
         kern = hits.astype(np.float32)
         kern *= np.float32(1.0 / self.tables)
-        kern[np.diag_indices(p)] = 1.0  # each neuron is in its own buckets in every table
+        if self.sketch is not None:
+            rows_ = self.sketch[idx]
+            dims = rows_.shape[1]
+            square = rows_ @ rows_.T
+            square *= square
+            square -= np.float32(1.0 / dims)
+            square *= np.float32(self.shared * dims / (dims - 1.0))
+            dead_ = self.live[idx] == 0
+            if dead_.any():
+                square[dead_, :] = 0.0
+                square[:, dead_] = 0.0
+            kern += square
+        kern[np.diag_indices(p)] = 1.0 + self.shared  # each neuron is in its own buckets
         return kern
+
+
+def _unit_columns(a: np.ndarray) -> np.ndarray:
+    """``a`` with every non-zero column scaled to unit length (float32, a copy)."""
+    norm = np.sqrt(np.einsum("pn,pn->n", a, a, dtype=np.float64))
+    return a * np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
 
 
 def _ranges(counts: np.ndarray) -> np.ndarray:
@@ -456,6 +520,7 @@ def messages(
     responses: ArrayLike | None = None,
     redundancy: Redundancy | Literal["auto"] = "auto",
     bits: int = DEFAULT_BITS,
+    shared: float = DEFAULT_SHARED,
     tables: int = DEFAULT_TABLES,
     planes: int | None = None,
     seed: int = 0,
@@ -469,8 +534,8 @@ def messages(
         raise UserError(f"q must have {xh.shape[0]} entries, got shape {qa.shape}")
     kind = _redundancy(redundancy, responses)
     z = _responses_for(responses, xh.shape[0]) if kind == "response" else None
-    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, tables=tables,
-                     planes=planes, seed=seed, max_bytes=MAX_KERNEL_BYTES)
+    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, shared=shared,
+                     tables=tables, planes=planes, seed=seed, max_bytes=MAX_KERNEL_BYTES)
     return (_lam(lam, kind) / k) * fn(qa)
 
 
@@ -502,16 +567,18 @@ def _responses_for(responses: ArrayLike | None, n: int) -> np.ndarray:
 
 
 def _message_fn(xh: np.ndarray, z: np.ndarray | None, solver: str, *, sigma: float,
-                levels: int, bits: int, tables: int, seed: int, max_bytes: int,
+                levels: int, bits: int, shared: float, tables: int, seed: int, max_bytes: int,
                 planes: int | None = None) -> Any:
     if solver not in ("exact", "fast"):
         raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
     if z is not None:
         if not 1 <= bits <= 62:
             raise UserError(f"bits must be between 1 and 62, got {bits}")
+        if not (math.isfinite(shared) and shared >= 0):
+            raise UserError(f"shared={shared} is out of range (a weight >= 0)")
         if solver == "exact":
-            return _ExactMessages.response(z, bits, max_bytes)
-        return _HashMessages(z, bits, tables, seed, planes)
+            return _ExactMessages.response(z, bits, shared, max_bytes)
+        return _HashMessages(z, bits, tables, seed, planes, shared)
     if solver == "exact":
         return _ExactMessages.profile(xh, sigma, max_bytes)
     return _GridMessages(xh, sigma, levels)
@@ -749,6 +816,7 @@ def mean_field_select(
     responses: ArrayLike | None = None,
     redundancy: Redundancy | Literal["auto"] = "auto",
     bits: int = DEFAULT_BITS,
+    shared: float = DEFAULT_SHARED,
     tables: int = DEFAULT_TABLES,
     planes: int | None = None,
     seed: int = 0,
@@ -763,8 +831,8 @@ def mean_field_select(
     check that F decreases.
 
     Redundancy: ``"response"`` (the default when ``responses`` ``[M, N]`` are given) is the
-    kernel :func:`response_kernel` on the neurons' response correlations, sharpened by
-    ``bits``; the fast solver estimates its messages with ``tables`` random hash tables drawn
+    kernel :func:`response_kernel` on the neurons' response correlations: sharpened by
+    ``bits``, plus ``shared`` times their square; the fast solver estimates its messages with ``tables`` random hash tables drawn
     from a pool of ``planes`` hyperplanes (``seed``; :class:`_HashMessages`). ``"profile"`` is the spec's Gaussian kernel on the rows of ``X`` (``sigma``;
     the fast solver's grid has ``levels`` points). ``lam`` (default per kernel,
     :data:`DEFAULT_LAM`) weighs redundancy: ``Psi_ij = lam / k * kernel_ij``.
@@ -798,7 +866,7 @@ def mean_field_select(
     u = informativeness(xh, weights)
     config = {"redundancy": kind, "lam": lam, "eta": eta, "tol": tol, "max_iter": max_iter,
               "schedule": schedule, "decode": decode,
-              **({"bits": bits, "tables": tables, "seed": seed,
+              **({"bits": bits, "shared": shared, "tables": tables, "seed": seed,
                   "planes": PLANES_PER_BIT * bits if planes is None else planes}
                  if kind == "response"
                  else {"sigma": sigma, "levels": levels}),
@@ -813,8 +881,8 @@ def mean_field_select(
     b0 = b if b is not None else _solve_bias(u, k)
     q = _sigmoid(u - b0)
     kw = {"tol": tol, "max_iter": max_iter, "fixed_b": b, "energies": energies}
-    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, tables=tables,
-                     planes=planes, seed=seed, max_bytes=max_kernel_bytes)
+    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, shared=shared,
+                     tables=tables, planes=planes, seed=seed, max_bytes=max_kernel_bytes)
     if solver == "exact" and schedule == "sequential":
         q, b_out, iters, done = _sweep(fn, q, u, k, scale, **kw)
     elif solver == "fast" and z is None:
