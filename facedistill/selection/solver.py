@@ -12,8 +12,8 @@ binary label ``y_i`` (1 = selected) and ``q_i = p(y_i = 1)`` under a fully facto
 * ``Psi_ij = lam / K * k_ij``: redundancy, paid only when both are selected. The default
   kernel (``redundancy="response"``, ours) is on the correlation ``c_ij`` of the two neurons'
   responses, :func:`response_kernel`: a sharp term for near-copies plus ``shared * c_ij^2``,
-  the share of variance the two have in common; the spec's Gaussian kernel between accuracy profiles
-  (``"profile"``) is kept, but measured inert on trained teachers (docs/selection.md);
+  the share of variance the two have in common; the spec's Gaussian kernel between accuracy
+  profiles (``"profile"``) is kept, but measured inert on trained teachers (docs/selection.md);
 * ``b``: the cost of selecting a neuron, set by bisection so that ``sum q = K``.
 
 The stationarity condition of ``F`` in ``q_i`` is the update (Eq 6, binary labels)
@@ -478,16 +478,16 @@ class _HashMessages:
         kern = hits.astype(np.float32)
         kern *= np.float32(1.0 / self.tables)
         if self.sketch is not None:
-            rows_ = self.sketch[idx]
-            dims = rows_.shape[1]
-            square = rows_ @ rows_.T
+            sk = self.sketch[idx]
+            dims = sk.shape[1]
+            square = sk @ sk.T
             square *= square
             square -= np.float32(1.0 / dims)
             square *= np.float32(self.shared * dims / (dims - 1.0))
-            dead_ = self.live[idx] == 0
-            if dead_.any():
-                square[dead_, :] = 0.0
-                square[:, dead_] = 0.0
+            dead = self.live[idx] == 0
+            if dead.any():
+                square[dead, :] = 0.0
+                square[:, dead] = 0.0
             kern += square
         kern[np.diag_indices(p)] = 1.0 + self.shared  # each neuron is in its own buckets
         return kern
@@ -832,8 +832,9 @@ def mean_field_select(
 
     Redundancy: ``"response"`` (the default when ``responses`` ``[M, N]`` are given) is the
     kernel :func:`response_kernel` on the neurons' response correlations: sharpened by
-    ``bits``, plus ``shared`` times their square; the fast solver estimates its messages with ``tables`` random hash tables drawn
-    from a pool of ``planes`` hyperplanes (``seed``; :class:`_HashMessages`). ``"profile"`` is the spec's Gaussian kernel on the rows of ``X`` (``sigma``;
+    ``bits``, plus ``shared`` times their square; the fast solver estimates its messages with
+    ``tables`` random hash tables drawn from a pool of ``planes`` hyperplanes (``seed``;
+    :class:`_HashMessages`), and the square from those planes' projections. ``"profile"`` is the spec's Gaussian kernel on the rows of ``X`` (``sigma``;
     the fast solver's grid has ``levels`` points). ``lam`` (default per kernel,
     :data:`DEFAULT_LAM`) weighs redundancy: ``Psi_ij = lam / k * kernel_ij``.
     """

@@ -221,6 +221,8 @@ def test_response_redundancy_needs_matching_responses() -> None:
         S.mean_field_select(x, 5, redundancy="response")
     with pytest.raises(UserError, match="bits"):
         S.mean_field_select(x, 5, responses=r, bits=0)
+    with pytest.raises(UserError, match="shared=-0.1 is out of range"):
+        S.mean_field_select(x, 5, responses=r, shared=-0.1)
     bad = r.copy()
     bad[3, 2] = np.nan
     with pytest.raises(UserError, match=r"responses\[3, 2\]"):
