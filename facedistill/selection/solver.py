@@ -258,21 +258,44 @@ PLANES_PER_BIT = 8  # the fast solver's shared pool of hyperplanes: 8 x bits (19
 SKETCH_MESSAGE_DIMS = 64  # projections the fast solver's shared-variance messages read
 
 
-def standardise(responses: ArrayLike) -> np.ndarray:
-    """Each neuron's responses ``[M, N]`` centred and scaled to unit length (float32), so that
-    ``Z[:, i] @ Z[:, j]`` is the Pearson correlation; a constant neuron becomes a zero column."""
+def _check_responses(responses: ArrayLike) -> np.ndarray:
+    """``responses`` as an ``[M, N]`` array, ``M >= 2`` (not copied)."""
     r = np.asarray(responses)
     if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] == 0:
         raise UserError(f"responses must be [M, N] with M >= 2 images, got shape {r.shape}")
-    z = r.astype(np.float32, copy=True)
-    finite = np.isfinite(z)
+    return r
+
+
+def _raise_non_finite(r: np.ndarray) -> None:
+    finite = np.isfinite(r)
     if not finite.all():
         i, j = np.argwhere(~finite)[0]
         raise UserError(f"responses[{i}, {j}] is {r[i, j]}: responses must be finite")
-    peak = np.abs(z).max(axis=0)
+
+
+def _live(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Which neurons vary, from their smallest and largest response: by more than a millionth
+    of their magnitude (at least 1). A constant neuron, up to rounding, is dead."""
+    return hi - lo > 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+
+
+def _column_range(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each neuron's smallest and largest response; a non-finite one is a one-line error."""
+    lo, hi = r.min(axis=0), r.max(axis=0)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        _raise_non_finite(r)
+    return lo, hi
+
+
+def standardise(responses: ArrayLike) -> np.ndarray:
+    """Each neuron's responses ``[M, N]`` centred and scaled to unit length (float32), so that
+    ``Z[:, i] @ Z[:, j]`` is the Pearson correlation; a dead neuron (:func:`_live`) becomes a
+    zero column."""
+    z = _check_responses(responses).astype(np.float32, copy=True)
+    live = _live(*_column_range(z))
     z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)
     norm = np.sqrt(np.einsum("mn,mn->n", z, z, dtype=np.float64))  # float64: copies stay 1
-    live = norm > 1e-6 * np.sqrt(r.shape[0]) * np.maximum(1.0, peak)
+    live &= norm > 0
     z *= np.where(live, 1.0 / np.where(live, norm, 1.0), 0.0).astype(np.float32)
     return z
 
@@ -367,60 +390,54 @@ class _HashMessages:
     would otherwise look correlated with everything.
     """
 
-    def __init__(self, z: np.ndarray, bits: int, tables: int, seed: int = 0,
+    def __init__(self, responses: np.ndarray, bits: int, tables: int, seed: int = 0,
                  planes: int | None = None, shared: float = 0.0) -> None:
         planes = PLANES_PER_BIT * bits if planes is None else planes
         if tables < 1:
             raise UserError(f"tables must be at least 1, got {tables}")
         if planes < bits:
             raise UserError(f"planes must be at least bits ({bits}), got {planes}")
-        self.z, self.bits, self.tables = z, bits, tables
-        n = z.shape[1]
+        self.bits, self.tables = bits, tables
+        project = _CentredProjection(responses)
+        n = project.n
         rng = np.random.default_rng(seed)
-        live = z.any(axis=0)
-        full = (1 << bits) - 1
-        codes = np.empty((tables, n), np.int64)
-        weights = 1 << np.arange(0, bits, 8, dtype=np.int64)  # per packed byte
-
-        def pack(signs: np.ndarray) -> np.ndarray:  # [t, bits, n] bool -> [t, n] codes
-            packed = np.packbits(signs, axis=1, bitorder="little")
-            return np.einsum("tbn,b->tn", packed.astype(np.int64), weights)
-
+        codes = np.empty((tables, n), np.int64 if bits > 31 else np.int32)
         self.shared = float(shared)
         self.sketch: np.ndarray | None = None
         if planes >= bits * tables:  # independent hyperplanes for every table
             chunk = max(1, _ROW_BLOCK_ELEMENTS // (bits * n))  # tables projected at a time
             for t0 in range(0, tables, chunk):
                 nt = min(chunk, tables - t0)
-                hyper = rng.standard_normal((nt * bits, z.shape[0]), dtype=np.float32)
-                proj = hyper @ z
+                proj = project(rng.standard_normal((nt * bits, project.m), dtype=np.float32))
                 if t0 == 0 and shared:
                     self.sketch = proj[:PLANES_PER_BIT * bits].copy()
-                codes[t0:t0 + nt] = pack((proj > 0).reshape(nt, bits, n))
+                codes[t0:t0 + nt] = _codes(proj > 0, np.arange(nt * bits).reshape(nt, bits))
         else:  # a shared pool: each table reads ``bits`` distinct planes of it
-            hyper = rng.standard_normal((planes, z.shape[0]), dtype=np.float32)
-            proj = hyper @ z
+            proj = project(rng.standard_normal((planes, project.m), dtype=np.float32))
             if shared:
                 self.sketch = proj
-            signs = proj > 0
-            for t in range(tables):
-                pick = rng.choice(planes, bits, replace=False)
-                codes[t] = pack(signs[pick][None])[0]
+            picks = np.stack([rng.choice(planes, bits, replace=False) for _ in range(tables)])
+            codes[:] = _codes(proj > 0, picks)
+        full = (1 << bits) - 1
         codes = np.minimum(codes, full - codes)  # a code and its complement: one bucket
-        ids = np.empty((tables, n), np.int64)
-        if bits + tables.bit_length() < 62:  # one sort for every table
-            keyed = codes + (np.arange(tables, dtype=np.int64) << bits)[:, None]
-            _, inverse = np.unique(keyed.ravel(), return_inverse=True)
-            ids[:] = inverse.reshape(tables, n)
-            offset = int(inverse.max()) + 1
+        # bucket ids, distinct across tables and numbered table by table, code by code
+        shift = max(1, (n - 1).bit_length())
+        if bits - 1 + shift <= 62:  # sort (code, neuron) packed in one int64: no argsort
+            keyed = (codes.astype(np.int64) << shift) | np.arange(n, dtype=np.int64)
+            keyed.sort(axis=1)
+            order, ranked = keyed & ((1 << shift) - 1), keyed >> shift
         else:
-            offset = 0
-            for t in range(tables):
-                _, inverse = np.unique(codes[t], return_inverse=True)
-                ids[t] = inverse + offset
-                offset += int(inverse.max()) + 1
+            order = np.argsort(codes, axis=1)
+            ranked = np.take_along_axis(codes, order, axis=1)
+        fresh = np.ones(ranked.shape, np.int64)  # 1 where a new bucket starts
+        fresh[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+        ids = np.empty((tables, n), np.int64)
+        np.put_along_axis(ids, order, np.cumsum(fresh.ravel()).reshape(tables, n) - 1, axis=1)
+        offset = int(ids[-1].max()) + 1
         # a dead neuron gets a bucket of its own in every table: redundant with nothing
-        dead = np.flatnonzero(~live)
+        live = project.live
+        assert live is not None
+        dead = project.dead
         if dead.size:
             ids[:, dead] = offset + np.arange(dead.size)[None, :] * tables + \
                 np.arange(tables)[:, None]
@@ -431,7 +448,7 @@ class _HashMessages:
         self.live = live.astype(np.float64)
         if self.sketch is not None:
             self.head = _unit_columns(self.sketch[:SKETCH_MESSAGE_DIMS])
-            self.sketch = np.ascontiguousarray(_unit_columns(self.sketch).T)  # [n, p]: rows
+            self.sketch = _unit_columns(self.sketch)
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         sums = np.bincount(self.ids, np.tile(q, self.tables), self.buckets)
@@ -448,7 +465,7 @@ class _HashMessages:
         gram = (s * q.astype(np.float32)) @ s.T  # [p, p]: sum_j q_j s_j s_j^T
         back = gram @ s
         back *= s
-        quad = back.sum(axis=0, dtype=np.float64)  # includes j = i ...
+        quad = (np.ones(p, np.float32) @ back).astype(np.float64)  # includes j = i ...
         quad -= q * self.live  # ... whose cosine is 1
         others = float(q @ self.live) - q * self.live  # live j != i: each biased by 1 / p
         return (quad - others / p) * (p / (p - 1.0)) * self.live
@@ -473,22 +490,21 @@ class _HashMessages:
         reps = np.repeat(count, count)  # each member pairs with its group's count members
         rows = np.repeat(member[elem], reps)
         cols = member[np.repeat(np.repeat(first, count), reps) + _ranges(reps)]
-        hits = np.bincount(rows * p + cols, minlength=p * p).reshape(p, p)
-        hits[np.diag_indices(p)] = 0
-        kern = hits.astype(np.float32)
-        kern *= np.float32(1.0 / self.tables)
         if self.sketch is not None:
-            sk = self.sketch[idx]
-            dims = sk.shape[1]
-            square = sk @ sk.T
-            square *= square
-            square -= np.float32(1.0 / dims)
-            square *= np.float32(self.shared * dims / (dims - 1.0))
+            sk = self.sketch[:, idx]
+            dims = sk.shape[0]
+            kern = sk.T @ sk
+            kern *= kern
+            kern -= np.float32(1.0 / dims)
+            kern *= np.float32(self.shared * dims / (dims - 1.0))
             dead = self.live[idx] == 0
             if dead.any():
-                square[dead, :] = 0.0
-                square[:, dead] = 0.0
-            kern += square
+                kern[dead, :] = 0.0
+                kern[:, dead] = 0.0
+        else:
+            kern = np.zeros((p, p), np.float32)
+        # the few sharing pairs, added in place (a pair may share several tables)
+        np.add.at(kern.reshape(-1), rows * p + cols, np.float32(1.0 / self.tables))
         kern[np.diag_indices(p)] = 1.0 + self.shared  # each neuron is in its own buckets
         return kern
 
@@ -497,6 +513,78 @@ def _unit_columns(a: np.ndarray) -> np.ndarray:
     """``a`` with every non-zero column scaled to unit length (float32, a copy)."""
     norm = np.sqrt(np.einsum("pn,pn->n", a, a, dtype=np.float64))
     return a * np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
+
+
+class _CentredProjection:
+    """Random projections of the neurons' centred responses, ``H (r_i - mean_i)``, without
+    centring a copy of the ``[M, N]`` responses: ``H r - (H 1) mean^T``, one GEMM (the means
+    from one GEMV). Only the directions matter (signs, and a sketch scaled to unit length
+    afterwards), so nothing is scaled.
+
+    The first projection also tells which neurons are live (:func:`_live`), without another
+    pass over the responses: ``|H (r_i - mean_i)| / sqrt(p M)`` estimates a neuron's standard
+    deviation within ~10%, and one above 1% of its mean and above 1e-4 varies far more than the
+    rule's millionth. Only the others are looked at exactly: their range decides, and those
+    that are live are centred explicitly (their mean dwarfs their spread, where the difference
+    would lose float32 digits); a dead one projects to 0. The responses may be raw or already
+    :func:`standardise`-d."""
+
+    def __init__(self, responses: np.ndarray) -> None:
+        self.r = _check_responses(responses).astype(np.float32, copy=False)
+        self.m, self.n = self.r.shape
+        self.mean = (np.ones(self.m, np.float32) @ self.r) / np.float32(self.m)
+        if not np.isfinite(self.mean).all():
+            _raise_non_finite(self.r)  # ... or a float32 sum overflowed:
+            self.mean = self.r.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.live: np.ndarray | None = None
+        self.dead = self.exact = np.zeros(0, np.int64)
+
+    def __call__(self, hyper: np.ndarray) -> np.ndarray:
+        proj = hyper @ self.r
+        proj -= hyper.sum(axis=1, dtype=np.float64).astype(np.float32)[:, None] * \
+            self.mean[None, :]
+        if self.live is None:
+            self._screen(proj)
+        if self.exact.size:
+            centred = self.r[:, self.exact] - self.mean[self.exact]
+            proj[:, self.exact] = hyper @ centred
+        if self.dead.size:
+            proj[:, self.dead] = 0.0
+        return proj
+
+    def _screen(self, proj: np.ndarray) -> None:
+        spread = np.sqrt(np.einsum("pn,pn->n", proj, proj, dtype=np.float64)
+                         / (proj.shape[0] * self.m))
+        check = np.flatnonzero(~((spread > 1e-2 * np.abs(self.mean)) & (spread > 1e-4)))
+        self.live = np.ones(self.n, bool)
+        if check.size:
+            cols = self.r[:, check]
+            lo, hi = _column_range(cols)
+            self.live[check] = _live(lo, hi)
+            self.dead = check[~self.live[check]]
+            self.exact = check[self.live[check]]
+            self.mean[self.exact] = cols[:, self.live[check]].mean(axis=0, dtype=np.float64)
+
+
+def _codes(signs: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Each table's code, ``sum_b signs[picks[t, b]] << b`` (``picks`` ``[tables, bits]``,
+    distinct planes per table), for every neuron: a product with a matrix of powers of two, 24
+    bits at a time so that float32 adds them exactly."""
+    tables, bits = picks.shape
+    plus = signs.astype(np.float32)
+    rows = np.arange(tables)[:, None]
+    parts = []
+    for low in range(0, bits, 24):
+        cols = picks[:, low:low + 24]
+        weights = np.zeros((tables, signs.shape[0]), np.float32)
+        weights[rows, cols] = 2.0 ** np.arange(cols.shape[1], dtype=np.float32)
+        parts.append(weights @ plus)
+    if len(parts) == 1:
+        return parts[0].astype(np.int32)
+    codes = np.zeros((tables, signs.shape[1]), np.int64)
+    for i, part in enumerate(parts):
+        codes += part.astype(np.int64) << (24 * i)
+    return codes
 
 
 def _ranges(counts: np.ndarray) -> np.ndarray:
@@ -533,8 +621,8 @@ def messages(
     if qa.shape != (xh.shape[0],):
         raise UserError(f"q must have {xh.shape[0]} entries, got shape {qa.shape}")
     kind = _redundancy(redundancy, responses)
-    z = _responses_for(responses, xh.shape[0]) if kind == "response" else None
-    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, shared=shared,
+    r = _responses_for(responses, xh.shape[0]) if kind == "response" else None
+    fn = _message_fn(xh, r, solver, sigma=sigma, levels=levels, bits=bits, shared=shared,
                      tables=tables, planes=planes, seed=seed, max_bytes=MAX_KERNEL_BYTES)
     return (_lam(lam, kind) / k) * fn(qa)
 
@@ -560,25 +648,27 @@ def _lam(lam: float | None, kind: Redundancy) -> float:
 
 
 def _responses_for(responses: ArrayLike | None, n: int) -> np.ndarray:
-    z = standardise(responses)
-    if z.shape[1] != n:
-        raise UserError(f"responses have {z.shape[1]} neurons but X has {n} rows")
-    return z
+    """The responses, checked against ``n`` neurons; not standardised (the exact solver does
+    that, the fast one projects them as they are)."""
+    r = _check_responses(responses)
+    if r.shape[1] != n:
+        raise UserError(f"responses have {r.shape[1]} neurons but X has {n} rows")
+    return r
 
 
-def _message_fn(xh: np.ndarray, z: np.ndarray | None, solver: str, *, sigma: float,
+def _message_fn(xh: np.ndarray, r: np.ndarray | None, solver: str, *, sigma: float,
                 levels: int, bits: int, shared: float, tables: int, seed: int, max_bytes: int,
                 planes: int | None = None) -> Any:
     if solver not in ("exact", "fast"):
         raise UserError(f"solver must be 'fast' or 'exact', got {solver!r}")
-    if z is not None:
+    if r is not None:
         if not 1 <= bits <= 62:
             raise UserError(f"bits must be between 1 and 62, got {bits}")
         if not (math.isfinite(shared) and shared >= 0):
             raise UserError(f"shared={shared} is out of range (a weight >= 0)")
         if solver == "exact":
-            return _ExactMessages.response(z, bits, shared, max_bytes)
-        return _HashMessages(z, bits, tables, seed, planes, shared)
+            return _ExactMessages.response(standardise(r), bits, shared, max_bytes)
+        return _HashMessages(r, bits, tables, seed, planes, shared)
     if solver == "exact":
         return _ExactMessages.profile(xh, sigma, max_bytes)
     return _GridMessages(xh, sigma, levels)
@@ -774,26 +864,22 @@ def _decode(
         pool = np.union1d(_rank(q, u)[:k], by_u)
     if pool.shape[0] > _MAX_POOL:
         return None
-    kern = among(pool).astype(np.float64)
-    field = (u - m)[pool] if prior else u[pool].copy()
-    dead = u[pool] <= 0
-    # one sort key per candidate, larger is better: dead last, then field, then u, then index
-    taken = np.zeros(pool.shape[0], bool)
+    # candidates in tie order, best first: np.argmax then takes the first of equal fields
+    pool = pool[np.lexsort((pool, -u[pool]))]
+    kern = among(pool)  # float32; each row is taken to float64 when it is used
+    score = (u - m)[pool] if prior else u[pool].copy()  # larger is better
+    score[u[pool] <= 0] = -np.inf  # dead ones last
+    cost = scale * ((1.0 - q[pool]) if prior else np.ones(pool.shape[0]))
     chosen = np.empty(k, np.int64)
-    tie = np.lexsort((-pool, u[pool]))  # rank of (u, -index) among the pool: ascending
-    tie_rank = np.empty_like(tie)
-    tie_rank[tie] = np.arange(tie.shape[0])
     for step in range(k):
-        score = np.where(taken | dead, -np.inf, field)
-        best = np.flatnonzero(score == score.max())
-        if not np.isfinite(score.max()):  # only dead ones left
-            best = np.flatnonzero(~taken)
-            j = int(best[np.argmin(pool[best])])
-        else:
-            j = int(best[np.argmax(tie_rank[best])])
-        taken[j] = True
+        j = int(np.argmax(score))
+        if score[j] == -np.inf:  # only dead ones (or none) left: by index
+            rest = np.setdiff1d(pool, chosen[:step])
+            chosen[step:] = rest[:k - step]
+            break
         chosen[step] = pool[j]
-        field -= scale * ((1.0 - q[pool[j]]) if prior else 1.0) * kern[j]
+        score -= cost[j] * kern[j]
+        score[j] = -np.inf
     return chosen[_rank(q[chosen], u[chosen], chosen)]
 
 
@@ -849,7 +935,7 @@ def mean_field_select(
     if k > n:
         raise UserError(f"k={k} is more than the {n} candidate neurons")
     kind = _redundancy(redundancy, responses)
-    z = _responses_for(responses, n) if kind == "response" else None
+    r = _responses_for(responses, n) if kind == "response" else None
     lam = _lam(lam, kind)
     decode = decode or DEFAULT_DECODE[kind]
     for name, value, ok in (("lam", lam, lam >= 0), ("sigma", sigma, sigma > 0),
@@ -882,11 +968,11 @@ def mean_field_select(
     b0 = b if b is not None else _solve_bias(u, k)
     q = _sigmoid(u - b0)
     kw = {"tol": tol, "max_iter": max_iter, "fixed_b": b, "energies": energies}
-    fn = _message_fn(xh, z, solver, sigma=sigma, levels=levels, bits=bits, shared=shared,
+    fn = _message_fn(xh, r, solver, sigma=sigma, levels=levels, bits=bits, shared=shared,
                      tables=tables, planes=planes, seed=seed, max_bytes=max_kernel_bytes)
     if solver == "exact" and schedule == "sequential":
         q, b_out, iters, done = _sweep(fn, q, u, k, scale, **kw)
-    elif solver == "fast" and z is None:
+    elif solver == "fast" and r is None:
         iters = 0
         if levels > COARSE_LEVELS:  # coarse to fine
             coarse = _GridMessages(xh, sigma, COARSE_LEVELS)

@@ -229,3 +229,64 @@ def test_response_redundancy_needs_matching_responses() -> None:
         S.mean_field_select(x, 5, responses=bad)
     legacy = S.mean_field_select(x, 5)  # no responses: the profile kernel on X
     assert legacy.config["redundancy"] == "profile" and legacy.config["decode"] == "greedy-mf"
+
+
+def test_fast_solver_projects_raw_responses_as_if_standardised() -> None:
+    """The fast solver centres the projections instead of a copy of the responses: any shift
+    and positive scale of a neuron leaves its codes, sketch and the selection unchanged -
+    also for a neuron whose mean dwarfs its spread, which is centred explicitly."""
+    r, y = teacher_like(4)
+    x, _ = S.attribute_accuracy(r, y)
+    rng = np.random.default_rng(4)
+    shifted = (r * rng.uniform(0.01, 50.0, r.shape[1]) + rng.normal(0, 20.0, r.shape[1]))
+    shifted[:, 3] = r[:, 3] * 1e-3 + 1e4  # spread 1e-7 of the mean: float32 keeps ~4 digits
+    shifted = shifted.astype(np.float32)
+    a = S._HashMessages(S.standardise(shifted), bits=24, tables=32, seed=5, shared=0.016)
+    b = S._HashMessages(shifted, bits=24, tables=32, seed=5, shared=0.016)
+    assert np.array_equal(a.table_ids, b.table_ids)
+    np.testing.assert_allclose(a.sketch, b.sketch, atol=2e-4)
+    for kw in ({}, {"shared": 0.0}):
+        want = S.mean_field_select(x, 60, solver="fast", responses=S.standardise(shifted), **kw)
+        got = S.mean_field_select(x, 60, solver="fast", responses=shifted, **kw)
+        assert set(got.indices.tolist()) == set(want.indices.tolist())
+
+
+def test_both_solvers_agree_on_which_neurons_are_dead() -> None:
+    rng = np.random.default_rng(8)
+    r = rng.standard_normal((400, 8)).astype(np.float32)
+    r[:, 1] = 5.0  # constant
+    r[:, 2] = 5.0 + rng.choice([-1, 0, 1], 400) * np.spacing(np.float32(5.0))  # rounding noise
+    r[:, 3] = 0.0
+    r[:, 4] = 1e-5 * rng.standard_normal(400)  # small but real: live
+    r[:, 5] = 300.0 + 0.01 * rng.standard_normal(400)  # spread 3e-5 of its mean: live
+    z = S.standardise(r)
+    dead_exact = ~z.any(axis=0)
+    fast = S._HashMessages(r, bits=8, tables=4, seed=0, shared=0.5)
+    assert dead_exact.tolist() == [False, True, True, True, False, False, False, False]
+    assert (fast.live == 0).tolist() == dead_exact.tolist()
+    # a live neuron near its mean correlates with its own standardised copy through the sketch
+    twin = S._HashMessages(np.concatenate([r, z[:, 5:6]], 1), bits=8, tables=4, seed=0,
+                           shared=0.5)
+    assert twin.sketch[:, 5] @ twin.sketch[:, 8] == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(UserError, match=r"responses\[7, 6\] is nan"):
+        bad = r.copy()
+        bad[7, 6] = np.nan
+        S._HashMessages(bad, bits=8, tables=4)
+
+
+@pytest.mark.parametrize("bits", [6, 24, 40])
+def test_hash_codes_and_bucket_ids_match_bit_packing(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    signs = rng.random((3 * bits, 500)) < 0.5
+    picks = np.stack([rng.choice(3 * bits, bits, replace=False) for _ in range(5)])
+    want = np.stack([(signs[p].astype(np.int64) << np.arange(bits)[:, None]).sum(0)
+                     for p in picks])
+    assert np.array_equal(S._codes(signs, picks), want)
+    z = S.standardise(rng.standard_normal((50, 300)))
+    h = S._HashMessages(z, bits=bits, tables=7, seed=1)
+    # ids: distinct across tables, numbered table by table in code order, none unused
+    assert np.array_equal(np.unique(h.table_ids), np.arange(h.buckets))
+    for t in range(7):
+        assert np.all(np.diff(h.table_ids[t][np.argsort(h.table_ids[t])]) >= 0)
+        if t:
+            assert h.table_ids[t].min() == h.table_ids[t - 1].max() + 1
